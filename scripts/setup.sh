@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Set up a development/run environment on a fresh machine: .venv, the package, the Delta Lake jars.
+# Idempotent: each step is skipped when its result is already there and up to date.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON="${PYTHON:-python3}"
+VENV=".venv"
+JARS_DIR="${FEATURELAKE_JARS_DIR:-.jars}"
+EXTRAS="${FEATURELAKE_EXTRAS:-redis,server,dev}"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "setup: creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# Reinstall only when pyproject.toml or the extras changed.
+stamp="$VENV/.featurelake-install"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: installing featurelake[$EXTRAS] into $VENV"
+    "$VENV/bin/python" -m pip install -q --upgrade pip
+    "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+    echo "$want" > "$stamp"
+fi
+
+# The delta-spark wheel carries no jars: fetch the matching ones from Maven Central.
+delta_version="$("$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("delta-spark"))')"
+mkdir -p "$JARS_DIR"
+for artifact in "delta-spark_2.13" "delta-storage"; do
+    jar="$JARS_DIR/$artifact-$delta_version.jar"
+    if [ ! -s "$jar" ]; then
+        echo "setup: fetching io.delta:$artifact:$delta_version into $JARS_DIR"
+        mvn -q -B -Dstyle.color=never dependency:copy \
+            -Dartifact="io.delta:$artifact:$delta_version" \
+            -DoutputDirectory="$JARS_DIR" >/dev/null
+    fi
+done
+echo "setup: ready (delta $delta_version, jars in $JARS_DIR)"

@@ -1,0 +1,53 @@
+"""featurelake: a feature platform for the lakehouse, on Spark and Delta Lake.
+
+The public API is re-exported here and imported lazily, so `import featurelake` starts no Spark
+session and imports no engine until a name that needs one is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from loguru import logger
+
+logger.disable("featurelake")
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "FeatureStoreConfig": "featurelake.config",
+    "StoreMode": "featurelake.config",
+    "OnlineBackend": "featurelake.config",
+    "load_config": "featurelake.config",
+    "get_spark": "featurelake.session",
+    "enable_logging": "featurelake.logs",
+    "FeatureStoreError": "featurelake.errors",
+    "ConfigurationError": "featurelake.errors",
+    "SchemaValidationError": "featurelake.errors",
+    "FeatureNotFoundError": "featurelake.errors",
+    "FeatureGroupNotFoundError": "featurelake.errors",
+    "MaterializationError": "featurelake.errors",
+    "ConcurrentWriteError": "featurelake.errors",
+    "VirtualizationQueryError": "featurelake.errors",
+    "RegistryError": "featurelake.errors",
+    "PointInTimeError": "featurelake.errors",
+    "OnlineStoreError": "featurelake.errors",
+    "OnlineStoreUnavailableError": "featurelake.errors",
+    "UnsupportedOperationError": "featurelake.errors",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'featurelake' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

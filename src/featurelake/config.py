@@ -1,0 +1,287 @@
+"""Store configuration: `FeatureStoreConfig`, loaded from YAML or a dict, overridable by env."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from featurelake.errors import ConfigurationError
+
+ENV_PREFIX = "FEATURELAKE_"
+DEFAULT_CONFIG_PATH = Path("conf/featurelake.yaml")
+
+
+class StoreMode(StrEnum):
+    """Which offline strategy a store uses by default."""
+
+    MATERIALIZED = "MATERIALIZED"
+    VIRTUALIZED = "VIRTUALIZED"
+    HYBRID = "HYBRID"
+    ONLINE = "ONLINE"
+
+
+class OnlineBackend(StrEnum):
+    """Online store implementations, chosen by name."""
+
+    MEMORY = "memory"
+    REDIS = "redis"
+
+
+DEFAULT_SPARK_CONF: dict[str, str] = {
+    "spark.sql.session.timeZone": "UTC",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.databricks.delta.snapshotPartitions": "2",
+}
+
+
+@dataclass(frozen=True)
+class FeatureStoreConfig:
+    """Every setting of a feature store. Build with `from_yaml`, `from_dict` or the constructor."""
+
+    storage_path: str
+    mode: StoreMode = StoreMode.MATERIALIZED
+    catalog: str | None = None
+    database: str | None = None
+    hybrid_threshold_rows: int = 100_000
+    max_retries: int = 5
+    retry_backoff_ms: int = 100
+    retry_backoff_multiplier: float = 2.0
+    metadata_cache_ttl_seconds: float = 30.0
+    enable_online_store: bool = False
+    online_backend: OnlineBackend = OnlineBackend.MEMORY
+    online_url: str | None = None
+    online_timeout_ms: int = 500
+    sync_to_online: bool = False
+    auto_materialize_on_read: bool = False
+    auto_materialize_after_reads: int = 3
+    spark_master: str = "local[*]"
+    spark_app_name: str = "featurelake"
+    spark_shuffle_partitions: int = 8
+    spark_warehouse_dir: str | None = None
+    spark_ui_enabled: bool = False
+    spark_remote: str | None = None
+    jars_dir: str | None = None
+    spark_conf: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_dict(
+        cls, values: Mapping[str, Any], *, environ: Mapping[str, str] | None = None
+    ) -> FeatureStoreConfig:
+        """Build a config from a mapping; `FEATURELAKE_<KEY>` variables in `environ` override it.
+
+        `environ` defaults to `os.environ`; pass `{}` to ignore the environment.
+        """
+        if not isinstance(values, Mapping):
+            raise ConfigurationError(
+                f"The configuration must be a mapping of keys to values, got "
+                f"{type(values).__name__}.",
+                fix="write the config as 'key: value' lines (see conf/featurelake.yaml).",
+            )
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigurationError(
+                f"Unknown configuration key(s): {', '.join(unknown)}.",
+                fix=f"use only these keys: {', '.join(sorted(known))}.",
+                keys=unknown,
+            )
+        merged: dict[str, Any] = dict(values)
+        env = os.environ if environ is None else environ
+        for name in known:
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                merged[name] = raw
+        if "storage_path" not in merged or merged["storage_path"] in (None, ""):
+            raise ConfigurationError(
+                "The configuration key 'storage_path' is missing.",
+                fix="set storage_path to the folder or URI of the store (for example "
+                "'./demo_store' or 's3://bucket/features'), in the YAML file or as "
+                "FEATURELAKE_STORAGE_PATH.",
+                key="storage_path",
+            )
+        kwargs = {name: _coerce(name, known[name].type, value) for name, value in merged.items()}
+        return cls(**kwargs)
+
+    @classmethod
+    def from_yaml(
+        cls, path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None
+    ) -> FeatureStoreConfig:
+        """Load a config file. Relative `storage_path`/`jars_dir` are taken from the cwd."""
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigurationError(
+                f"The config file {file} does not exist.",
+                fix="create it with 'featurelake init', or pass --config with the right path.",
+            )
+        try:
+            loaded = yaml.safe_load(file.read_text()) or {}
+        except yaml.YAMLError as error:
+            raise ConfigurationError(
+                f"The config file {file} is not valid YAML: {error}",
+                fix="correct the YAML syntax at the position shown.",
+            ) from error
+        return cls.from_dict(loaded, environ=environ)
+
+    def replace(self, **changes: Any) -> FeatureStoreConfig:
+        """A copy with some settings changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def effective_spark_conf(self) -> dict[str, str]:
+        """Spark settings: featurelake's defaults, then the user's `spark_conf`."""
+        return {**DEFAULT_SPARK_CONF, **{str(k): str(v) for k, v in self.spark_conf.items()}}
+
+
+def _coerce(name: str, annotation: Any, value: Any) -> Any:
+    """Turn YAML/env values into the field's type, with an error naming the key."""
+    text = str(annotation)
+    try:
+        if value is None:
+            return None
+        if "StoreMode" in text:
+            return value if isinstance(value, StoreMode) else StoreMode(str(value).upper())
+        if "OnlineBackend" in text:
+            if isinstance(value, OnlineBackend):
+                return value
+            return OnlineBackend(str(value).lower())
+        if text.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            lowered = str(value).strip().lower()
+            if lowered in ("true", "1", "yes", "on"):
+                return True
+            if lowered in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(value)
+        if text.startswith("int"):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if text.startswith("float"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if text.startswith("Mapping"):
+            if isinstance(value, str):
+                loaded = yaml.safe_load(value)
+                value = loaded if isinstance(loaded, Mapping) else _parse_pairs(value)
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return {str(k): str(v) for k, v in value.items()}
+        return str(value)
+    except ValueError as error:
+        raise ConfigurationError(
+            f"The configuration key '{name}' has the value {value!r}, which is not "
+            f"{_describe(annotation)}.",
+            fix=f"set '{name}' to {_describe(annotation)}.",
+            key=name,
+        ) from error
+
+
+def _parse_pairs(text: str) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, val = item.partition("=")
+        if not sep:
+            raise ValueError(text)
+        pairs[key.strip()] = val.strip()
+    return pairs
+
+
+def _describe(annotation: Any) -> str:
+    text = str(annotation)
+    if "StoreMode" in text:
+        return "one of " + ", ".join(m.value for m in StoreMode)
+    if "OnlineBackend" in text:
+        return "one of " + ", ".join(b.value for b in OnlineBackend)
+    if text.startswith("bool"):
+        return "true or false"
+    if text.startswith("int"):
+        return "a whole number"
+    if text.startswith("float"):
+        return "a number"
+    if text.startswith("Mapping"):
+        return "a mapping of Spark keys to values"
+    return "a string"
+
+
+def _validate(config: FeatureStoreConfig) -> None:
+    if not isinstance(config.storage_path, str) or not config.storage_path.strip():
+        raise ConfigurationError(
+            "The configuration key 'storage_path' is empty.",
+            fix="set storage_path to the folder or URI of the store.",
+            key="storage_path",
+        )
+    if not isinstance(config.mode, StoreMode):
+        raise ConfigurationError(
+            f"The configuration key 'mode' has the value {config.mode!r}.",
+            fix="set 'mode' to one of " + ", ".join(m.value for m in StoreMode) + ".",
+            key="mode",
+        )
+    if not isinstance(config.online_backend, OnlineBackend):
+        raise ConfigurationError(
+            f"The configuration key 'online_backend' has the value {config.online_backend!r}.",
+            fix="set 'online_backend' to one of " + ", ".join(b.value for b in OnlineBackend),
+            key="online_backend",
+        )
+    non_negative = {
+        "hybrid_threshold_rows": config.hybrid_threshold_rows,
+        "max_retries": config.max_retries,
+        "retry_backoff_ms": config.retry_backoff_ms,
+        "metadata_cache_ttl_seconds": config.metadata_cache_ttl_seconds,
+    }
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigurationError(
+                f"The configuration key '{key}' is {value}, but it cannot be negative.",
+                fix=f"set '{key}' to 0 or more.",
+                key=key,
+            )
+    positive = {
+        "online_timeout_ms": config.online_timeout_ms,
+        "spark_shuffle_partitions": config.spark_shuffle_partitions,
+        "auto_materialize_after_reads": config.auto_materialize_after_reads,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigurationError(
+                f"The configuration key '{key}' is {value}, but it must be positive.",
+                fix=f"set '{key}' to 1 or more.",
+                key=key,
+            )
+    if config.retry_backoff_multiplier < 1.0:
+        raise ConfigurationError(
+            f"The configuration key 'retry_backoff_multiplier' is "
+            f"{config.retry_backoff_multiplier}, but backoff must not shrink.",
+            fix="set 'retry_backoff_multiplier' to 1.0 or more (2.0 doubles each wait).",
+            key="retry_backoff_multiplier",
+        )
+    if config.online_backend is OnlineBackend.REDIS and not config.online_url:
+        raise ConfigurationError(
+            "The online backend is 'redis' but 'online_url' is not set.",
+            fix="set online_url to the server, e.g. 'redis://localhost:6379/0'.",
+            key="online_url",
+        )
+    if config.spark_remote and not config.spark_remote.startswith("sc://"):
+        raise ConfigurationError(
+            f"The configuration key 'spark_remote' is {config.spark_remote!r}.",
+            fix="set spark_remote to a Spark Connect URL such as 'sc://localhost:15002'.",
+            key="spark_remote",
+        )
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, *, environ: Mapping[str, str] | None = None
+) -> FeatureStoreConfig:
+    """Load `path`, or `conf/featurelake.yaml` under the cwd when no path is given."""
+    return FeatureStoreConfig.from_yaml(path or DEFAULT_CONFIG_PATH, environ=environ)

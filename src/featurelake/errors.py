@@ -1,0 +1,94 @@
+"""The featurelake error tree.
+
+Every error says what failed, why, and what to do next. Errors are either *terminal* (bad input,
+bad configuration: retrying cannot help) or *transient* (a Delta write conflict, a Redis timeout:
+the same call may succeed later). Only transient errors are retried, by `featurelake.retry`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class FeatureStoreError(Exception):
+    """Base of every featurelake error.
+
+    `fix` is the one thing the user should do next; it is appended to the message.
+    """
+
+    transient: bool = False
+
+    def __init__(self, message: str, *, fix: str | None = None, **details: Any) -> None:
+        self.message = message
+        self.fix = fix
+        self.details: dict[str, Any] = details
+        super().__init__(f"{message} Fix: {fix}" if fix else message)
+
+
+class TransientError(FeatureStoreError):
+    """Marker base: the operation may succeed if tried again."""
+
+    transient = True
+
+
+class ConfigurationError(FeatureStoreError):
+    """A configuration key is missing or holds a value outside what it allows."""
+
+
+class DependencyNotInstalledError(ConfigurationError):
+    """An optional dependency (an extra) is needed but not installed."""
+
+    def __init__(self, package: str, extra: str, purpose: str) -> None:
+        super().__init__(
+            f"{purpose} needs the package '{package}', which is not installed.",
+            fix=f"pip install 'featurelake[{extra}]'",
+            package=package,
+            extra=extra,
+        )
+
+
+class SchemaValidationError(FeatureStoreError):
+    """A schema is invalid, or data does not match its schema."""
+
+
+class FeatureNotFoundError(FeatureStoreError):
+    """A feature reference names a feature that the group does not have."""
+
+
+class FeatureGroupNotFoundError(FeatureNotFoundError):
+    """A feature group (or the requested version of it) is not registered."""
+
+
+class MaterializationError(FeatureStoreError):
+    """Writing features into the Gold layer failed."""
+
+
+class ConcurrentWriteError(TransientError, MaterializationError):
+    """A Delta commit lost an optimistic-concurrency race; retrying is safe."""
+
+
+class VirtualizationQueryError(FeatureStoreError):
+    """A virtual feature query does not parse, analyse, or match its group schema."""
+
+
+class RegistryError(FeatureStoreError):
+    """Reading or writing feature metadata in the registry failed."""
+
+
+MetadataError = RegistryError
+
+
+class PointInTimeError(FeatureStoreError):
+    """A point-in-time (training set) request is malformed."""
+
+
+class OnlineStoreError(FeatureStoreError):
+    """The online store rejected an operation."""
+
+
+class OnlineStoreUnavailableError(TransientError, OnlineStoreError):
+    """The online store could not be reached within the configured timeout."""
+
+
+class UnsupportedOperationError(FeatureStoreError):
+    """The operation is not available on this kind of Spark session or backend."""

@@ -1,0 +1,1 @@
+"""Online stores: low-latency latest values (in-process or Redis)."""

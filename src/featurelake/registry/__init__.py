@@ -1,0 +1,1 @@
+"""The metadata registry: groups, versions, lineage, write history, stored in Delta."""

@@ -1,0 +1,1 @@
+"""Feature group schemas: types, validation, YAML loading."""

@@ -1,0 +1,107 @@
+"""Spark sessions: the caller's own when there is one, else a local Delta-enabled session.
+
+Nothing here runs at import time; `get_spark()` builds a session only when called.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from loguru import logger
+
+from featurelake.config import FeatureStoreConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+DELTA_ARTIFACTS = ("delta-spark_2.13", "delta-storage")
+JARS_DIR_ENV = "FEATURELAKE_JARS_DIR"
+
+
+def delta_version() -> str:
+    """The installed delta-spark wheel's version (the jars must match it)."""
+    return importlib.metadata.version("delta-spark")
+
+
+def find_delta_jars(jars_dir: str | None = None) -> list[Path] | None:
+    """The local Delta jars matching the wheel, or None when some are missing.
+
+    Looked up in `jars_dir`, then `$FEATURELAKE_JARS_DIR`, then `./.jars`, then the `.jars`
+    folder of a source checkout of featurelake.
+    """
+    version = delta_version()
+    candidates = [
+        jars_dir,
+        os.environ.get(JARS_DIR_ENV),
+        ".jars",
+        str(Path(__file__).resolve().parents[2] / ".jars"),
+    ]
+    for folder in filter(None, candidates):
+        jars = [Path(folder) / f"{artifact}-{version}.jar" for artifact in DELTA_ARTIFACTS]
+        if all(jar.is_file() for jar in jars):
+            return [jar.resolve() for jar in jars]
+    return None
+
+
+def active_session() -> SparkSession | None:
+    """The caller's active session (classic or Spark Connect), if any."""
+    from pyspark.sql import SparkSession
+
+    return SparkSession.getActiveSession()
+
+
+def get_spark(config: FeatureStoreConfig | None = None) -> SparkSession:
+    """Return the active Spark session, or build a local Delta-enabled one from `config`.
+
+    On Databricks (or any caller with a session), the caller's session is returned untouched.
+    With `spark_remote` in the config or `SPARK_REMOTE` in the environment, a Spark Connect
+    session to that server is returned. Otherwise a local session is built with the Delta SQL
+    extension and catalog, using the local Delta jars when present and Spark's package download
+    (`spark.jars.packages`) when not.
+    """
+    existing = active_session()
+    if existing is not None:
+        return existing
+
+    from pyspark.sql import SparkSession
+
+    remote = (config.spark_remote if config else None) or os.environ.get("SPARK_REMOTE")
+    if remote:
+        logger.info("connecting to Spark Connect at {}", remote)
+        return SparkSession.builder.remote(remote).getOrCreate()
+
+    cfg = config or FeatureStoreConfig(storage_path=".")
+    builder = (
+        SparkSession.builder.master(cfg.spark_master)
+        .appName(cfg.spark_app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config(
+            "spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+        )
+        .config("spark.sql.shuffle.partitions", str(cfg.spark_shuffle_partitions))
+        .config("spark.ui.enabled", str(cfg.spark_ui_enabled).lower())
+    )
+    jars = find_delta_jars(cfg.jars_dir)
+    if jars:
+        builder = builder.config("spark.jars", ",".join(str(jar) for jar in jars))
+    else:
+        packages = ",".join(
+            f"io.delta:{artifact}:{delta_version()}" for artifact in DELTA_ARTIFACTS
+        )
+        logger.warning("local Delta jars not found; Spark will download {}", packages)
+        builder = builder.config("spark.jars.packages", packages)
+    if cfg.spark_warehouse_dir:
+        builder = builder.config("spark.sql.warehouse.dir", cfg.spark_warehouse_dir)
+    for key, value in cfg.effective_spark_conf.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel("ERROR")
+    return session
+
+
+def is_connect_session(spark: SparkSession) -> bool:
+    """True when `spark` talks to a Spark Connect server (no sparkContext there)."""
+    return type(spark).__module__.startswith("pyspark.sql.connect")
