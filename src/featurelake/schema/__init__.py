@@ -1,1 +1,30 @@
-"""Feature group schemas: types, validation, YAML loading."""
+"""Feature group schemas: types, validation, YAML loading, evolution rules. No Spark needed."""
+
+from featurelake.schema.durations import format_duration, parse_duration
+from featurelake.schema.evolution import SchemaChange, classify_change
+from featurelake.schema.loading import load_group_file, load_groups
+from featurelake.schema.model import (
+    INGESTED_AT,
+    FeatureGroupSchema,
+    FeatureSchema,
+)
+from featurelake.schema.refs import FeatureRef, parse_refs
+from featurelake.schema.types import DataType, FeatureType, SqlType, is_safe_cast
+
+__all__ = [
+    "INGESTED_AT",
+    "DataType",
+    "FeatureGroupSchema",
+    "FeatureRef",
+    "FeatureSchema",
+    "FeatureType",
+    "SchemaChange",
+    "SqlType",
+    "classify_change",
+    "format_duration",
+    "is_safe_cast",
+    "load_group_file",
+    "load_groups",
+    "parse_duration",
+    "parse_refs",
+]

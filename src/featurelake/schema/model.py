@@ -1,0 +1,438 @@
+"""Feature and feature-group schemas: immutable, validated on creation, YAML/dict round-trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from featurelake.errors import FeatureNotFoundError, SchemaValidationError
+from featurelake.schema.durations import format_duration, parse_duration
+from featurelake.schema.types import DataType, FeatureType, SqlType
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INGESTED_AT = "_ingested_at"
+RESERVED_COLUMNS = frozenset({INGESTED_AT})
+DEFAULT_TIMESTAMP_KEY = "event_timestamp"
+
+
+def check_identifier(name: object, what: str) -> str:
+    """Return `name` if it is a plain identifier, else raise an error naming `what`."""
+    if not isinstance(name, str) or not name:
+        raise SchemaValidationError(
+            f"The {what} name is empty.", fix=f"give the {what} a name such as 'customer_age'."
+        )
+    if not IDENTIFIER.match(name):
+        raise SchemaValidationError(
+            f"The {what} name '{name}' is not a valid identifier.",
+            fix="use letters, digits and underscores, starting with a letter or underscore.",
+        )
+    if name in RESERVED_COLUMNS:
+        raise SchemaValidationError(
+            f"The {what} name '{name}' is reserved by featurelake.",
+            fix="choose another name.",
+        )
+    return name
+
+
+def _default_feature_type(data_type: SqlType) -> FeatureType:
+    if data_type.is_numeric:
+        return FeatureType.NUMERICAL
+    if data_type.kind in (DataType.STRING, DataType.BOOLEAN):
+        return FeatureType.CATEGORICAL
+    if data_type.kind is DataType.ARRAY:
+        return FeatureType.VECTOR
+    if data_type.kind in (DataType.TIMESTAMP, DataType.DATE):
+        return FeatureType.TIMESERIES
+    return FeatureType.COMPLEX
+
+
+@dataclass(frozen=True)
+class FeatureSchema:
+    """One feature: its name, type, meaning and declared limits.
+
+    `min_value` / `max_value` / `allowed_values` are enforced on every write.
+    """
+
+    name: str
+    data_type: SqlType
+    feature_type: FeatureType
+    description: str = ""
+    nullable: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+    unit: str | None = None
+    allowed_values: tuple[Any, ...] | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __init__(
+        self,
+        name: str,
+        data_type: str | DataType | SqlType,
+        feature_type: str | FeatureType | None = None,
+        description: str = "",
+        nullable: bool = True,
+        min_value: float | None = None,
+        max_value: float | None = None,
+        unit: str | None = None,
+        allowed_values: Iterable[Any] | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        check_identifier(name, "feature")
+        sql_type = SqlType.parse(data_type)
+        try:
+            ftype = (
+                FeatureType(str(feature_type).lower())
+                if feature_type is not None
+                else _default_feature_type(sql_type)
+            )
+        except ValueError:
+            raise SchemaValidationError(
+                f"Feature '{name}' has the feature type '{feature_type}'.",
+                fix="use one of " + ", ".join(t.value for t in FeatureType) + ".",
+            ) from None
+        if (min_value is not None or max_value is not None) and not sql_type.is_numeric:
+            raise SchemaValidationError(
+                f"Feature '{name}' declares min/max but its type {sql_type} is not numeric.",
+                fix="remove min/max, or make the feature numeric.",
+            )
+        if min_value is not None and max_value is not None and min_value > max_value:
+            raise SchemaValidationError(
+                f"Feature '{name}' has min {min_value} greater than max {max_value}.",
+                fix="swap them or correct one.",
+            )
+        allowed = tuple(allowed_values) if allowed_values is not None else None
+        if allowed is not None and not sql_type.is_atomic:
+            raise SchemaValidationError(
+                f"Feature '{name}' declares allowed values but its type {sql_type} is not atomic.",
+                fix="remove allowed_values or use an atomic type.",
+            )
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "data_type", sql_type)
+        set_(self, "feature_type", ftype)
+        set_(self, "description", description or "")
+        set_(self, "nullable", bool(nullable))
+        set_(self, "min_value", min_value)
+        set_(self, "max_value", max_value)
+        set_(self, "unit", unit)
+        set_(self, "allowed_values", allowed)
+        set_(self, "metadata", dict(metadata or {}))
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML/JSON form; `FeatureSchema.from_dict(f.to_dict()) == f`."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.data_type.simple_string(),
+            "feature_type": self.feature_type.value,
+        }
+        if self.description:
+            out["description"] = self.description
+        if not self.nullable:
+            out["nullable"] = False
+        for key in ("min_value", "max_value", "unit"):
+            if getattr(self, key) is not None:
+                out[key.removesuffix("_value") if key != "unit" else key] = getattr(self, key)
+        if self.allowed_values is not None:
+            out["allowed_values"] = list(self.allowed_values)
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
+        """Read the YAML form: name, type, feature_type, description, nullable, min, max..."""
+        if not isinstance(data, Mapping):
+            raise SchemaValidationError(
+                f"A feature must be a mapping, got {data!r}.",
+                fix="write each feature as '- name: x\\n  type: double'.",
+            )
+        known = {
+            "name",
+            "type",
+            "data_type",
+            "feature_type",
+            "description",
+            "nullable",
+            "min",
+            "max",
+            "min_value",
+            "max_value",
+            "unit",
+            "allowed_values",
+            "metadata",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SchemaValidationError(
+                f"Feature '{data.get('name')}' has unknown key(s): {', '.join(unknown)}.",
+                fix=f"use only: {', '.join(sorted(known))}.",
+            )
+        data_type = data.get("type", data.get("data_type"))
+        if data_type is None:
+            raise SchemaValidationError(
+                f"Feature '{data.get('name')}' has no type.",
+                fix="add 'type: double' (or int, bigint, string, array<double>, ...).",
+            )
+        return cls(
+            name=data.get("name"),  # type: ignore[arg-type]
+            data_type=data_type,
+            feature_type=data.get("feature_type"),
+            description=data.get("description", ""),
+            nullable=data.get("nullable", True),
+            min_value=data.get("min", data.get("min_value")),
+            max_value=data.get("max", data.get("max_value")),
+            unit=data.get("unit"),
+            allowed_values=data.get("allowed_values"),
+            metadata=data.get("metadata"),
+        )
+
+
+@dataclass(frozen=True)
+class FeatureGroupSchema:
+    """A feature group: entity keys, event time, features, and how the group is kept.
+
+    Immutable and validated on creation; `to_dict` / `from_dict` give the YAML form.
+    """
+
+    name: str
+    entity_keys: tuple[str, ...]
+    features: tuple[FeatureSchema, ...]
+    version: int = 1
+    timestamp_key: str = DEFAULT_TIMESTAMP_KEY
+    description: str = ""
+    owner: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    ttl: timedelta | None = None
+    partition_columns: tuple[str, ...] = ()
+    entity_key_types: Mapping[str, SqlType] = field(default_factory=dict)
+    freshness: timedelta | None = None
+
+    def __init__(
+        self,
+        name: str,
+        entity_keys: str | Sequence[str],
+        features: Iterable[FeatureSchema | Mapping[str, Any]],
+        version: int = 1,
+        timestamp_key: str = DEFAULT_TIMESTAMP_KEY,
+        description: str = "",
+        owner: str | None = None,
+        tags: Mapping[str, str] | Iterable[str] | None = None,
+        ttl: str | int | float | timedelta | None = None,
+        partition_columns: Sequence[str] = (),
+        entity_key_types: Mapping[str, str | DataType | SqlType] | None = None,
+        freshness: str | int | float | timedelta | None = None,
+    ) -> None:
+        check_identifier(name, "feature group")
+        keys = (entity_keys,) if isinstance(entity_keys, str) else tuple(entity_keys)
+        if not keys:
+            raise SchemaValidationError(
+                f"Feature group '{name}' has no entity keys.",
+                fix="declare the column(s) that identify an entity, e.g. entity_keys: "
+                "[customer_id].",
+            )
+        for key in keys:
+            check_identifier(key, f"entity key of group '{name}'")
+        if len(set(keys)) != len(keys):
+            raise SchemaValidationError(
+                f"Feature group '{name}' lists an entity key twice: {list(keys)}.",
+                fix="list each key once.",
+            )
+        check_identifier(timestamp_key, f"timestamp key of group '{name}'")
+        if timestamp_key in keys:
+            raise SchemaValidationError(
+                f"Feature group '{name}' uses '{timestamp_key}' as both an entity key and the "
+                "timestamp key.",
+                fix="choose a separate event-time column.",
+            )
+        feats = tuple(
+            f if isinstance(f, FeatureSchema) else FeatureSchema.from_dict(f) for f in features
+        )
+        if not feats:
+            raise SchemaValidationError(
+                f"Feature group '{name}' has no features.", fix="declare at least one feature."
+            )
+        seen: set[str] = set()
+        for feature in feats:
+            if feature.name in seen:
+                raise SchemaValidationError(
+                    f"Feature group '{name}' declares the feature '{feature.name}' twice.",
+                    fix="remove or rename one of them.",
+                )
+            seen.add(feature.name)
+            if feature.name in keys or feature.name == timestamp_key:
+                raise SchemaValidationError(
+                    f"In group '{name}', '{feature.name}' is both a key and a feature.",
+                    fix="keys and the timestamp are stored anyway: remove it from features.",
+                )
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise SchemaValidationError(
+                f"Feature group '{name}' has version {version!r}.",
+                fix="use a whole number from 1 up.",
+            )
+        columns = {*keys, timestamp_key, *seen}
+        for column in partition_columns:
+            if column not in columns:
+                raise SchemaValidationError(
+                    f"Group '{name}' partitions by '{column}', which is not one of its columns.",
+                    fix=f"partition by one of: {', '.join(sorted(columns))}.",
+                )
+        key_types = {k: SqlType.parse(v) for k, v in (entity_key_types or {}).items()}
+        for key, sql_type in key_types.items():
+            if key not in keys:
+                raise SchemaValidationError(
+                    f"Group '{name}' gives a type for '{key}', which is not an entity key.",
+                    fix=f"type only the entity keys: {', '.join(keys)}.",
+                )
+            if not sql_type.is_atomic:
+                raise SchemaValidationError(
+                    f"Entity key '{key}' of group '{name}' has the type {sql_type}.",
+                    fix="entity keys must be atomic (bigint, string, ...).",
+                )
+        if tags is None:
+            tag_map: dict[str, str] = {}
+        elif isinstance(tags, Mapping):
+            tag_map = {str(k): str(v) for k, v in tags.items()}
+        else:
+            tag_map = {str(t): "" for t in tags}
+        set_ = object.__setattr__
+        set_(self, "name", name)
+        set_(self, "entity_keys", keys)
+        set_(self, "features", feats)
+        set_(self, "version", version)
+        set_(self, "timestamp_key", timestamp_key)
+        set_(self, "description", description or "")
+        set_(self, "owner", owner)
+        set_(self, "tags", tag_map)
+        set_(self, "ttl", parse_duration(ttl, what=f"ttl of group '{name}'"))
+        set_(self, "partition_columns", tuple(partition_columns))
+        set_(self, "entity_key_types", key_types)
+        set_(self, "freshness", parse_duration(freshness, what=f"freshness of group '{name}'"))
+
+    def __hash__(self) -> int:
+        return hash(self.fingerprint())
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.features)
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every data column a write must carry: keys, timestamp, features."""
+        return (*self.entity_keys, self.timestamp_key, *self.feature_names)
+
+    def feature(self, name: str) -> FeatureSchema:
+        """The feature called `name`, or a FeatureNotFoundError listing the ones there are."""
+        for feature in self.features:
+            if feature.name == name:
+                return feature
+        raise FeatureNotFoundError(
+            f"Feature group '{self.name}' (v{self.version}) has no feature '{name}'.",
+            fix=f"use one of: {', '.join(self.feature_names)}.",
+            group=self.name,
+            feature=name,
+        )
+
+    def with_changes(self, **changes: Any) -> FeatureGroupSchema:
+        """A new schema with some fields replaced (validated again)."""
+        data = self.to_dict()
+        data.update(changes)
+        return FeatureGroupSchema.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML/JSON form; `from_dict(to_dict())` gives an equal schema."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "version": self.version,
+            "entity_keys": list(self.entity_keys),
+            "timestamp_key": self.timestamp_key,
+            "features": [f.to_dict() for f in self.features],
+        }
+        if self.description:
+            out["description"] = self.description
+        if self.owner:
+            out["owner"] = self.owner
+        if self.tags:
+            out["tags"] = dict(self.tags)
+        if self.ttl is not None:
+            out["ttl"] = format_duration(self.ttl)
+        if self.freshness is not None:
+            out["freshness"] = format_duration(self.freshness)
+        if self.partition_columns:
+            out["partition_columns"] = list(self.partition_columns)
+        if self.entity_key_types:
+            out["entity_key_types"] = {
+                k: v.simple_string() for k, v in self.entity_key_types.items()
+            }
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureGroupSchema:
+        """Read the YAML form of a group."""
+        if not isinstance(data, Mapping):
+            raise SchemaValidationError(
+                f"A feature group must be a mapping, got {type(data).__name__}.",
+                fix="write the group as 'name: ..., entity_keys: [...], features: [...]'.",
+            )
+        allowed = {
+            "name",
+            "version",
+            "entity_keys",
+            "timestamp_key",
+            "features",
+            "description",
+            "owner",
+            "tags",
+            "ttl",
+            "freshness",
+            "partition_columns",
+            "entity_key_types",
+        }
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise SchemaValidationError(
+                f"Feature group '{data.get('name')}' has unknown key(s): {', '.join(unknown)}.",
+                fix=f"use only: {', '.join(sorted(allowed))}.",
+            )
+        keys_raw = data.get("entity_keys") or []
+        keys: list[str] = []
+        key_types: dict[str, Any] = dict(data.get("entity_key_types") or {})
+        for item in [keys_raw] if isinstance(keys_raw, str) else keys_raw:
+            if isinstance(item, Mapping):
+                keys.append(item.get("name"))  # type: ignore[arg-type]
+                if item.get("type"):
+                    key_types[str(item.get("name"))] = item["type"]
+            else:
+                keys.append(item)
+        return cls(
+            name=data.get("name"),  # type: ignore[arg-type]
+            entity_keys=keys,
+            features=data.get("features") or [],
+            version=data.get("version", 1),
+            timestamp_key=data.get("timestamp_key", DEFAULT_TIMESTAMP_KEY),
+            description=data.get("description", ""),
+            owner=data.get("owner"),
+            tags=data.get("tags"),
+            ttl=data.get("ttl"),
+            partition_columns=data.get("partition_columns") or (),
+            entity_key_types=key_types,
+            freshness=data.get("freshness"),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> FeatureGroupSchema:
+        return cls.from_dict(json.loads(text))
+
+    def fingerprint(self) -> str:
+        """A stable hash of the schema (equal schemas, equal fingerprints)."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]

@@ -1,0 +1,56 @@
+"""Feature references: `group.feature`, `group.*`, and `group@2.feature` (pinned version)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from featurelake.errors import FeatureNotFoundError
+
+_REF = re.compile(
+    r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>\d+))?\.(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$"
+)
+
+
+@dataclass(frozen=True)
+class FeatureRef:
+    """One parsed feature reference; `feature == "*"` means every feature of the group."""
+
+    group: str
+    feature: str
+    version: int | None = None
+
+    @classmethod
+    def parse(cls, text: str | FeatureRef) -> FeatureRef:
+        if isinstance(text, FeatureRef):
+            return text
+        match = _REF.match(str(text).strip())
+        if not match:
+            raise FeatureNotFoundError(
+                f"'{text}' is not a feature reference.",
+                fix="write 'group.feature', 'group.*' for a whole group, or 'group@2.feature' "
+                "to pin version 2.",
+                ref=str(text),
+            )
+        version = match.group("version")
+        return cls(match.group("group"), match.group("feature"), int(version) if version else None)
+
+    @property
+    def is_wildcard(self) -> bool:
+        return self.feature == "*"
+
+    def __str__(self) -> str:
+        pinned = f"@{self.version}" if self.version is not None else ""
+        return f"{self.group}{pinned}.{self.feature}"
+
+
+def parse_refs(refs: str | Iterable[str | FeatureRef]) -> list[FeatureRef]:
+    """Parse one reference or many; an empty list is an error."""
+    items = [refs] if isinstance(refs, str) else list(refs)
+    if not items:
+        raise FeatureNotFoundError(
+            "No feature references were given.",
+            fix="pass at least one reference such as 'customer_profile.age' or 'group.*'.",
+        )
+    return [FeatureRef.parse(item) for item in items]
