@@ -149,7 +149,7 @@ class SqlType:
             DataType.DATE: T.DateType,
         }
         if self.kind in atomic:
-            return atomic[self.kind]()  # type: ignore[no-any-return]
+            return atomic[self.kind]()
         if self.kind is DataType.DECIMAL:
             return T.DecimalType(self.precision, self.scale)
         if self.kind is DataType.ARRAY:
