@@ -1,0 +1,216 @@
+"""Delta table operations of the Gold layer, written only with DataFrame and SQL calls.
+
+No `delta.tables.DeltaTable` Python API: the same code runs on a classic session and over
+Spark Connect (MERGE INTO, DESCRIBE HISTORY, RESTORE are SQL). User values reach SQL only as
+DataFrames (temp views) or typed literals that featurelake formats itself.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from featurelake.registry import TableLocation, quote_identifier
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# Session confs are shared by every thread of a session; commits tagged through the
+# `userMetadata` conf (SQL MERGE has no per-statement option) hold this lock.
+_SESSION_CONF_LOCK = threading.Lock()
+USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """One Delta commit as DESCRIBE HISTORY shows it."""
+
+    version: int
+    timestamp: datetime
+    operation: str
+    metrics: dict[str, str]
+    user_metadata: str | None
+
+    @property
+    def rows_written(self) -> int:
+        """Rows added or changed by the commit, from Delta's operation metrics."""
+        metrics = self.metrics
+        if "numTargetRowsInserted" in metrics:
+            return int(metrics.get("numTargetRowsInserted", 0)) + int(
+                metrics.get("numTargetRowsUpdated", 0)
+            )
+        return int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
+
+
+def table_exists(spark: SparkSession, location: TableLocation) -> bool:
+    if location.table_name:
+        return bool(spark.catalog.tableExists(location.table_name))
+    try:
+        spark.sql(f"DESCRIBE DETAIL {location.sql_name}").collect()
+        return True
+    except Exception as error:  # Spark raises AnalysisException subclasses, classic or Connect
+        if "DELTA_MISSING_DELTA_TABLE" in str(error) or "is not a Delta table" in str(error):
+            return False
+        if "PATH_NOT_FOUND" in str(error) or "doesn't exist" in str(error):
+            return False
+        raise
+
+
+def create_table(
+    spark: SparkSession,
+    location: TableLocation,
+    schema: FeatureGroupSchema,
+    key_types: dict[str, str],
+) -> None:
+    """Create the Gold table of a group (no-op when it exists), with Change Data Feed on."""
+    parts = []
+    for key in schema.entity_keys:
+        parts.append(f"{quote_identifier(key)} {key_types[key]} NOT NULL")
+    parts.append(f"{quote_identifier(schema.timestamp_key)} TIMESTAMP NOT NULL")
+    for feature in schema.features:
+        parts.append(f"{quote_identifier(feature.name)} {feature.data_type.simple_string()}")
+    parts.append(f"{INGESTED_AT} TIMESTAMP")
+    partitioned = ""
+    if schema.partition_columns:
+        partitioned = (
+            " PARTITIONED BY (" + ", ".join(map(quote_identifier, schema.partition_columns)) + ")"
+        )
+    spark.sql(
+        f"CREATE TABLE IF NOT EXISTS {location.sql_name} ({', '.join(parts)}) USING DELTA"
+        f"{partitioned} TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')"
+    )
+
+
+def add_columns(spark: SparkSession, location: TableLocation, columns: dict[str, str]) -> None:
+    """Add nullable columns in place (compatible schema evolution)."""
+    if columns:
+        spec = ", ".join(f"{quote_identifier(n)} {t}" for n, t in columns.items())
+        spark.sql(f"ALTER TABLE {location.sql_name} ADD COLUMNS ({spec})")
+
+
+def read(
+    spark: SparkSession,
+    location: TableLocation,
+    *,
+    version: int | None = None,
+    timestamp: datetime | str | None = None,
+) -> DataFrame:
+    """The table, or the version / timestamp asked for (Delta time travel)."""
+    reader = spark.read.format("delta")
+    if version is not None:
+        reader = reader.option("versionAsOf", int(version))
+    if timestamp is not None:
+        value = timestamp.isoformat(sep=" ") if isinstance(timestamp, datetime) else str(timestamp)
+        reader = reader.option("timestampAsOf", value)
+    if location.table_name:
+        if version is None and timestamp is None:
+            return spark.read.table(location.table_name)
+        return reader.table(location.table_name)
+    return reader.load(location.path)
+
+
+def history(
+    spark: SparkSession, location: TableLocation, limit: int | None = None
+) -> list[CommitInfo]:
+    """Commits of the table, newest first."""
+    suffix = f" LIMIT {int(limit)}" if limit else ""
+    rows = spark.sql(f"DESCRIBE HISTORY {location.sql_name}{suffix}").collect()
+    return [
+        CommitInfo(
+            version=int(row["version"]),
+            timestamp=row["timestamp"],
+            operation=row["operation"],
+            metrics={str(k): str(v) for k, v in (row["operationMetrics"] or {}).items()},
+            user_metadata=row["userMetadata"],
+        )
+        for row in rows
+    ]
+
+
+def current_version(spark: SparkSession, location: TableLocation) -> int:
+    return history(spark, location, limit=1)[0].version
+
+
+def find_commit(spark: SparkSession, location: TableLocation, token: str) -> CommitInfo:
+    """The commit tagged with `token` (searching the newest commits first)."""
+    for limit in (20, None):
+        for commit in history(spark, location, limit=limit):
+            if commit.user_metadata == token:
+                return commit
+    raise LookupError(f"no commit tagged {token} in {location}")
+
+
+def new_token() -> str:
+    return f"featurelake:{uuid.uuid4().hex}"
+
+
+def append(df: DataFrame, location: TableLocation, token: str) -> None:
+    writer = df.write.format("delta").mode("append").option("userMetadata", token)
+    _save(writer, location)
+
+
+def overwrite(
+    df: DataFrame, location: TableLocation, token: str, replace_where: str | None = None
+) -> None:
+    """Replace the whole table, or only the rows matching `replace_where` (atomic)."""
+    writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
+    if replace_where:
+        writer = writer.option("replaceWhere", replace_where)
+    _save(writer, location)
+
+
+def _save(writer: Any, location: TableLocation) -> None:
+    if location.table_name:
+        writer.saveAsTable(location.table_name)
+    else:
+        writer.save(location.path)
+
+
+@contextmanager
+def _tagged_commits(spark: SparkSession, token: str) -> Iterator[None]:
+    with _SESSION_CONF_LOCK:
+        spark.conf.set(USER_METADATA_CONF, token)
+        try:
+            yield
+        finally:
+            spark.conf.unset(USER_METADATA_CONF)
+
+
+def merge(
+    spark: SparkSession,
+    df: DataFrame,
+    location: TableLocation,
+    on_columns: list[str],
+    token: str,
+) -> None:
+    """Upsert `df` into the table: rows equal on `on_columns` are replaced, others inserted."""
+    view = f"_fl_merge_{uuid.uuid4().hex}"
+    df.createOrReplaceTempView(view)
+    condition = " AND ".join(
+        f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in on_columns
+    )
+    try:
+        with _tagged_commits(spark, token):
+            spark.sql(
+                f"MERGE INTO {location.sql_name} t USING {view} s ON {condition} "
+                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            ).collect()
+    finally:
+        spark.catalog.dropTempView(view)
+
+
+def restore(spark: SparkSession, location: TableLocation, version: int) -> None:
+    spark.sql(f"RESTORE TABLE {location.sql_name} TO VERSION AS OF {int(version)}").collect()
+
+
+def timestamp_literal(value: datetime) -> str:
+    """A TIMESTAMP literal from a datetime (featurelake formats it: no user text reaches SQL)."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"expected a datetime, got {type(value).__name__}")
+    return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"

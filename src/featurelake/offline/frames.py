@@ -1,0 +1,117 @@
+"""Turn what users pass (pandas or Spark DataFrames, id lists) into Spark DataFrames."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from featurelake.errors import SchemaValidationError
+from featurelake.schema import FeatureGroupSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+def is_spark_frame(value: Any) -> bool:
+    """True for classic and Spark Connect DataFrames."""
+    module = type(value).__module__
+    return module.startswith("pyspark.sql") and type(value).__name__ == "DataFrame"
+
+
+def to_spark(spark: SparkSession, data: Any, *, what: str) -> DataFrame:
+    """A Spark DataFrame from a Spark or pandas DataFrame (tz-aware times become UTC)."""
+    if is_spark_frame(data):
+        return data
+    import pandas as pd
+
+    if isinstance(data, pd.DataFrame):
+        frame = data.copy()
+        for column in frame.columns:
+            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+                frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+        return spark.createDataFrame(frame)
+    raise SchemaValidationError(
+        f"{what} must be a Spark or pandas DataFrame, got {type(data).__name__}.",
+        fix="pass spark.createDataFrame(...) or a pandas DataFrame.",
+    )
+
+
+def pandas_for_group(
+    spark: SparkSession, data: Any, schema: FeatureGroupSchema, key_types: Mapping[str, Any]
+) -> DataFrame:
+    """A pandas batch converted with the group's declared types (safe Arrow conversion)."""
+    import pandas as pd
+    from pyspark.sql import types as T
+
+    frame = data.copy()
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
+            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    expected = set(schema.columns)
+    if set(frame.columns) != expected:
+        # Let the DataFrame check name the missing/extra columns.
+        return spark.createDataFrame(frame)
+    fields = []
+    for name in frame.columns:
+        if name in schema.entity_keys:
+            declared = schema.entity_key_types.get(name) or key_types.get(name)
+            spark_type = declared.to_spark() if declared is not None else None
+        elif name == schema.timestamp_key:
+            spark_type = T.TimestampType()
+        else:
+            spark_type = schema.feature(name).data_type.to_spark()
+        if spark_type is None:
+            spark_type = _inferred_type(frame, name)
+        fields.append(T.StructField(name, spark_type, True))
+    try:
+        return spark.createDataFrame(frame, T.StructType(fields))
+    except Exception as error:
+        raise SchemaValidationError(
+            f"The pandas batch for group '{schema.name}' does not convert to the schema's types "
+            f"without loss: {str(error).splitlines()[0]}",
+            fix="correct the column types in pandas (nullable integers need dtype 'Int64').",
+            group=schema.name,
+        ) from error
+
+
+def _inferred_type(frame: Any, column: str) -> Any:
+    """Spark's type for a pandas column, as Arrow infers it."""
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import from_arrow_type
+
+    return from_arrow_type(
+        pa.Schema.from_pandas(frame[[column]], preserve_index=False).field(0).type
+    )
+
+
+def entity_filter_frame(
+    spark: SparkSession, entity_ids: Any, keys: Sequence[str], *, what: str
+) -> DataFrame | list[Any]:
+    """Entity ids as a list of values (one key) or as a DataFrame of key columns."""
+    if is_spark_frame(entity_ids) or type(entity_ids).__name__ == "DataFrame":
+        frame = to_spark(spark, entity_ids, what=what)
+        missing = [k for k in keys if k not in frame.columns]
+        if missing:
+            raise SchemaValidationError(
+                f"{what} lacks the entity key column(s) {missing}.",
+                fix=f"include the columns {list(keys)}.",
+            )
+        return frame.select(*keys).distinct()
+    if isinstance(entity_ids, (str, bytes)) or not isinstance(entity_ids, Sequence):
+        entity_ids = [entity_ids]
+    values = list(entity_ids)
+    if len(keys) == 1 and not any(isinstance(v, (Mapping, tuple, list)) for v in values):
+        return values
+    rows = []
+    for value in values:
+        if isinstance(value, Mapping):
+            rows.append(tuple(value.get(k) for k in keys))
+        elif isinstance(value, (tuple, list)) and len(value) == len(keys):
+            rows.append(tuple(value))
+        else:
+            raise SchemaValidationError(
+                f"The entity id {value!r} does not give every key of {list(keys)}.",
+                fix="pass dicts like {'key': value, ...} or tuples in key order.",
+            )
+    pandas_frame = __import__("pandas").DataFrame(rows, columns=list(keys))
+    return spark.createDataFrame(pandas_frame)

@@ -1,0 +1,521 @@
+"""The materialized store: feature groups kept as versioned Delta tables in the Gold layer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.errors import (
+    FeatureStoreError,
+    MaterializationError,
+    SchemaValidationError,
+)
+from featurelake.offline import delta_ops
+from featurelake.offline.base import BaseFeatureStore
+from featurelake.offline.frames import (
+    entity_filter_frame,
+    is_spark_frame,
+    pandas_for_group,
+    to_spark,
+)
+from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
+from featurelake.retry import with_retries
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType, parse_refs
+from featurelake.schema.validation import (
+    apply_row_checks,
+    conform_columns,
+    explain_violations,
+    is_row_check_failure,
+    row_rules,
+)
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from featurelake.offline.training import TrainingSet, TrainingSetManifest
+
+ISIN_LIMIT = 10_000
+
+
+class WriteMode(StrEnum):
+    """How a batch lands in the Gold table."""
+
+    APPEND = "append"
+    OVERWRITE = "overwrite"
+    MERGE = "merge"
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    """What a successful write did."""
+
+    group: str
+    version: int
+    mode: str
+    rows_written: int
+    delta_version: int
+    row_count: int
+    duration_seconds: float
+    table: str
+
+
+WriteListener = Callable[[WriteResult], None]
+
+
+class MaterializedFeatureStore(BaseFeatureStore):
+    """Register feature groups, write validated batches to Gold Delta tables, read them back."""
+
+    def __init__(
+        self,
+        config: FeatureStoreConfig,
+        spark: SparkSession | None = None,
+        registry: Registry | None = None,
+    ) -> None:
+        self.config = config
+        self._spark = spark
+        self.registry = registry or Registry(config, spark)
+        self._listeners: list[WriteListener] = []
+        self._table_lock = threading.Lock()
+        self._key_types: dict[str, dict[str, SqlType]] = {}
+
+    @property
+    def spark(self) -> SparkSession:
+        if self._spark is None:
+            self._spark = self.registry.spark
+        return self._spark
+
+    def add_write_listener(self, listener: WriteListener) -> None:
+        """Call `listener(result)` after every successful write (e.g. to sync online)."""
+        self._listeners.append(listener)
+
+    # -- groups --------------------------------------------------------------------------------
+
+    def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult:
+        """Register a group version; a compatible change also adds new columns to its table."""
+        result = self.registry.register_group(group_schema)
+        if result.action == "updated":
+            location = self.location(group_schema)
+            if delta_ops.table_exists(self.spark, location):
+                present = set(delta_ops.read(self.spark, location).columns)
+                new = {
+                    f.name: f.data_type.simple_string()
+                    for f in group_schema.features
+                    if f.name not in present
+                }
+                self._retry(
+                    f"adding columns to {location}",
+                    lambda: delta_ops.add_columns(self.spark, location, new),
+                )
+        return result
+
+    def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
+        """A registered schema from a schema, `name` (latest version) or `name@version`."""
+        if isinstance(group, FeatureGroupSchema):
+            return self.registry.get_group(group.name, group.version)
+        name, _, version = str(group).partition("@")
+        return self.registry.get_group(name, int(version) if version else None)
+
+    def location(self, group: str | FeatureGroupSchema) -> TableLocation:
+        schema = group if isinstance(group, FeatureGroupSchema) else self.resolve_group(group)
+        return self.registry.gold_location(schema.name, schema.version)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def write_features(
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        mode: str | WriteMode = WriteMode.APPEND,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Validate `df` against the group's schema and write it to the Gold table.
+
+        Modes: `append`, `overwrite` (whole table), `merge` (upsert on entity keys + event
+        time). A batch that breaks the schema raises SchemaValidationError and the table
+        version does not change.
+        """
+        try:
+            write_mode = WriteMode(str(mode).lower())
+        except ValueError:
+            raise MaterializationError(
+                f"Unknown write mode '{mode}'.",
+                fix="use one of: " + ", ".join(m.value for m in WriteMode) + " (backfill has its "
+                "own method, store.backfill(group, df, start, end)).",
+            ) from None
+        return self._write(group, df, write_mode, lineage=lineage)
+
+    def backfill(
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        start: datetime,
+        end: datetime,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Replace exactly the rows with `start <= event time < end` by `df` (atomically).
+
+        Every row of `df` must fall in that range; rows outside it stay untouched.
+        """
+        if not isinstance(start, datetime) or not isinstance(end, datetime) or start >= end:
+            raise MaterializationError(
+                f"The backfill range [{start}, {end}) is not a valid time range.",
+                fix="pass two datetimes with start < end.",
+            )
+        return self._write(group, df, WriteMode.OVERWRITE, lineage=lineage, time_range=(start, end))
+
+    def _write(
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        mode: WriteMode,
+        *,
+        lineage: Lineage | None,
+        time_range: tuple[datetime, datetime] | None = None,
+    ) -> WriteResult:
+        from pyspark.sql import functions as F
+
+        started = time.perf_counter()
+        schema = self.resolve_group(group)
+        location = self.location(schema)
+        key_types = self._existing_key_types(schema, location)
+        if is_spark_frame(df):
+            frame = df
+        elif type(df).__name__ == "DataFrame":
+            frame = pandas_for_group(self.spark, df, schema, key_types)
+        else:
+            frame = to_spark(self.spark, df, what=f"The batch for group '{schema.name}'")
+        conformed = conform_columns(frame, schema, key_types)
+        rules = row_rules(schema, unique_key_time=mode is WriteMode.MERGE)
+        replace_where = None
+        if time_range is not None:
+            ts = F.col(schema.timestamp_key)
+            start, end = time_range
+            rules.append(_range_rule(schema.timestamp_key, ts, start, end))
+            replace_where = (
+                f"{_quoted(schema.timestamp_key)} >= {delta_ops.timestamp_literal(start)} AND "
+                f"{_quoted(schema.timestamp_key)} < {delta_ops.timestamp_literal(end)}"
+            )
+        checked = apply_row_checks(conformed, rules).withColumn(INGESTED_AT, F.current_timestamp())
+        self._ensure_table(schema, location, conformed)
+        token = delta_ops.new_token()
+        on_columns = [*schema.entity_keys, schema.timestamp_key]
+
+        def attempt() -> None:
+            if mode is WriteMode.APPEND:
+                delta_ops.append(checked, location, token)
+            elif mode is WriteMode.OVERWRITE:
+                delta_ops.overwrite(checked, location, token, replace_where)
+            else:
+                delta_ops.merge(self.spark, checked, location, on_columns, token)
+
+        what = f"writing group '{schema.name}' v{schema.version} ({mode.value})"
+        try:
+            self._retry(what, attempt)
+        except FeatureStoreError:
+            raise
+        except Exception as error:
+            if is_row_check_failure(error):
+                raise explain_violations(conformed, schema, rules) from None
+            raise MaterializationError(
+                f"Writing group '{schema.name}' v{schema.version} to {location} failed: "
+                f"{_first_line(error)}",
+                fix="the table is unchanged; correct the cause above and write again.",
+                group=schema.name,
+            ) from error
+        commit = delta_ops.find_commit(self.spark, location, token)
+        row_count = delta_ops.read(self.spark, location).count()
+        duration = time.perf_counter() - started
+        self.registry.record_write(
+            schema,
+            mode="backfill" if time_range else mode.value,
+            rows_written=commit.rows_written,
+            delta_version=commit.version,
+            row_count=row_count,
+            duration_seconds=duration,
+            lineage=lineage,
+        )
+        result = WriteResult(
+            group=schema.name,
+            version=schema.version,
+            mode="backfill" if time_range else mode.value,
+            rows_written=commit.rows_written,
+            delta_version=commit.version,
+            row_count=row_count,
+            duration_seconds=duration,
+            table=str(location),
+        )
+        for listener in self._listeners:
+            listener(result)
+        return result
+
+    def _existing_key_types(
+        self, schema: FeatureGroupSchema, location: TableLocation
+    ) -> dict[str, SqlType]:
+        cached = self._key_types.get(str(location))
+        if cached is not None:
+            return cached
+        if not delta_ops.table_exists(self.spark, location):
+            return {}
+        fields = {f.name: f.dataType for f in delta_ops.read(self.spark, location).schema.fields}
+        types = {k: SqlType.from_spark(fields[k]) for k in schema.entity_keys if k in fields}
+        self._key_types[str(location)] = types
+        return types
+
+    def _ensure_table(
+        self, schema: FeatureGroupSchema, location: TableLocation, conformed: DataFrame
+    ) -> None:
+        with self._table_lock:
+            if str(location) in self._key_types:
+                return
+            fields = {f.name: f.dataType for f in conformed.schema.fields}
+            key_types = {
+                k: SqlType.from_spark(fields[k]).simple_string() for k in schema.entity_keys
+            }
+            self._retry(
+                f"creating the Gold table {location}",
+                lambda: delta_ops.create_table(self.spark, location, schema, key_types),
+            )
+            self._key_types[str(location)] = {k: SqlType.parse(v) for k, v in key_types.items()}
+
+    def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
+        return with_retries(
+            operation,
+            what=what,
+            max_retries=self.config.max_retries,
+            backoff_ms=self.config.retry_backoff_ms,
+            multiplier=self.config.retry_backoff_multiplier,
+        )
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def read_table(
+        self,
+        group: str | FeatureGroupSchema,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+    ) -> DataFrame:
+        """Every row of the group's Gold table, now or at a past version / time."""
+        schema = self.resolve_group(group)
+        location = self.location(schema)
+        if not delta_ops.table_exists(self.spark, location):
+            raise MaterializationError(
+                f"Group '{schema.name}' v{schema.version} has no data yet ({location}).",
+                fix=f"write features first: store.write_features('{schema.name}', df).",
+                group=schema.name,
+            )
+        return delta_ops.read(
+            self.spark, location, version=as_of_version, timestamp=as_of_timestamp
+        )
+
+    def get_features(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+    ) -> DataFrame:
+        """The latest value per entity of the referenced features, as of `point_in_time`.
+
+        All refs must belong to one group, or to groups that share entity keys (joined on
+        them). `entity_ids`: values of a single key, dicts/tuples for several keys, or a
+        DataFrame of key columns. The filter is pushed into the Delta scan.
+        """
+        from pyspark.sql import functions as F
+
+        selected = self.resolve_refs(feature_refs)
+        keys = next(iter(selected.values()))[0].entity_keys
+        for schema, _ in selected.values():
+            if schema.entity_keys != keys:
+                raise SchemaValidationError(
+                    f"get_features mixes groups with different entity keys "
+                    f"({list(keys)} vs {list(schema.entity_keys)}).",
+                    fix="read each group separately, or use get_historical_features with an "
+                    "entity DataFrame holding every key.",
+                )
+        ids = (
+            None
+            if entity_ids is None
+            else entity_filter_frame(self.spark, entity_ids, keys, what="entity_ids")
+        )
+        result: DataFrame | None = None
+        names = output_names(selected)
+        for schema, features in selected.values():
+            table = self.read_table(
+                schema, as_of_version=as_of_version, as_of_timestamp=as_of_timestamp
+            )
+            ts = schema.timestamp_key
+            if point_in_time is not None:
+                table = table.where(F.col(ts) <= F.lit(point_in_time))
+            if isinstance(ids, list):
+                if len(ids) <= ISIN_LIMIT:
+                    table = table.where(F.col(keys[0]).isin(ids))
+                else:
+                    ids = self.spark.createDataFrame([(v,) for v in ids], [keys[0]])
+            if ids is not None and not isinstance(ids, list):
+                table = table.join(F.broadcast(ids), on=list(keys), how="left_semi")
+            latest = table.groupBy(*keys).agg(
+                F.max_by(
+                    F.struct(F.col(ts), *[F.col(f) for f in features]),
+                    F.struct(F.col(ts), F.col(INGESTED_AT)),
+                ).alias("_latest")
+            )
+            columns = [F.col(k) for k in keys]
+            if len(selected) == 1:
+                columns.append(F.col(f"_latest.{ts}").alias(ts))
+            columns += [F.col(f"_latest.{f}").alias(names[(schema.name, f)]) for f in features]
+            frame = latest.select(*columns)
+            result = frame if result is None else result.join(frame, on=list(keys), how="full")
+        assert result is not None
+        return result
+
+    def resolve_refs(
+        self, feature_refs: str | Sequence[str]
+    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
+        """Group -> (schema, features) for the refs; unknown groups/features raise first."""
+        selected: dict[str, tuple[FeatureGroupSchema, list[str]]] = {}
+        for ref in parse_refs(feature_refs):
+            schema = self.registry.get_group(ref.group, ref.version)
+            entry = selected.setdefault(ref.group, (schema, []))
+            if entry[0].version != schema.version:
+                raise SchemaValidationError(
+                    f"Group '{ref.group}' is referenced at two versions ({entry[0].version} and "
+                    f"{schema.version}).",
+                    fix="reference one version of a group per request.",
+                )
+            wanted = (
+                schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
+            )
+            entry[1].extend(f for f in wanted if f not in entry[1])
+        return selected
+
+    # -- training sets -------------------------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+    ) -> DataFrame:
+        """Point-in-time-correct features for every row of `entity_df` (Spark or pandas).
+
+        The returned DataFrame carries its `TrainingSetManifest` as `df.manifest` is not
+        possible on every Spark flavour; use `get_training_set` to get both.
+        """
+        return self.get_training_set(
+            entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
+        ).df
+
+    def get_training_set(
+        self,
+        entity_df: Any,
+        feature_refs: str | Sequence[str],
+        *,
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        name: str | None = None,
+    ) -> TrainingSet:
+        """A training set and the manifest that rebuilds it (Delta version of every table)."""
+        from featurelake.offline.training import build_training_set
+
+        return build_training_set(
+            self,
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            name=name,
+        )
+
+    def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
+        """Rebuild a training set exactly, from its manifest (or the name it was saved under)."""
+        from featurelake.offline.training import rebuild_training_set
+
+        return rebuild_training_set(self, manifest, entity_df)
+
+    # -- table history and health --------------------------------------------------------------
+
+    def history(self, group: str | FeatureGroupSchema) -> list[delta_ops.CommitInfo]:
+        """The Delta commits of the group's Gold table, newest first."""
+        self.read_table(group)
+        return delta_ops.history(self.spark, self.location(group))
+
+    def restore(self, group: str | FeatureGroupSchema, version: int) -> None:
+        """Put the Gold table back to a past Delta version (a new commit; history is kept)."""
+        self.read_table(group)
+        delta_ops.restore(self.spark, self.location(group), version)
+
+    def health_check(self) -> dict[str, Any]:
+        """Spark answers, the registry is readable, and every Gold table is reachable."""
+        checks: dict[str, Any] = {}
+        try:
+            checks["spark"] = self.spark.range(1).count() == 1
+            groups = self.registry.list_groups(all_versions=True)
+            checks["registry"] = True
+            checks["groups"] = len(groups)
+            missing = [
+                f"{g.name}@{g.version}"
+                for g in groups
+                if delta_ops.table_exists(self.spark, self.location(g)) is False
+            ]
+            checks["groups_without_data"] = missing
+            checks["healthy"] = True
+        except Exception as error:
+            checks["healthy"] = False
+            checks["error"] = _first_line(error)
+        return checks
+
+
+def output_names(
+    selected: dict[str, tuple[FeatureGroupSchema, list[str]]],
+) -> dict[tuple[str, str], str]:
+    """Column name per (group, feature): the feature name, or `group__feature` on a clash."""
+    counts: dict[str, int] = {}
+    for _, features in selected.values():
+        for feature in features:
+            counts[feature] = counts.get(feature, 0) + 1
+    return {
+        (schema.name, feature): feature if counts[feature] == 1 else f"{schema.name}__{feature}"
+        for schema, features in selected.values()
+        for feature in features
+    }
+
+
+def _range_rule(column: str, ts: Any, start: datetime, end: datetime) -> Any:
+    from pyspark.sql import functions as F
+
+    from featurelake.schema.validation import RowRule
+
+    return RowRule(
+        column,
+        f"must be in the backfill range [{start}, {end})",
+        (ts < F.lit(start)) | (ts >= F.lit(end)),
+    )
+
+
+def _quoted(name: str) -> str:
+    from featurelake.registry import quote_identifier
+
+    return quote_identifier(name)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+__all__ = ["FeatureRef", "MaterializedFeatureStore", "WriteMode", "WriteResult"]

@@ -1,0 +1,226 @@
+"""Check a Spark DataFrame against a feature group schema before it is written.
+
+Structural checks (columns, types) look only at the DataFrame's schema and run no Spark job.
+Row checks (null keys and timestamps, min/max, allowed values, non-nullable features, duplicate
+key+timestamp) are compiled into the write itself: each checked column is wrapped in
+`raise_error` for violating rows, so a valid batch is read once and an invalid one fails the
+write before Delta commits anything. Only on failure does `explain_violations` run the extra
+jobs that count and sample the offending rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from featurelake.errors import SchemaValidationError
+from featurelake.schema.model import INGESTED_AT, FeatureGroupSchema
+from featurelake.schema.types import DataType, SqlType, is_safe_cast
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+VIOLATION_MARKER = "FEATURELAKE_ROW_CHECK_FAILED"
+SAMPLE_ROWS = 5
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """One row-level rule: a column, what it demands, and the condition of a violation."""
+
+    column: str
+    rule: str
+    violated: Column
+
+
+def conform_columns(
+    df: DataFrame, schema: FeatureGroupSchema, key_types: Mapping[str, SqlType] | None = None
+) -> DataFrame:
+    """Select the group's columns in order, applying only lossless casts.
+
+    Entity keys take their declared type, else the one in `key_types` (an existing table's),
+    else any atomic type.
+
+    Raises SchemaValidationError naming missing/extra columns or lossy type changes.
+    """
+    from pyspark.sql import functions as F
+
+    present = {field.name: field for field in df.schema.fields}
+    present.pop(INGESTED_AT, None)
+    expected = schema.columns
+    missing = [c for c in expected if c not in present]
+    extra = [c for c in present if c not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing column(s) {missing}")
+        if extra:
+            parts.append(f"unexpected column(s) {extra}")
+        raise SchemaValidationError(
+            f"The batch for group '{schema.name}' v{schema.version} has {' and '.join(parts)}.",
+            fix="select exactly the group's columns "
+            f"{list(expected)}; to add a feature, register it first (new nullable features are "
+            "allowed in place).",
+            group=schema.name,
+            missing=missing,
+            extra=extra,
+        )
+    targets: dict[str, SqlType | None] = {
+        **{
+            k: schema.entity_key_types.get(k) or (key_types or {}).get(k)
+            for k in schema.entity_keys
+        },
+        schema.timestamp_key: SqlType(DataType.TIMESTAMP),
+        **{f.name: f.data_type for f in schema.features},
+    }
+    selected: list[Column] = []
+    for name in expected:
+        target = targets[name]
+        try:
+            actual = SqlType.from_spark(present[name].dataType)
+        except SchemaValidationError:
+            actual = None
+        if target is None:
+            if actual is None or not actual.is_atomic:
+                raise SchemaValidationError(
+                    f"Entity key '{name}' of group '{schema.name}' has the type "
+                    f"{present[name].dataType.simpleString()}, which cannot be a key.",
+                    fix="use an atomic type such as bigint or string for entity keys.",
+                    group=schema.name,
+                    column=name,
+                )
+            selected.append(F.col(name))
+            continue
+        if actual == target:
+            selected.append(F.col(name))
+        elif actual is not None and is_safe_cast(actual, target):
+            selected.append(F.col(name).cast(target.to_spark()).alias(name))
+        else:
+            shown = actual.simple_string() if actual else present[name].dataType.simpleString()
+            raise SchemaValidationError(
+                f"Column '{name}' of the batch for group '{schema.name}' is {shown}, but the "
+                f"schema says {target}; converting would lose data.",
+                fix=f"cast '{name}' to {target} yourself where you know it is safe, or bump "
+                "the group version to change the feature's type.",
+                group=schema.name,
+                column=name,
+            )
+    return df.select(*selected)
+
+
+def row_rules(schema: FeatureGroupSchema, *, unique_key_time: bool) -> list[RowRule]:
+    """The row rules of a schema (and the duplicate rule for merge batches)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    rules = [
+        RowRule(k, "entity key must not be null", F.col(k).isNull()) for k in schema.entity_keys
+    ]
+    ts = schema.timestamp_key
+    rules.append(RowRule(ts, "event timestamp must not be null", F.col(ts).isNull()))
+    for feature in schema.features:
+        column = F.col(feature.name)
+        if not feature.nullable:
+            rules.append(
+                RowRule(feature.name, "must not be null (nullable: false)", column.isNull())
+            )
+        if feature.min_value is not None:
+            rules.append(
+                RowRule(
+                    feature.name,
+                    f"must be >= {feature.min_value} (min)",
+                    column < F.lit(feature.min_value),
+                )
+            )
+        if feature.max_value is not None:
+            rules.append(
+                RowRule(
+                    feature.name,
+                    f"must be <= {feature.max_value} (max)",
+                    column > F.lit(feature.max_value),
+                )
+            )
+        if feature.allowed_values is not None:
+            allowed = list(feature.allowed_values)
+            rules.append(
+                RowRule(
+                    feature.name,
+                    f"must be one of {allowed} (allowed_values)",
+                    column.isNotNull() & ~column.isin(allowed),
+                )
+            )
+    if unique_key_time:
+        window = Window.partitionBy(*schema.entity_keys, ts)
+        rules.append(
+            RowRule(
+                ts,
+                "entity key + timestamp must be unique within a merge batch "
+                f"({list(schema.entity_keys)} + {ts})",
+                F.count(F.lit(1)).over(window) > 1,
+            )
+        )
+    return rules
+
+
+def apply_row_checks(df: DataFrame, rules: list[RowRule]) -> DataFrame:
+    """Wrap each checked column so a violating row fails the job that writes it."""
+    from pyspark.sql import functions as F
+
+    by_column: dict[str, list[RowRule]] = {}
+    for rule in rules:
+        by_column.setdefault(rule.column, []).append(rule)
+    columns: list[Column] = []
+    for name in df.columns:
+        expression: Column = F.col(name)
+        for rule in by_column.get(name, []):
+            message = F.lit(f"{VIOLATION_MARKER}: column '{name}' {rule.rule}")
+            expression = F.when(rule.violated, F.raise_error(message)).otherwise(expression)
+        columns.append(expression.alias(name) if by_column.get(name) else F.col(name))
+    return df.select(*columns)
+
+
+def is_row_check_failure(error: BaseException) -> bool:
+    """True when a Spark error came from `apply_row_checks`."""
+    return VIOLATION_MARKER in str(error)
+
+
+def explain_violations(
+    df: DataFrame, schema: FeatureGroupSchema, rules: list[RowRule]
+) -> SchemaValidationError:
+    """Count and sample the rows breaking each rule (runs Spark jobs; call only on failure)."""
+    from pyspark.sql import functions as F
+
+    counts = df.select(
+        *[
+            F.sum(F.when(rule.violated, 1).otherwise(0)).alias(f"r{i}")
+            for i, rule in enumerate(rules)
+        ]
+    ).collect()[0]
+    broken = [(rule, int(counts[f"r{i}"] or 0)) for i, rule in enumerate(rules) if counts[f"r{i}"]]
+    if not broken:
+        return SchemaValidationError(
+            f"The batch for group '{schema.name}' failed a row check that could not be "
+            "reproduced (the input changed between reads).",
+            fix="write from a deterministic or cached DataFrame.",
+            group=schema.name,
+        )
+    rule, count = broken[0]
+    shown = [*schema.entity_keys, schema.timestamp_key]
+    if rule.column not in shown:
+        shown.append(rule.column)
+    sample = [
+        row.asDict() for row in df.where(rule.violated).select(*shown).limit(SAMPLE_ROWS).collect()
+    ]
+    others = "".join(f"; also column '{r.column}' {r.rule}: {n} row(s)" for r, n in broken[1:])
+    return SchemaValidationError(
+        f"{count} row(s) of the batch for group '{schema.name}' break a rule: column "
+        f"'{rule.column}' {rule.rule}. Offending rows (up to {SAMPLE_ROWS}): {sample}{others}.",
+        fix="correct or filter those rows and write the batch again; nothing was written.",
+        group=schema.name,
+        column=rule.column,
+        rule=rule.rule,
+        count=count,
+        rows=sample,
+        violations={f"{r.column}: {r.rule}": n for r, n in broken},
+    )
