@@ -1,0 +1,1 @@
+"""Example domain shipped with featurelake: a small retailer (used by the demo and notebooks)."""
