@@ -191,13 +191,16 @@ def explain_violations(
     """Count and sample the rows breaking each rule (runs Spark jobs; call only on failure)."""
     from pyspark.sql import functions as F
 
-    counts = df.select(
-        *[
-            F.sum(F.when(rule.violated, 1).otherwise(0)).alias(f"r{i}")
-            for i, rule in enumerate(rules)
-        ]
+    flagged = df.select(
+        "*",
+        *[F.coalesce(rule.violated, F.lit(False)).alias(f"_v{i}") for i, rule in enumerate(rules)],
+    )
+    counts = flagged.select(
+        *[F.sum(F.col(f"_v{i}").cast("int")).alias(f"r{i}") for i in range(len(rules))]
     ).collect()[0]
-    broken = [(rule, int(counts[f"r{i}"] or 0)) for i, rule in enumerate(rules) if counts[f"r{i}"]]
+    broken = [
+        (i, rule, int(counts[f"r{i}"] or 0)) for i, rule in enumerate(rules) if counts[f"r{i}"]
+    ]
     if not broken:
         return SchemaValidationError(
             f"The batch for group '{schema.name}' failed a row check that could not be "
@@ -205,14 +208,15 @@ def explain_violations(
             fix="write from a deterministic or cached DataFrame.",
             group=schema.name,
         )
-    rule, count = broken[0]
+    index, rule, count = broken[0]
     shown = [*schema.entity_keys, schema.timestamp_key]
     if rule.column not in shown:
         shown.append(rule.column)
     sample = [
-        row.asDict() for row in df.where(rule.violated).select(*shown).limit(SAMPLE_ROWS).collect()
+        row.asDict()
+        for row in flagged.where(F.col(f"_v{index}")).select(*shown).limit(SAMPLE_ROWS).collect()
     ]
-    others = "".join(f"; also column '{r.column}' {r.rule}: {n} row(s)" for r, n in broken[1:])
+    others = "".join(f"; also column '{r.column}' {r.rule}: {n} row(s)" for _, r, n in broken[1:])
     return SchemaValidationError(
         f"{count} row(s) of the batch for group '{schema.name}' break a rule: column "
         f"'{rule.column}' {rule.rule}. Offending rows (up to {SAMPLE_ROWS}): {sample}{others}.",
@@ -222,5 +226,5 @@ def explain_violations(
         rule=rule.rule,
         count=count,
         rows=sample,
-        violations={f"{r.column}: {r.rule}": n for r, n in broken},
+        violations={f"{r.column}: {r.rule}": n for _, r, n in broken},
     )
