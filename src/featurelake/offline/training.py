@@ -1,0 +1,258 @@
+"""Training sets: point-in-time-correct features for entity rows, with a manifest to rebuild them.
+
+The store resolves references and reads each group's Gold table at one Delta version; the
+as-of join itself is `featurelake.offline.pit`. The manifest records every version read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+from featurelake.errors import PointInTimeError
+from featurelake.offline import delta_ops
+from featurelake.offline.frames import to_spark
+from featurelake.offline.pit import PitSource, point_in_time_join
+from featurelake.registry import side_location
+from featurelake.registry.delta_kv import utc_now
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+    from featurelake.offline.materialized import MaterializedFeatureStore
+
+TRAINING_SET = "training_set"
+FILL_MODES = ("none", "last_non_null")
+
+
+@dataclass(frozen=True)
+class TableRead:
+    """One Gold table read by a training set, at one Delta version."""
+
+    group: str
+    group_version: int
+    delta_version: int
+    table: str
+
+
+@dataclass(frozen=True)
+class TrainingSetManifest:
+    """Everything needed to rebuild a training set exactly."""
+
+    feature_refs: tuple[str, ...]
+    tables: tuple[TableRead, ...]
+    timestamp_column: str
+    ttl_seconds: float | None = None
+    fill: str = "none"
+    created_at: str = ""
+    name: str | None = None
+    entity_location: str | None = None
+    output_columns: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingSetManifest:
+        values = dict(data)
+        values["feature_refs"] = tuple(values["feature_refs"])
+        values["tables"] = tuple(TableRead(**t) for t in values["tables"])
+        values["output_columns"] = tuple(values.get("output_columns", ()))
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingSetManifest:
+        return cls.from_dict(json.loads(text))
+
+    def delta_version(self, group: str) -> int:
+        """The Delta version read for `group`."""
+        for table in self.tables:
+            if table.group == group:
+                return table.delta_version
+        raise KeyError(group)
+
+
+@dataclass(frozen=True)
+class TrainingSet:
+    """A training set DataFrame and its manifest."""
+
+    df: DataFrame
+    manifest: TrainingSetManifest
+
+
+def build_training_set(
+    store: MaterializedFeatureStore,
+    entity_df: Any,
+    feature_refs: str | Sequence[str],
+    *,
+    ttl: timedelta | str | None = None,
+    timestamp_column: str | None = None,
+    fill: str = "none",
+    name: str | None = None,
+    pinned_versions: Mapping[str, int] | None = None,
+) -> TrainingSet:
+    """Join every row of `entity_df` to the referenced features as of its own time.
+
+    Unknown refs, missing key columns and bad arguments raise before any Spark job runs.
+    With `name`, the entity rows are saved beside the store and the manifest is kept in the
+    registry, so `rebuild(name)` needs nothing else.
+    """
+    from featurelake.offline.materialized import output_names
+
+    if fill not in FILL_MODES:
+        raise PointInTimeError(
+            f"fill='{fill}' is not a fill mode.",
+            fix="use fill='none' (the latest event's values, nulls included) or "
+            "fill='last_non_null'.",
+        )
+    selected = store.resolve_refs(feature_refs)
+    entities = to_spark(store.spark, entity_df, what="entity_df")
+    ts_column = _timestamp_column(entities, timestamp_column, selected)
+    ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+    for schema, _ in selected.values():
+        missing = [k for k in schema.entity_keys if k not in entities.columns]
+        if missing:
+            raise PointInTimeError(
+                f"entity_df has no column {missing} for the entity keys of group "
+                f"'{schema.name}' ({list(schema.entity_keys)}).",
+                fix=f"add the key column(s) {missing} to entity_df, or drop the refs of "
+                f"'{schema.name}'.",
+                group=schema.name,
+            )
+    names = output_names(selected)
+    taken = set(entities.columns)
+    for (group, feature), column in list(names.items()):
+        if column in taken:
+            names[(group, feature)] = f"{group}__{feature}"
+    sources = []
+    reads = []
+    for schema, features in selected.values():
+        location = store.location(schema)
+        store.read_table(schema)  # a group without data raises its clear error here
+        version = (pinned_versions or {}).get(schema.name)
+        if version is None:
+            version = delta_ops.current_version(store.spark, location)
+        frame = delta_ops.read(store.spark, location, version=version).select(
+            *schema.entity_keys, schema.timestamp_key, *features, INGESTED_AT
+        )
+        sources.append(
+            PitSource(
+                group=schema.name,
+                df=frame,
+                entity_keys=schema.entity_keys,
+                timestamp_key=schema.timestamp_key,
+                features=tuple(features),
+                output_names={f: names[(schema.name, f)] for f in features},
+                ttl=ttl_override or schema.ttl,
+            )
+        )
+        reads.append(TableRead(schema.name, schema.version, version, str(location)))
+    result = point_in_time_join(entities, sources, ts_column, fill=fill)  # type: ignore[arg-type]
+    entity_location = None
+    if name:
+        location = side_location(store.config, "training_sets", name)
+        entities.write.format("delta").mode("overwrite").option("overwriteSchema", "true").save(
+            location.path
+        )
+        entity_location = location.path
+    manifest = TrainingSetManifest(
+        feature_refs=tuple(str(r) for r in _as_list(feature_refs)),
+        tables=tuple(reads),
+        timestamp_column=ts_column,
+        ttl_seconds=ttl_override.total_seconds() if ttl_override else None,
+        fill=fill,
+        created_at=utc_now().isoformat(),
+        name=name,
+        entity_location=entity_location,
+        output_columns=tuple(names.values()),
+    )
+    if name:
+        store.registry.put_object(TRAINING_SET, name, manifest.to_dict())
+    return TrainingSet(result, manifest)
+
+
+def rebuild_training_set(
+    store: MaterializedFeatureStore,
+    manifest: TrainingSetManifest | str,
+    entity_df: Any = None,
+) -> TrainingSet:
+    """The training set of `manifest` (or of the name it was saved under), read at the same
+    Delta versions with the same settings."""
+    if isinstance(manifest, str):
+        saved = store.registry.get_object(TRAINING_SET, manifest)
+        if saved is None:
+            raise PointInTimeError(
+                f"No training set named '{manifest}' is saved in this store.",
+                fix="pass the manifest object, or build the set with get_training_set(..., "
+                "name=...) first.",
+            )
+        manifest = TrainingSetManifest.from_dict(saved)
+    if entity_df is None:
+        if manifest.entity_location is None:
+            raise PointInTimeError(
+                "This manifest does not keep its entity rows.",
+                fix="pass the same entity_df to rebuild(manifest, entity_df), or build the set "
+                "with a name so its entity rows are saved.",
+            )
+        entity_df = store.spark.read.format("delta").load(manifest.entity_location)
+    pinned: dict[str, int] = {}
+    for table in manifest.tables:
+        store.registry.get_group(table.group, table.group_version)  # must still be registered
+        pinned[table.group] = table.delta_version
+    refs = [_pin_ref(ref, manifest) for ref in manifest.feature_refs]
+    rebuilt = build_training_set(
+        store,
+        entity_df,
+        refs,
+        ttl=timedelta(seconds=manifest.ttl_seconds) if manifest.ttl_seconds else None,
+        timestamp_column=manifest.timestamp_column,
+        fill=manifest.fill,
+        pinned_versions=pinned,
+    )
+    return TrainingSet(rebuilt.df, manifest)
+
+
+def _pin_ref(ref: str, manifest: TrainingSetManifest) -> str:
+    """Pin a ref to the group version the manifest read."""
+    group, _, feature = ref.partition(".")
+    name = group.split("@")[0]
+    for table in manifest.tables:
+        if table.group == name:
+            return f"{name}@{table.group_version}.{feature}"
+    return ref
+
+
+def _as_list(refs: str | Sequence[str]) -> list[str]:
+    return [refs] if isinstance(refs, str) else list(refs)
+
+
+def _timestamp_column(
+    entities: DataFrame,
+    timestamp_column: str | None,
+    selected: Mapping[str, tuple[FeatureGroupSchema, list[str]]],
+) -> str:
+    if timestamp_column:
+        if timestamp_column not in entities.columns:
+            raise PointInTimeError(
+                f"entity_df has no column '{timestamp_column}'.",
+                fix=f"pass timestamp_column= one of {entities.columns}.",
+            )
+        return timestamp_column
+    candidates = {schema.timestamp_key for schema, _ in selected.values()}
+    for name in ("event_timestamp", *sorted(candidates)):
+        if name in entities.columns:
+            return name
+    typed = [f.name for f in entities.schema.fields if f.dataType.typeName() == "timestamp"]
+    if len(typed) == 1:
+        return typed[0]
+    raise PointInTimeError(
+        "Cannot tell which column of entity_df holds the event time.",
+        fix="pass timestamp_column='...' (the time each entity row was observed).",
+    )
