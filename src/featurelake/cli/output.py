@@ -1,0 +1,106 @@
+"""How the CLI shows things: rich tables for people, JSON for scripts, status on stderr."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+
+def to_jsonable(value: Any) -> Any:
+    """Datetimes, paths, enums, sets and tuples as plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, Path):
+        return str(value)
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def when(value: datetime | None, *, short: bool = False) -> str:
+    """`2024-03-01 12:00:00 UTC (3 h ago)` (or `2024-03-01 12:00 (3 h ago)`), or `-`."""
+    if value is None:
+        return "-"
+    stamp = f"{value:%Y-%m-%d %H:%M}" if short else f"{value:%Y-%m-%d %H:%M:%S} UTC"
+    return f"{stamp} ({ago(utc_now() - value)})"
+
+
+def ago(age: timedelta) -> str:
+    seconds = age.total_seconds()
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit} ago"
+    return f"{seconds:.0f} s ago"
+
+
+def number(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+@dataclass
+class Output:
+    """stdout for results (a table or one JSON document), stderr for progress and errors."""
+
+    as_json: bool = False
+    console: Console = field(
+        default_factory=lambda: Console(file=sys.stdout, highlight=False, soft_wrap=False)
+    )
+    err: Console = field(
+        default_factory=lambda: Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    )
+
+    def json(self, data: Any) -> None:
+        sys.stdout.write(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+        sys.stdout.flush()
+
+    def line(self, text: str = "", *, markup: bool = False) -> None:
+        if not self.as_json:
+            self.console.print(text, markup=markup)
+
+    def table(
+        self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
+    ) -> None:
+        if self.as_json:
+            return
+        table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+        for index, column in enumerate(columns):
+            table.add_column(column, overflow="fold", no_wrap=index == 0)
+        for row in rows:
+            table.add_row(*["-" if cell is None else str(cell) for cell in row])
+        self.console.print(table)
+
+    @contextmanager
+    def status(self, message: str) -> Iterator[None]:
+        """A spinner on a terminal; one plain line on stderr otherwise."""
+        if self.err.is_terminal:
+            with self.err.status(message):
+                yield
+        else:
+            self.err.print(f"{message}...", markup=False)
+            yield

@@ -1,0 +1,152 @@
+"""Pipeline nodes: plain callables that read or write features inside any DAG framework.
+
+Each factory returns a function (DataFrame in, DataFrame or a JSON-friendly dict out) that fits
+a Kedro `node(...)`, an Airflow `PythonOperator(python_callable=...)`, a Dagster op body or a
+hand-written runner, without importing any of them. Building a node is cheap and starts no
+Spark: the store is built from the config on the first call, in the process that runs the node.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
+from featurelake.pipeline.runtime import absolute_storage, load_settings
+from featurelake.pipeline.sources import parse_time, read_source
+from featurelake.pipeline.tasks import feature_ref_list, materialize, parse_mode, write_summary
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+ConfigLike = FeatureStoreConfig | str | os.PathLike[str] | None
+
+
+class StoreHandle:
+    """A store given up front, or built from a config (or a config file) on first use."""
+
+    def __init__(
+        self, store: MaterializedFeatureStore | None = None, config: ConfigLike = None
+    ) -> None:
+        self._store = store
+        self._config = config
+        self._lock = threading.Lock()
+
+    def get(self) -> MaterializedFeatureStore:
+        with self._lock:
+            if self._store is None:
+                config = self._config
+                if isinstance(config, FeatureStoreConfig):
+                    config = absolute_storage(config)
+                else:
+                    config = load_settings(config)
+                self._store = MaterializedFeatureStore(config)
+            return self._store
+
+
+def _name(prefix: str, text: str) -> str:
+    return prefix + "_" + re.sub(r"\W+", "_", text).strip("_")
+
+
+def write_features_node(
+    group: str,
+    mode: str | WriteMode = WriteMode.APPEND,
+    *,
+    config: ConfigLike = None,
+    store: MaterializedFeatureStore | None = None,
+    source_format: str = "auto",
+    job: str | None = None,
+) -> Callable[..., dict[str, Any]]:
+    """A node that writes its input into `group` and returns what it wrote (a dict).
+
+    The input is a Spark or pandas DataFrame, or a path / table name to read. Called with
+    `start` and `end` (datetimes or ISO text, e.g. Airflow's `{{ data_interval_start }}`), it
+    backfills that range instead of writing with `mode`.
+    """
+    write_mode = parse_mode(mode)
+    handle = StoreHandle(store, config)
+    lineage_job = job or f"pipeline node {_name('write', group)}"
+
+    def write_features(
+        df: Any, start: str | datetime | None = None, end: str | datetime | None = None
+    ) -> dict[str, Any]:
+        result = materialize(
+            handle.get(),
+            group,
+            df,
+            mode=write_mode,
+            start=start,
+            end=end,
+            source_format=source_format,
+            job=lineage_job,
+        )
+        return write_summary(result)
+
+    write_features.__name__ = write_features.__qualname__ = _name("write", group)
+    return write_features
+
+
+def read_features_node(
+    feature_refs: str | Sequence[str],
+    *,
+    point_in_time: str | datetime | None = None,
+    config: ConfigLike = None,
+    store: MaterializedFeatureStore | None = None,
+    as_pandas: bool = False,
+) -> Callable[..., Any]:
+    """A node that returns the latest value per entity of `feature_refs`.
+
+    Its optional input selects entities: a DataFrame of key columns, a list of ids, or None
+    for every entity. `point_in_time` (here or per call) reads values as of that time.
+    """
+    refs = feature_ref_list(feature_refs)
+    handle = StoreHandle(store, config)
+    default_time = None if point_in_time is None else parse_time(point_in_time)
+
+    def read_features(entities: Any = None, point_in_time: str | datetime | None = None) -> Any:
+        when = default_time if point_in_time is None else parse_time(point_in_time)
+        frame = handle.get().get_features(refs, entity_ids=entities, point_in_time=when)
+        return frame.toPandas() if as_pandas else frame
+
+    read_features.__name__ = read_features.__qualname__ = _name("read", refs[0].split(".")[0])
+    return read_features
+
+
+def training_set_node(
+    feature_refs: str | Sequence[str],
+    *,
+    ttl: str | timedelta | None = None,
+    timestamp_column: str | None = None,
+    config: ConfigLike = None,
+    store: MaterializedFeatureStore | None = None,
+    entities_format: str = "auto",
+    as_pandas: bool = False,
+) -> Callable[..., Any]:
+    """A node that joins `feature_refs` point-in-time-correctly onto its entity DataFrame.
+
+    The input holds entity keys and an event time per row (Spark or pandas, or a path / table
+    name to read); the output adds one column per feature, each the latest value at or before
+    that row's time (within `ttl` when given).
+    """
+    refs = feature_ref_list(feature_refs)
+    handle = StoreHandle(store, config)
+
+    def training_set(entity_df: Any) -> DataFrame | Any:
+        store_ = handle.get()
+        entities = (
+            read_source(store_.spark, entity_df, entities_format, what="entity data")
+            if isinstance(entity_df, str)
+            else entity_df
+        )
+        frame = store_.get_historical_features(
+            entities, refs, ttl=ttl, timestamp_column=timestamp_column
+        )
+        return frame.toPandas() if as_pandas else frame
+
+    training_set.__name__ = training_set.__qualname__ = _name("training_set", refs[0].split(".")[0])
+    return training_set

@@ -1,0 +1,101 @@
+"""The operations behind the CLI, the jobs and the nodes: one implementation for all three."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from featurelake.errors import ConfigurationError
+from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.pipeline.sources import looks_like_table, parse_time_range, read_source
+from featurelake.registry import Lineage
+from featurelake.schema import FeatureGroupSchema, parse_refs
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+
+def parse_mode(mode: str | WriteMode) -> WriteMode:
+    """A write mode from its name, or a ConfigurationError listing the modes."""
+    try:
+        return WriteMode(str(mode).lower())
+    except ValueError:
+        raise ConfigurationError(
+            f"'{mode}' is not a write mode.",
+            fix="use one of: "
+            + ", ".join(m.value for m in WriteMode)
+            + " (give a start and an end to backfill a time range).",
+        ) from None
+
+
+def materialize(
+    store: MaterializedFeatureStore,
+    group: str | FeatureGroupSchema,
+    source: Any,
+    *,
+    mode: str | WriteMode = WriteMode.APPEND,
+    start: str | datetime | None = None,
+    end: str | datetime | None = None,
+    source_format: str = "auto",
+    job: str | None = None,
+) -> WriteResult:
+    """Write `source` (a DataFrame, or a path / table name) into the group's Gold table.
+
+    With `start` and `end`, the source is cut to `start <= event time < end` and that range of
+    the table is replaced (a backfill); otherwise it is written with `mode`.
+    """
+    write_mode = parse_mode(mode)
+    time_range = parse_time_range(start, end)
+    schema = store.resolve_group(group)
+    named = isinstance(source, str)
+    frame = read_source(store.spark, source, source_format) if named else source
+    lineage = Lineage(sources=(source_name(source),) if named else (), job=job)
+    if time_range is None:
+        return store.write_features(schema, frame, write_mode, lineage=lineage)
+    if write_mode is not WriteMode.APPEND:
+        raise ConfigurationError(
+            f"A backfill replaces the range it is given; the mode '{write_mode.value}' does not "
+            "apply to it.",
+            fix="drop the mode, or drop the start and end to write the whole source.",
+        )
+    begin, finish = time_range
+    frame = _in_range(store, frame, schema.timestamp_key, begin, finish)
+    return store.backfill(schema, frame, begin, finish, lineage=lineage)
+
+
+def source_name(source: str) -> str:
+    """How lineage records a source: tables and URIs as given, local paths made absolute."""
+    if looks_like_table(source) or re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", source):
+        return source
+    return str(Path(source).resolve())
+
+
+def _in_range(
+    store: MaterializedFeatureStore, frame: Any, column: str, begin: datetime, finish: datetime
+) -> DataFrame:
+    from pyspark.sql import functions as F
+
+    from featurelake.offline.frames import to_spark
+
+    spark_frame = to_spark(store.spark, frame, what="The backfill source")
+    if column not in spark_frame.columns:
+        return spark_frame  # the write names the missing column
+    ts = F.col(column).cast("timestamp")
+    return spark_frame.where((ts >= F.lit(begin)) & (ts < F.lit(finish)))
+
+
+def write_summary(result: WriteResult) -> dict[str, Any]:
+    """A JSON-friendly dict of a write (XCom, Kedro datasets, `--json`)."""
+    return dataclasses.asdict(result)
+
+
+def feature_ref_list(refs: str | Sequence[str]) -> list[str]:
+    """Refs from a list or comma-separated text, checked for syntax."""
+    items: list[str] = []
+    for item in [refs] if isinstance(refs, str) else list(refs):
+        items.extend(part.strip() for part in str(item).split(",") if part.strip())
+    return [str(ref) for ref in parse_refs(items)]
