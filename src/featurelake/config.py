@@ -34,6 +34,8 @@ class OnlineBackend(StrEnum):
     REDIS = "redis"
 
 
+REGISTRY_ENGINES = ("auto", "delta-rs", "spark")
+
 DEFAULT_SPARK_CONF: dict[str, str] = {
     "spark.sql.session.timeZone": "UTC",
     "spark.ui.showConsoleProgress": "false",
@@ -56,6 +58,7 @@ class FeatureStoreConfig:
     retry_backoff_ms: int = 100
     retry_backoff_multiplier: float = 2.0
     metadata_cache_ttl_seconds: float = 30.0
+    registry_engine: str = "auto"
     enable_online_store: bool = False
     online_backend: OnlineBackend = OnlineBackend.MEMORY
     online_url: str | None = None
@@ -273,6 +276,12 @@ def _validate(config: FeatureStoreConfig) -> None:
             "The online backend is 'redis' but 'online_url' is not set.",
             fix="set online_url to the server, e.g. 'redis://localhost:6379/0'.",
             key="online_url",
+        )
+    if config.registry_engine not in REGISTRY_ENGINES:
+        raise ConfigurationError(
+            f"The configuration key 'registry_engine' is {config.registry_engine!r}.",
+            fix="set 'registry_engine' to one of " + ", ".join(REGISTRY_ENGINES) + ".",
+            key="registry_engine",
         )
     if config.spark_remote and not config.spark_remote.startswith("sc://"):
         raise ConfigurationError(

@@ -30,6 +30,7 @@ DELTA_CONFLICT_NAMES: tuple[str, ...] = (
     "DELTA_METADATA_CHANGED",
     "DELTA_PROTOCOL_CHANGED",
     "FileAlreadyExistsException",
+    "CommitFailedError",  # delta-rs
 )
 
 

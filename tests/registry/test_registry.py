@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
@@ -9,6 +10,14 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureGroupNotFoundError, SchemaValidationError
 from featurelake.registry import Lineage, Registry
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+
+
+@pytest.fixture(params=["delta-rs", "spark"])
+def store_config(request: pytest.FixtureRequest, tmp_path: Path) -> FeatureStoreConfig:
+    """Every registry test runs on both engines (they share one table layout)."""
+    return FeatureStoreConfig(
+        storage_path=str(tmp_path / "store"), registry_engine=request.param, retry_backoff_ms=20
+    )
 
 
 def schema(name: str = "users", version: int = 1, **changes: object) -> FeatureGroupSchema:
@@ -116,3 +125,21 @@ def test_claims_are_won_once(spark: SparkSession, store_config: FeatureStoreConf
     assert registry.get_object("run", "slot-1") == {"by": "a"}
     registry.delete_object("run", "slot-1")
     assert registry.get_object("run", "slot-1") is None
+
+
+def test_both_engines_read_the_same_tables(spark: SparkSession, tmp_path: Path) -> None:
+    path = str(tmp_path / "shared")
+    Registry(FeatureStoreConfig(storage_path=path, registry_engine="spark"), spark).register_group(
+        schema()
+    )
+    rust = Registry(FeatureStoreConfig(storage_path=path, registry_engine="delta-rs"))
+    assert rust.get_group("users") == schema()
+    rust.register_group(schema("orders"))
+    jvm = Registry(FeatureStoreConfig(storage_path=path, registry_engine="spark"), spark)
+    assert [g.name for g in jvm.list_groups()] == ["orders", "users"]
+
+
+def test_engine_choice() -> None:
+    assert Registry(FeatureStoreConfig(storage_path="/tmp/x")).engine == "delta-rs"
+    assert Registry(FeatureStoreConfig(storage_path="dbfs:/x")).engine == "spark"
+    assert Registry(FeatureStoreConfig(storage_path="s3://b/x")).engine == "spark"

@@ -12,7 +12,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.registry import TableLocation, quote_identifier
@@ -49,6 +49,13 @@ class CommitInfo:
 
 
 def table_exists(spark: SparkSession, location: TableLocation) -> bool:
+    if _is_local_path(location):
+        try:
+            from deltalake import DeltaTable
+
+            return bool(DeltaTable.is_deltatable(str(location.path)))
+        except ImportError:
+            pass
     if location.table_name:
         return bool(spark.catalog.tableExists(location.table_name))
     try:
@@ -137,13 +144,62 @@ def current_version(spark: SparkSession, location: TableLocation) -> int:
     return history(spark, location, limit=1)[0].version
 
 
+def _is_local_path(location: TableLocation) -> bool:
+    path = location.path
+    return (
+        bool(path)
+        and not location.table_name
+        and ("://" not in str(path) or str(path).startswith("file:"))
+    )
+
+
+def _local_log_reader(location: TableLocation) -> Any:
+    """A delta-rs table for a local path table (fast log reads without Spark), else None."""
+    if not _is_local_path(location):
+        return None
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        return None
+    return DeltaTable(str(location.path))
+
+
 def find_commit(spark: SparkSession, location: TableLocation, token: str) -> CommitInfo:
     """The commit tagged with `token` (searching the newest commits first)."""
+    log = _local_log_reader(location)
+    if log is not None:
+        for entry in log.history(50):
+            if entry.get("userMetadata") == token:
+                return CommitInfo(
+                    version=int(entry["version"]),
+                    timestamp=datetime.fromtimestamp(entry["timestamp"] / 1000, UTC).replace(
+                        tzinfo=None
+                    ),
+                    operation=str(entry.get("operation")),
+                    metrics={
+                        str(k): str(v) for k, v in (entry.get("operationMetrics") or {}).items()
+                    },
+                    user_metadata=token,
+                )
     for limit in (20, None):
         for commit in history(spark, location, limit=limit):
             if commit.user_metadata == token:
                 return commit
     raise LookupError(f"no commit tagged {token} in {location}")
+
+
+def row_count(spark: SparkSession, location: TableLocation) -> int:
+    """Rows in the current version, from the log's file statistics (no data scan)."""
+    log = _local_log_reader(location)
+    if log is not None:
+        import pyarrow as pa
+
+        actions = pa.table(log.get_add_actions(flatten=True))
+        counts = actions.column("num_records").to_pylist() if actions.num_rows else []
+        if all(c is not None for c in counts):
+            return int(sum(counts))
+    # Delta answers a plain count from the log's statistics too (metadata-only query).
+    return int(read(spark, location).count())
 
 
 def new_token() -> str:

@@ -231,7 +231,7 @@ class MaterializedFeatureStore(BaseFeatureStore):
                 group=schema.name,
             ) from error
         commit = delta_ops.find_commit(self.spark, location, token)
-        row_count = delta_ops.read(self.spark, location).count()
+        row_count = delta_ops.row_count(self.spark, location)
         duration = time.perf_counter() - started
         self.registry.record_write(
             schema,

@@ -1,9 +1,10 @@
-"""Two small Delta tables that hold every piece of registry metadata.
+"""Two small Delta tables that hold every piece of registry metadata (Spark engine).
 
 `objects` holds current state, one row per (kind, key), upserted with MERGE: group definitions,
 virtual definitions, services, sync watermarks. `events` is append-only history: writes,
 lineage, router metrics, statistics, scheduler runs. Payloads are JSON text. All operations are
 Spark SQL / DataFrame calls (no DeltaTable Python API), so they also run over Spark Connect.
+The delta-rs engine in `deltars_kv` keeps the same tables without Spark.
 """
 
 from __future__ import annotations
@@ -32,8 +33,8 @@ def to_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, default=str)
 
 
-class DeltaKeyValueTables:
-    """The `objects` and `events` tables of one registry."""
+class SparkKeyValueTables:
+    """The `objects` and `events` tables of one registry, through a Spark session."""
 
     def __init__(self, spark: SparkSession, objects: TableLocation, events: TableLocation) -> None:
         self.spark = spark

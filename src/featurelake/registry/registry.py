@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureGroupNotFoundError, RegistryError
-from featurelake.registry.delta_kv import DeltaKeyValueTables, utc_now
+from featurelake.registry.delta_kv import SparkKeyValueTables, utc_now
+from featurelake.registry.deltars_kv import DeltaRsKeyValueTables
 from featurelake.registry.locations import TableLocation, gold_location, registry_location
 from featurelake.retry import with_retries
 from featurelake.schema import FeatureGroupSchema, SchemaChange, classify_change
@@ -82,7 +83,7 @@ class Registry:
     def __init__(self, config: FeatureStoreConfig, spark: SparkSession | None = None) -> None:
         self.config = config
         self._spark = spark
-        self._tables: DeltaKeyValueTables | None = None
+        self._tables: SparkKeyValueTables | DeltaRsKeyValueTables | None = None
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._loaded_at: float | None = None
@@ -98,14 +99,21 @@ class Registry:
         return self._spark
 
     @property
-    def tables(self) -> DeltaKeyValueTables:
+    def engine(self) -> str:
+        """`delta-rs` (no Spark needed) or `spark`, from `registry_engine` in the config."""
+        return registry_engine(self.config)
+
+    @property
+    def tables(self) -> SparkKeyValueTables | DeltaRsKeyValueTables:
         with self._lock:
             if self._tables is None:
-                tables = DeltaKeyValueTables(
-                    self.spark,
-                    registry_location(self.config, "objects"),
-                    registry_location(self.config, "events"),
-                )
+                objects = registry_location(self.config, "objects")
+                events = registry_location(self.config, "events")
+                tables: SparkKeyValueTables | DeltaRsKeyValueTables
+                if self.engine == "delta-rs":
+                    tables = DeltaRsKeyValueTables(objects, events)
+                else:
+                    tables = SparkKeyValueTables(self.spark, objects, events)
                 self._retry("creating the registry tables", tables.ensure_tables)
                 self._tables = tables
             return self._tables
@@ -321,6 +329,27 @@ class Registry:
             last_mode=last.get("mode"),
             lineage=self.events(LINEAGE, key),
         )
+
+
+LOCAL_SCHEMES = ("file:",)
+
+
+def registry_engine(config: FeatureStoreConfig) -> str:
+    """The engine the registry uses: delta-rs for local stores when installed, else Spark.
+
+    `registry_engine: spark` or `delta-rs` in the config forces one.
+    """
+    if config.registry_engine != "auto":
+        return config.registry_engine
+    path = config.storage_path
+    local = ("://" not in path and not path.startswith("dbfs:")) or path.startswith(LOCAL_SCHEMES)
+    if not local:
+        return "spark"
+    try:
+        import deltalake  # noqa: F401
+    except ImportError:
+        return "spark"
+    return "delta-rs"
 
 
 def _group_payload(schema: FeatureGroupSchema, created_at: str | None = None) -> dict[str, Any]:

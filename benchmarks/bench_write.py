@@ -1,0 +1,145 @@
+"""Validated `write_features` against plain Delta writes of the same rows, in one run.
+
+    .venv/bin/python benchmarks/bench_write.py [--rows 1000000] [--repeat 3]
+
+Append: `store.write_features(group, df)` vs `df.write.format("delta").mode("append")`.
+Merge: 10% of the rows updated (new values, same keys and times) through
+`write_features(..., mode="merge")` vs a plain `MERGE INTO` of the same batch.
+Prints median seconds and the ratio validated / plain (target: at most 1.25x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.offline.materialized import MaterializedFeatureStore
+from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.session import get_spark
+
+FEATURES = 8
+
+
+def group_schema() -> FeatureGroupSchema:
+    features = [FeatureSchema(f"f{i}", "double", min_value=0, max_value=1) for i in range(FEATURES)]
+    features.append(FeatureSchema("segment", "string", allowed_values=["a", "b", "c", "d"]))
+    return FeatureGroupSchema(
+        name="bench",
+        entity_keys=["entity_id"],
+        features=features,
+        entity_key_types={"entity_id": "bigint"},
+    )
+
+
+def source_rows(spark: SparkSession, rows: int, seed: int) -> DataFrame:
+    columns = [F.rand(seed + i).alias(f"f{i}") for i in range(FEATURES)]
+    return spark.range(rows).select(
+        F.col("id").alias("entity_id"),
+        (F.lit("2024-01-01").cast("timestamp") + F.make_interval(secs=F.col("id") % 86_400)).alias(
+            "event_timestamp"
+        ),
+        *columns,
+        F.element_at(F.array(*[F.lit(s) for s in "abcd"]), (F.col("id") % 4 + 1).cast("int")).alias(
+            "segment"
+        ),
+    )
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="featurelake-bench-write-"))
+    config = FeatureStoreConfig(
+        storage_path=str(work / "store"), spark_master="local[2]", spark_shuffle_partitions=4
+    )
+    spark = get_spark(config)
+    source = str(work / "source")
+    updates = str(work / "updates")
+    source_rows(spark, args.rows, seed=1).write.parquet(source)
+    # 10% of the rows with new values, same keys and times.
+    spark.read.parquet(source).where(F.col("entity_id") % 10 == 0).select(
+        "entity_id",
+        "event_timestamp",
+        *[(F.col(f"f{i}") / 2).alias(f"f{i}") for i in range(FEATURES)],
+        "segment",
+    ).write.parquet(updates)
+
+    schema = group_schema()
+    results: dict[str, list[float]] = {
+        "append plain": [],
+        "append validated": [],
+        "merge plain": [],
+        "merge validated": [],
+    }
+    for run in range(args.repeat):
+        store = MaterializedFeatureStore(
+            config.replace(storage_path=str(work / f"store{run}")), spark
+        )
+        store.register_features(schema)
+        plain_path = str(work / f"plain{run}")
+        spark.read.parquet(source).limit(0).withColumn(
+            "_ingested_at", F.current_timestamp()
+        ).write.format("delta").save(plain_path)
+
+        def plain_append(path: str = plain_path) -> None:
+            spark.read.parquet(source).withColumn(
+                "_ingested_at", F.current_timestamp()
+            ).write.format("delta").mode("append").save(path)
+
+        def validated_append(s: MaterializedFeatureStore = store) -> None:
+            s.write_features("bench", spark.read.parquet(source))
+
+        def plain_merge(path: str = plain_path) -> None:
+            view = f"updates_{uuid.uuid4().hex}"
+            spark.read.parquet(updates).withColumn(
+                "_ingested_at", F.current_timestamp()
+            ).createOrReplaceTempView(view)
+            spark.sql(
+                f"MERGE INTO delta.`{path}` t USING {view} s "
+                "ON t.entity_id = s.entity_id AND t.event_timestamp = s.event_timestamp "
+                "WHEN MATCHED THEN UPDATE SET * WHEN NOT MATCHED THEN INSERT *"
+            ).collect()
+
+        def validated_merge(s: MaterializedFeatureStore = store) -> None:
+            s.write_features("bench", spark.read.parquet(updates), mode="merge")
+
+        order = [
+            ("append", plain_append, validated_append),
+            ("merge", plain_merge, validated_merge),
+        ]
+        for name, plain, validated in order:
+            pair = [("plain", plain), ("validated", validated)]
+            if run % 2:
+                pair.reverse()
+            for kind, action in pair:
+                results[f"{name} {kind}"].append(timed(action))
+
+    print(f"\nwrite_features vs plain Delta, {args.rows:,} rows, median of {args.repeat} runs")
+    print(f"{'operation':<10} {'plain s':>9} {'validated s':>12} {'ratio':>7}")
+    for name in ("append", "merge"):
+        plain = statistics.median(results[f"{name} plain"])
+        validated = statistics.median(results[f"{name} validated"])
+        print(f"{name:<10} {plain:>9.2f} {validated:>12.2f} {validated / plain:>6.2f}x")
+    spark.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The registry's `objects` and `events` Delta tables through delta-rs: no Spark, no JVM.
+
+Same tables and layout as `delta_kv.SparkKeyValueTables` (either engine reads what the other
+wrote); a registry read costs milliseconds instead of a Spark job.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+
+from featurelake.registry.delta_kv import to_json, utc_now
+from featurelake.registry.locations import TableLocation
+
+OBJECT_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("payload", pa.string()),
+        pa.field("updated_at", pa.timestamp("us")),
+    ]
+)
+EVENT_SCHEMA = pa.schema(
+    [
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("key", pa.string(), nullable=False),
+        pa.field("payload", pa.string()),
+        pa.field("recorded_at", pa.timestamp("us")),
+    ]
+)
+MATCH = "t.kind = s.kind AND t.key = s.key"
+
+
+def _uri(location: TableLocation) -> str:
+    assert location.path is not None, "registry tables are addressed by path"
+    return location.path
+
+
+class DeltaRsKeyValueTables:
+    """The `objects` and `events` tables of one registry, through delta-rs."""
+
+    def __init__(self, objects: TableLocation, events: TableLocation) -> None:
+        self.objects = _uri(objects)
+        self.events = _uri(events)
+
+    def ensure_tables(self) -> None:
+        from deltalake import DeltaTable
+
+        for uri, schema in ((self.objects, OBJECT_SCHEMA), (self.events, EVENT_SCHEMA)):
+            if not DeltaTable.is_deltatable(uri):
+                DeltaTable.create(uri, schema, mode="ignore")
+
+    def _table(self, uri: str) -> Any:
+        from deltalake import DeltaTable
+
+        return DeltaTable(uri)
+
+    def read_objects(self) -> dict[tuple[str, str], dict[str, Any]]:
+        table = pa.table(
+            self._table(self.objects).to_pyarrow_table(columns=["kind", "key", "payload"])
+        )
+        return {
+            (kind, key): json.loads(payload)
+            for kind, key, payload in zip(
+                table["kind"].to_pylist(),
+                table["key"].to_pylist(),
+                table["payload"].to_pylist(),
+                strict=True,
+            )
+        }
+
+    def read_events(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
+        """Events of one kind (and key), oldest first; each payload gets `recorded_at`."""
+        filters: list[tuple[str, str, Any]] = [("kind", "=", kind)]
+        if key is not None:
+            filters.append(("key", "=", key))
+        table = pa.table(self._table(self.events).to_pyarrow_table(filters=filters))
+        rows = sorted(table.to_pylist(), key=lambda r: r["recorded_at"])
+        out = []
+        for row in rows:
+            payload = json.loads(row["payload"])
+            payload.setdefault("recorded_at", row["recorded_at"])
+            payload.setdefault("key", row["key"])
+            out.append(payload)
+        return out
+
+    def upsert_object(
+        self, kind: str, key: str, payload: Mapping[str, Any], *, only_if_absent: bool = False
+    ) -> bool:
+        """MERGE one object in; with `only_if_absent`, insert only when missing."""
+        source = pa.Table.from_pylist(
+            [{"kind": kind, "key": key, "payload": to_json(payload), "updated_at": utc_now()}],
+            schema=OBJECT_SCHEMA,
+        )
+        merger = self._table(self.objects).merge(
+            source, predicate=MATCH, source_alias="s", target_alias="t"
+        )
+        if not only_if_absent:
+            merger = merger.when_matched_update_all()
+        metrics = merger.when_not_matched_insert_all().execute()
+        changed = metrics.get("num_target_rows_inserted", 0) + metrics.get(
+            "num_target_rows_updated", 0
+        )
+        return bool(changed)
+
+    def delete_object(self, kind: str, key: str) -> None:
+        source = pa.Table.from_pylist([{"kind": kind, "key": key}])
+        self._table(self.objects).merge(
+            source, predicate=MATCH, source_alias="s", target_alias="t"
+        ).when_matched_delete().execute()
+
+    def append_events(self, rows: list[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Blind appends: they never conflict with each other."""
+        from deltalake import write_deltalake
+
+        if not rows:
+            return
+        now = utc_now()
+        table = pa.Table.from_pylist(
+            [
+                {"kind": kind, "key": key, "payload": to_json(payload), "recorded_at": now}
+                for kind, key, payload in rows
+            ],
+            schema=EVENT_SCHEMA,
+        )
+        write_deltalake(self.events, table, mode="append")
