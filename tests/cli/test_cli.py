@@ -238,6 +238,26 @@ def test_materialize_backfill_list_and_describe(
     assert info["freshness"]["status"] == "no target"
     assert info["freshness"]["latest_event"].startswith("2024-01-10")
 
+    labels = project.root / "labels.csv"
+    retail.label_events(spark, customers=30, rows=25).toPandas().to_csv(labels, index=False)
+    out = project.root / "training"
+    built = invoke(
+        runner, project, "training-set", "--entities", str(labels),
+        "-f", "customer_profile.age,customer_profile.segment", "-f", "transaction_aggregates.*",
+        "--out", str(out), "--name", "churn", "--json",
+    )  # fmt: skip
+    assert built.exit_code == 0, built.output
+    report = json.loads(built.stdout)
+    assert report["rows"] == 25 and report["output"] == str(out)
+    assert {"age", "segment", "txn_count_7d", "last_category"} <= set(report["columns"])
+    read = {t["group"]: t["delta_version"] for t in report["manifest"]["tables"]}
+    assert set(read) == {"customer_profile", "transaction_aggregates"}
+    assert spark.read.parquet(str(out)).count() == 25
+    assert project.store(spark).rebuild("churn").df.count() == 25
+    again = invoke(runner, project, "training-set", "-e", str(labels), "-f",
+                   "customer_profile.age", "--out", str(out))  # fmt: skip
+    assert_one_line_error(again, 2, "already exists", "--overwrite")
+
     human = invoke(runner, project, "describe", "customer_profile@1")
     assert human.exit_code == 0, human.output
     for text in ("customer_profile v1", "lifetime_value", "18 .. 110", "Freshness", "Lineage"):
@@ -309,7 +329,8 @@ def test_health_reports_the_store(runner: CliRunner, project: Project) -> None:
 def test_no_arguments_shows_help(runner: CliRunner) -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 0
-    for command in ("init", "apply", "list", "describe", "materialize", "backfill", "health"):
+    for command in ("init", "apply", "list", "describe", "materialize", "backfill",
+                    "training-set", "health"):  # fmt: skip
         assert command in result.stdout
 
 
@@ -319,7 +340,11 @@ def test_no_arguments_shows_help(runner: CliRunner) -> None:
 def test_cli_as_a_real_process(project: Project, tmp_path: Path) -> None:
     """The installed entry point, its own Spark session, global options, exit codes."""
     cli = shutil.which("featurelake", path=str(VENV_BIN)) or str(VENV_BIN / "featurelake")
-    env = {**os.environ, "FEATURELAKE_STORAGE_PATH": str(tmp_path / "store")}
+    env = {
+        **os.environ,
+        "FEATURELAKE_STORAGE_PATH": str(tmp_path / "store"),
+        "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # a short-lived JVM
+    }
     usage = subprocess.run(
         [cli, "materialize", "customer_profile"], capture_output=True, text=True, env=env
     )

@@ -247,6 +247,7 @@ def _register() -> None:
     app.command("describe")(groups.describe)
     app.command("materialize")(data.materialize)
     app.command("backfill")(data.backfill)
+    app.command("training-set")(data.training_set)
     app.command("health")(health.health)
 
 

@@ -161,3 +161,107 @@ def _write(
             job=f"featurelake {command}",
         )
     _report(out, result, source)
+
+
+class OutputFormat(StrEnum):
+    """How to write a training set (the names of `featurelake.pipeline.sources.OUTPUT_FORMATS`)."""
+
+    PARQUET = "parquet"
+    DELTA = "delta"
+    CSV = "csv"
+    TABLE = "table"
+
+
+class FillMode(StrEnum):
+    """Which value a point-in-time read takes when the latest event holds a null."""
+
+    NONE = "none"
+    LAST_NON_NULL = "last_non_null"
+
+
+def training_set(
+    ctx: typer.Context,
+    entities: Annotated[
+        str,
+        typer.Option(
+            "--entities",
+            "-e",
+            help="Entity rows (keys + event time): a Parquet/CSV/Delta path or a table.",
+            show_default=False,
+        ),
+    ],
+    features: Annotated[
+        list[str],
+        typer.Option(
+            "--features",
+            "-f",
+            help="Feature refs: group.feature, group.*, group@2.feature (repeat or use commas).",
+            show_default=False,
+        ),
+    ],
+    out: Annotated[
+        str, typer.Option("--out", "-o", help="Where to write the set.", show_default=False)
+    ],
+    out_format: Annotated[OutputFormat, typer.Option("--out-format")] = OutputFormat.PARQUET,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out.")] = False,
+    ttl: Annotated[
+        str | None,
+        typer.Option("--ttl", help="Max age of a value, e.g. 7d (default: each group's ttl)."),
+    ] = None,
+    timestamp_column: Annotated[
+        str | None,
+        typer.Option("--timestamp-column", help="Event time column of the entity rows."),
+    ] = None,
+    fill: Annotated[FillMode, typer.Option("--fill")] = FillMode.NONE,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Keep the manifest in the store under this name."),
+    ] = None,
+    entities_format: Annotated[
+        SourceFormat, typer.Option("--entities-format", help="Format of --entities.")
+    ] = SourceFormat.AUTO,
+    as_json: JsonFlag = False,
+) -> None:
+    """Build a point-in-time-correct training set and write it, with its manifest.
+
+    Every entity row gets each feature's latest value at or before its own event time, read
+    from one Delta version per group; the manifest records those versions.
+    """
+    from featurelake.pipeline.tasks import feature_ref_list
+    from featurelake.pipeline.tasks import training_set as training_set_task
+
+    refs = feature_ref_list(features)
+    state = state_of(ctx)
+    out_ = state.output(as_json)
+    store = state.store(out_)
+    with out_.status(f"Joining {len(refs)} feature ref(s) onto {entities}"):
+        result = training_set_task(
+            store,
+            entities,
+            refs,
+            out,
+            out_format=out_format.value,
+            overwrite=overwrite,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill.value,
+            name=name,
+            entities_format=entities_format.value,
+        )
+    if out_.as_json:
+        out_.json(result.to_dict())
+        return
+    out_.line(
+        f"Wrote {number(result.rows)} rows x {len(result.columns)} columns to {result.output} "
+        f"({result.format})."
+    )
+    out_.table(
+        ["group", "version", "delta version read", "table"],
+        [
+            (t.group, f"v{t.group_version}", t.delta_version, t.table)
+            for t in result.manifest.tables
+        ],
+        title="Read (the manifest pins these versions)",
+    )
+    if name:
+        out_.line(f"Manifest saved as '{name}': rebuild it exactly with store.rebuild('{name}').")

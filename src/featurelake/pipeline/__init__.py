@@ -8,10 +8,16 @@ from featurelake.pipeline.nodes import (
 )
 from featurelake.pipeline.runtime import exit_code, load_settings, one_line, session_for
 from featurelake.pipeline.sources import parse_time, read_source, write_output
-from featurelake.pipeline.tasks import materialize, write_summary
+from featurelake.pipeline.tasks import (
+    TrainingSetOutput,
+    materialize,
+    training_set,
+    write_summary,
+)
 
 __all__ = [
     "StoreHandle",
+    "TrainingSetOutput",
     "exit_code",
     "load_settings",
     "materialize",
@@ -20,6 +26,7 @@ __all__ = [
     "read_features_node",
     "read_source",
     "session_for",
+    "training_set",
     "training_set_node",
     "write_features_node",
     "write_output",

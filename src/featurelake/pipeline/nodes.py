@@ -122,6 +122,7 @@ def training_set_node(
     *,
     ttl: str | timedelta | None = None,
     timestamp_column: str | None = None,
+    fill: str = "none",
     config: ConfigLike = None,
     store: MaterializedFeatureStore | None = None,
     entities_format: str = "auto",
@@ -131,7 +132,7 @@ def training_set_node(
 
     The input holds entity keys and an event time per row (Spark or pandas, or a path / table
     name to read); the output adds one column per feature, each the latest value at or before
-    that row's time (within `ttl` when given).
+    that row's time (within `ttl` when given; `fill="last_non_null"` skips null values).
     """
     refs = feature_ref_list(feature_refs)
     handle = StoreHandle(store, config)
@@ -144,7 +145,7 @@ def training_set_node(
             else entity_df
         )
         frame = store_.get_historical_features(
-            entities, refs, ttl=ttl, timestamp_column=timestamp_column
+            entities, refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
         )
         return frame.toPandas() if as_pandas else frame
 

@@ -5,18 +5,26 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import ConfigurationError
 from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
-from featurelake.pipeline.sources import looks_like_table, parse_time_range, read_source
+from featurelake.pipeline.sources import (
+    looks_like_table,
+    parse_time_range,
+    read_source,
+    write_output,
+)
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, parse_refs
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+    from featurelake.offline.training import TrainingSetManifest
 
 
 def parse_mode(mode: str | WriteMode) -> WriteMode:
@@ -86,6 +94,66 @@ def _in_range(
         return spark_frame  # the write names the missing column
     ts = F.col(column).cast("timestamp")
     return spark_frame.where((ts >= F.lit(begin)) & (ts < F.lit(finish)))
+
+
+@dataclass(frozen=True)
+class TrainingSetOutput:
+    """A training set written to `output`: its size and the manifest that rebuilds it."""
+
+    output: str
+    format: str
+    rows: int
+    columns: tuple[str, ...]
+    manifest: TrainingSetManifest
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "output": self.output,
+            "format": self.format,
+            "rows": self.rows,
+            "columns": list(self.columns),
+            "manifest": self.manifest.to_dict(),
+        }
+
+
+def training_set(
+    store: MaterializedFeatureStore,
+    entities: Any,
+    feature_refs: str | Sequence[str],
+    out: str,
+    *,
+    out_format: str = "parquet",
+    overwrite: bool = False,
+    ttl: str | timedelta | None = None,
+    timestamp_column: str | None = None,
+    fill: str = "none",
+    name: str | None = None,
+    entities_format: str = "auto",
+) -> TrainingSetOutput:
+    """Build a point-in-time-correct training set for `entities` and write it to `out`.
+
+    `entities` is a DataFrame or a path / table holding the entity keys and an event time per
+    row. With `name`, the manifest and the entity rows are kept in the store, so the set can
+    be rebuilt exactly (`store.rebuild(name)`).
+    """
+    refs = feature_ref_list(feature_refs)
+    frame = (
+        read_source(store.spark, entities, entities_format, what="entity data")
+        if isinstance(entities, str)
+        else entities
+    )
+    built = store.get_training_set(
+        frame, refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill, name=name
+    )
+    write_output(built.df, out, out_format, overwrite=overwrite)
+    written = read_source(store.spark, out, "table" if out_format == "table" else out_format)
+    return TrainingSetOutput(
+        output=out,
+        format=out_format,
+        rows=written.count(),
+        columns=tuple(written.columns),
+        manifest=built.manifest,
+    )
 
 
 def write_summary(result: WriteResult) -> dict[str, Any]:
