@@ -49,3 +49,100 @@ def store_config(tmp_path: Path) -> FeatureStoreConfig:
         retry_backoff_ms=20,
         metadata_cache_ttl_seconds=60,
     )
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+from collections.abc import Callable  # noqa: E402
+from typing import Any  # noqa: E402
+
+REDIS_BINARY = "redis-server"
+
+
+class RedisServer:
+    """A redis-server process on a free loopback port, started for the tests."""
+
+    def __init__(self, process: Any, port: int) -> None:
+        self.process = process
+        self.host = "127.0.0.1"
+        self.port = port
+        self.url = f"redis://{self.host}:{port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(workdir: Path) -> RedisServer:
+    import shutil
+    import subprocess
+    import time
+
+    binary = shutil.which(REDIS_BINARY)
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server)")
+    for _ in range(5):
+        port = _free_port()
+        process = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(workdir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        server = RedisServer(process, port)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                import redis
+
+                client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5)
+                if client.ping():
+                    client.close()
+                    return server
+            except Exception:
+                time.sleep(0.05)
+        server.stop()  # the port was taken in between, or the server did not come up
+    raise RuntimeError("redis-server did not start on a free loopback port")
+
+
+@pytest.fixture(scope="session")
+def redis_server_factory(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[[], RedisServer]]:
+    """Start extra redis-servers (e.g. to kill one in a test); all stop at the end."""
+    started: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = _start_redis(tmp_path_factory.mktemp("redis"))
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_server_factory: Callable[[], RedisServer]) -> RedisServer:
+    """The one shared redis-server of the test run (127.0.0.1, free port, no persistence)."""
+    return redis_server_factory()

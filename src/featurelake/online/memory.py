@@ -1,0 +1,126 @@
+"""An online store inside the process: a dict per group version, guarded by a lock.
+
+For tests, notebooks and single-process serving. Each entity holds one immutable entry (event
+time, ingestion time, values, expiry); a write replaces the entry atomically, so readers never
+see half a row. Expiry follows the group's ttl, counted from the write like Redis' EXPIRE.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
+
+from featurelake.online.base import (
+    OnlineRecord,
+    OnlineStore,
+    ReadRequest,
+    SchemaResolver,
+    StoredRow,
+)
+from featurelake.schema import FeatureGroupSchema
+
+
+class _Entry(NamedTuple):
+    event_us: int
+    ingested_us: int
+    values: Mapping[str, Any]
+    expires_at: float  # time.time(); 0 = never
+
+
+class InMemoryOnlineStore(OnlineStore):
+    """Thread-safe latest values per entity, held in this process."""
+
+    backend = "memory"
+
+    def __init__(
+        self,
+        *,
+        resolver: SchemaResolver | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        plan_cache_seconds: float = 30.0,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(
+            resolver=resolver, defaults=defaults, plan_cache_seconds=plan_cache_seconds
+        )
+        self._name = name or uuid.uuid4().hex[:12]
+        self._lock = threading.Lock()
+        self._data: dict[tuple[str, int], dict[str, _Entry]] = {}
+
+    @property
+    def target(self) -> str:
+        return f"memory://{self._name}"
+
+    def _table(self, schema: FeatureGroupSchema) -> dict[str, _Entry]:
+        return self._data.setdefault((schema.name, schema.version), {})
+
+    def _write(
+        self,
+        schema: FeatureGroupSchema,
+        records: Sequence[OnlineRecord],
+        ttl_ms: int,
+        force: bool,
+    ) -> list[bool]:
+        now = time.time()
+        expires_at = now + ttl_ms / 1000.0 if ttl_ms else 0.0
+        accepted = []
+        with self._lock:
+            table = self._table(schema)
+            for record in records:
+                current = table.get(record.entity)
+                if current is not None and current.expires_at and current.expires_at <= now:
+                    current = None
+                if (
+                    current is not None
+                    and not force
+                    and (record.event_us, record.ingested_us)
+                    < (current.event_us, current.ingested_us)
+                ):
+                    accepted.append(False)
+                    continue
+                values = record.values if current is None else {**current.values, **record.values}
+                table[record.entity] = _Entry(
+                    record.event_us, record.ingested_us, values, expires_at
+                )
+                accepted.append(True)
+        return accepted
+
+    def _read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        now = time.time()
+        out: list[list[StoredRow | None]] = []
+        with self._lock:
+            for request in requests:
+                table = self._data.get((request.schema.name, request.schema.version), {})
+                features = request.features
+                rows: list[StoredRow | None] = []
+                for entity in request.entities:
+                    entry = table.get(entity)
+                    if entry is None or (entry.expires_at and entry.expires_at <= now):
+                        rows.append(None)
+                        continue
+                    values = entry.values
+                    rows.append(StoredRow(entry.event_us, [values.get(f) for f in features]))
+                out.append(rows)
+        return out
+
+    def _delete(self, schema: FeatureGroupSchema, entities: list[str] | None) -> int:
+        with self._lock:
+            if entities is None:
+                table = self._data.pop((schema.name, schema.version), {})
+                return len(table)
+            table = self._table(schema)
+            return sum(table.pop(e, None) is not None for e in entities)
+
+    def _health(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "groups": len(self._data),
+                "entities": sum(len(t) for t in self._data.values()),
+            }
+
+    def _close(self) -> None:
+        with self._lock:
+            self._data.clear()

@@ -1,0 +1,350 @@
+"""The Redis online store: one hash per group version and entity, read and written in pipelines.
+
+Key: `{namespace}:{group}@{version}:{entity id}`. Fields: `@ts` and `@ing` (event and ingestion
+time, epoch microseconds) and one field per feature holding a typed value (`online.codec`).
+
+Writes go through a Lua compare-and-set, loaded once with SCRIPT LOAD and called with EVALSHA
+(one call per few hundred entities) inside a pipeline, so the event-time check happens
+atomically on the server without an extra round trip. Keys expire `ttl` after their last
+write when the group has a ttl.
+
+Commands are packed here, straight into the Redis protocol, and sent on a pooled redis-py
+connection: a pipeline without redis-py's per-argument packing cost, which would otherwise
+dominate both 100-entity reads and sync writes. Write calls are sent while the next is being
+packed, so the server works while Python encodes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from featurelake.online.base import (
+    ColumnBatch,
+    OnlineRecord,
+    OnlineStore,
+    ReadRequest,
+    SchemaResolver,
+    StoredRow,
+)
+from featurelake.online.codec import column_encoder, decode, encode
+from featurelake.schema import FeatureGroupSchema
+
+TS_FIELD = "@ts"
+INGESTED_FIELD = "@ing"
+SCRIPT_KEYS = 250
+DELETE_CHUNK = 1_000
+
+# One call sets many entities that carry the same fields. KEYS: the hashes.
+# ARGV: ttl ms (0 = none), force (1/0), n, n field names, then per key: event us, ingested us
+# and n values. Returns one character per key: '1' written, '0' rejected as older.
+COMPARE_AND_SET = """
+local ttl = ARGV[1]
+local force = ARGV[2] == '1'
+local n = tonumber(ARGV[3])
+local call = redis.call
+local fields = {'@ts', 0, '@ing', 0}
+for j = 1, n do fields[3 + 2 * j] = ARGV[3 + j] end
+local out = {}
+local a = 4 + n
+for i, key in ipairs(KEYS) do
+  local ts, ing = ARGV[a], ARGV[a + 1]
+  local newer, existed = true, force
+  if not force then
+    local current = call('HMGET', key, '@ts', '@ing')
+    if current[1] then
+      existed = true
+      local t, stored = tonumber(ts), tonumber(current[1])
+      if t < stored or (t == stored and current[2] and tonumber(ing) < tonumber(current[2])) then
+        newer = false
+      end
+    end
+  end
+  if newer then
+    fields[2] = ts
+    fields[4] = ing
+    for j = 1, n do fields[4 + 2 * j] = ARGV[a + 1 + j] end
+    call('HSET', key, unpack(fields))
+    if ttl ~= '0' then
+      call('PEXPIRE', key, ttl)
+    elseif existed then
+      call('PERSIST', key)
+    end
+    out[i] = '1'
+  else
+    out[i] = '0'
+  end
+  a = a + 2 + n
+end
+return table.concat(out)
+"""
+
+# Entities of one group that carry the same fields, values already encoded.
+_Encoded = tuple[list[str], list[int], list[int], tuple[str, ...], list[list[bytes]]]
+
+
+class RedisOnlineStore(OnlineStore):
+    """Latest values per entity in a Redis server, shared by every process that serves them."""
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_ms: int = 500,
+        namespace: str = "fl",
+        max_connections: int = 32,
+        resolver: SchemaResolver | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        plan_cache_seconds: float = 30.0,
+    ) -> None:
+        super().__init__(
+            resolver=resolver, defaults=defaults, plan_cache_seconds=plan_cache_seconds
+        )
+        self.url = url
+        self.namespace = namespace
+        self.timeout_ms = timeout_ms
+        seconds = timeout_ms / 1000.0
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            socket_timeout=seconds,
+            socket_connect_timeout=seconds,
+            max_connections=max_connections,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._sha: bytes | None = None
+        self._templates: dict[tuple[str, int, tuple[str, ...]], tuple[bytes, bytes, bytes]] = {}
+
+    @property
+    def target(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        safe = urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+        return f"{safe}#{self.namespace}"
+
+    def key(self, schema: FeatureGroupSchema, entity: str) -> str:
+        """The Redis key of an entity of a group version."""
+        return f"{self.namespace}:{schema.name}@{schema.version}:{entity}"
+
+    @property
+    def client(self) -> redis.Redis:
+        """The pooled redis-py client (for diagnostics and benchmarks)."""
+        return self._client
+
+    def _is_unavailable(self, error: BaseException) -> bool:
+        return isinstance(
+            error, redis.exceptions.ConnectionError | redis.exceptions.TimeoutError
+        ) or super()._is_unavailable(error)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def _script_sha(self) -> bytes:
+        if self._sha is None:
+            self._sha = str(self._client.script_load(COMPARE_AND_SET)).encode()
+        return self._sha
+
+    def _write(
+        self,
+        schema: FeatureGroupSchema,
+        records: Sequence[OnlineRecord],
+        ttl_ms: int,
+        force: bool,
+    ) -> list[bool]:
+        batches: list[_Encoded] = []
+        for names, run in itertools.groupby(records, key=lambda r: tuple(r.values)):
+            group = list(run)
+            batches.append(
+                (
+                    [r.entity for r in group],
+                    [r.event_us for r in group],
+                    [r.ingested_us for r in group],
+                    names,
+                    [[encode(r.values[name]) for r in group] for name in names],
+                )
+            )
+        return self._compare_and_set(schema, batches, ttl_ms, force)
+
+    def _write_columns(
+        self, schema: FeatureGroupSchema, batch: ColumnBatch, ttl_ms: int, force: bool
+    ) -> list[bool]:
+        encoded = [
+            column_encoder(schema.feature(name).data_type.kind)(column)
+            for name, column in zip(batch.names, batch.columns, strict=True)
+        ]
+        return self._compare_and_set(
+            schema,
+            [(batch.entities, batch.event_us, batch.ingested_us, batch.names, encoded)],
+            ttl_ms,
+            force,
+        )
+
+    def _compare_and_set(
+        self, schema: FeatureGroupSchema, batches: list[_Encoded], ttl_ms: int, force: bool
+    ) -> list[bool]:
+        try:
+            replies = self._stream(self._cas_commands(schema, batches, ttl_ms, force))
+        except redis.exceptions.NoScriptError:
+            # The server lost its scripts (restart, SCRIPT FLUSH): load again, once.
+            # Replaying is safe: the compare-and-set accepts an equal write again.
+            self._sha = None
+            replies = self._stream(self._cas_commands(schema, batches, ttl_ms, force))
+        accepted: list[bool] = []
+        for reply in replies:
+            accepted.extend(flag == 49 for flag in reply)  # b"1"
+        return accepted
+
+    def _cas_commands(
+        self, schema: FeatureGroupSchema, batches: list[_Encoded], ttl_ms: int, force: bool
+    ) -> Iterator[bytes]:
+        """EVALSHA commands of at most `SCRIPT_KEYS` entities each, packed one by one."""
+        sha = self._script_sha()
+        head = [str(ttl_ms).encode(), b"1" if force else b"0"]
+        prefix = f"{self.namespace}:{schema.name}@{schema.version}:"
+        for entities, event_us, ingested_us, names, columns in batches:
+            fields = [str(len(names)).encode(), *(name.encode() for name in names)]
+            rows = list(zip(*columns, strict=True)) if columns else [()] * len(entities)
+            for start in range(0, len(entities), SCRIPT_KEYS):
+                stop = min(start + SCRIPT_KEYS, len(entities))
+                keys = [(prefix + e).encode() for e in entities[start:stop]]
+                args: list[bytes] = [b"EVALSHA", sha, b"%d" % len(keys), *keys, *head, *fields]
+                for j in range(start, stop):
+                    args.append(b"%d" % event_us[j])
+                    args.append(b"%d" % ingested_us[j])
+                    args += rows[j]
+                yield pack(args)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def _read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
+        commands = []
+        for request in requests:
+            head, prefix, tail = self._hmget_template(request)
+            for entity in request.entities:
+                key = entity.encode()
+                commands.append(
+                    b"%s%d\r\n%s%s\r\n%s" % (head, len(prefix) + len(key), prefix, key, tail)
+                )
+        replies = self._roundtrip(commands)
+        out: list[list[StoredRow | None]] = []
+        position = 0
+        for request in requests:
+            rows: list[StoredRow | None] = []
+            for _ in request.entities:
+                reply = replies[position]
+                position += 1
+                if reply[0] is None:
+                    rows.append(None)
+                    continue
+                rows.append(
+                    StoredRow(
+                        int(reply[0]),
+                        [None if raw is None else decode(raw) for raw in reply[1:]],
+                    )
+                )
+            out.append(rows)
+        return out
+
+    def _hmget_template(self, request: ReadRequest) -> tuple[bytes, bytes, bytes]:
+        """HMGET of the request's fields, packed once per group version and feature list."""
+        cache_key = (request.schema.name, request.schema.version, request.features)
+        template = self._templates.get(cache_key)
+        if template is None:
+            fields = [TS_FIELD.encode(), *(f.encode() for f in request.features)]
+            head = b"*%d\r\n$5\r\nHMGET\r\n$" % (len(fields) + 2)
+            prefix = f"{self.namespace}:{request.schema.name}@{request.schema.version}:".encode()
+            tail = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in fields)
+            template = (head, prefix, tail)
+            if len(self._templates) > 1024:
+                self._templates.clear()
+            self._templates[cache_key] = template
+        return template
+
+    # -- the wire --------------------------------------------------------------------------------
+
+    def _roundtrip(self, commands: list[bytes]) -> list[Any]:
+        """Send packed commands in one write, then read every reply."""
+        return self._pipeline([b"".join(commands)], len(commands))
+
+    def _stream(self, commands: Iterable[bytes]) -> list[Any]:
+        """Send each packed command as soon as it is made, then read every reply."""
+        return self._pipeline(commands, None)
+
+    def _pipeline(self, chunks: Iterable[bytes], count: int | None) -> list[Any]:
+        """Send on one pooled connection and read the replies (a pipeline, in order).
+
+        An error reply is raised after every reply is read, so the connection stays in step;
+        a dropped or timed-out connection is closed, never reused.
+        """
+        connection = self._pool.get_connection()
+        try:
+            sent = 0
+            for chunk in chunks:
+                connection.send_packed_command([chunk], check_health=False)
+                sent += 1
+            replies: list[Any] = []
+            error: Exception | None = None
+            for _ in range(sent if count is None else count):
+                try:
+                    replies.append(connection.read_response())
+                except redis.exceptions.ResponseError as reply_error:
+                    error = error or reply_error
+                    replies.append(reply_error)
+            if error is not None:
+                raise error
+            return replies
+        except BaseException as failure:
+            if not isinstance(failure, redis.exceptions.ResponseError):
+                connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
+
+    # -- deletes, health, lifecycle ------------------------------------------------------------
+
+    def _delete(self, schema: FeatureGroupSchema, entities: list[str] | None) -> int:
+        if entities is not None:
+            keys = [self.key(schema, e) for e in entities]
+            deleted = 0
+            for start in range(0, len(keys), DELETE_CHUNK):
+                deleted += int(self._client.unlink(*keys[start : start + DELETE_CHUNK]))
+            return deleted
+        pattern = _escape_glob(f"{self.namespace}:{schema.name}@{schema.version}:") + "*"
+        deleted = 0
+        batch: list[bytes] = []
+        for key in self._client.scan_iter(match=pattern, count=1_000):
+            batch.append(key)
+            if len(batch) >= DELETE_CHUNK:
+                deleted += int(self._client.unlink(*batch))
+                batch = []
+        if batch:
+            deleted += int(self._client.unlink(*batch))
+        return deleted
+
+    def _health(self) -> dict[str, Any]:
+        self._client.ping()
+        info = self._client.info(section="server")
+        return {"redis_version": info.get("redis_version")}
+
+    def _close(self) -> None:
+        self._pool.disconnect()
+
+
+def pack(args: Sequence[bytes]) -> bytes:
+    """One command in the Redis protocol (RESP), from its arguments as bytes."""
+    parts = [b"*%d\r\n" % len(args)]
+    parts += [b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]
+    return b"".join(parts)
+
+
+def _escape_glob(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
