@@ -19,7 +19,13 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
 from featurelake.pipeline.runtime import absolute_storage, load_settings
 from featurelake.pipeline.sources import parse_time, read_source
-from featurelake.pipeline.tasks import feature_ref_list, materialize, parse_mode, write_summary
+from featurelake.pipeline.tasks import (
+    arrow_safe,
+    feature_ref_list,
+    materialize,
+    parse_mode,
+    write_summary,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -110,7 +116,7 @@ def read_features_node(
 
     def read_features(entities: Any = None, point_in_time: str | datetime | None = None) -> Any:
         when = default_time if point_in_time is None else parse_time(point_in_time)
-        frame = handle.get().get_features(refs, entity_ids=entities, point_in_time=when)
+        frame = handle.get().get_features(refs, entity_ids=arrow_safe(entities), point_in_time=when)
         return frame.toPandas() if as_pandas else frame
 
     read_features.__name__ = read_features.__qualname__ = _name("read", refs[0].split(".")[0])
@@ -142,7 +148,7 @@ def training_set_node(
         entities = (
             read_source(store_.spark, entity_df, entities_format, what="entity data")
             if isinstance(entity_df, str)
-            else entity_df
+            else arrow_safe(entity_df)
         )
         frame = store_.get_historical_features(
             entities, refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill

@@ -27,6 +27,27 @@ if TYPE_CHECKING:
     from featurelake.offline.training import TrainingSetManifest
 
 
+def arrow_safe(frame: Any) -> Any:
+    """A pandas frame whose string columns PySpark 4.0 can convert with Arrow.
+
+    pandas 3 keeps strings in Arrow arrays; when one has several chunks (any `toPandas()` of
+    a multi-partition DataFrame), PySpark 4.0's Arrow path fails ("Cannot convert
+    pyarrow.lib.ChunkedArray to pyarrow.lib.Array"). Plain object columns convert fine.
+    Anything that is not a pandas DataFrame is returned as it is.
+    """
+    import pandas as pd
+
+    if not isinstance(frame, pd.DataFrame):
+        return frame
+    strings = [c for c in frame.columns if isinstance(frame[c].dtype, pd.StringDtype)]
+    if not strings:
+        return frame
+    fixed = frame.copy()
+    for column in strings:
+        fixed[column] = fixed[column].astype(object).where(fixed[column].notna(), None)
+    return fixed
+
+
 def parse_mode(mode: str | WriteMode) -> WriteMode:
     """A write mode from its name, or a ConfigurationError listing the modes."""
     try:
@@ -60,7 +81,7 @@ def materialize(
     time_range = parse_time_range(start, end)
     schema = store.resolve_group(group)
     named = isinstance(source, str)
-    frame = read_source(store.spark, source, source_format) if named else source
+    frame = read_source(store.spark, source, source_format) if named else arrow_safe(source)
     lineage = Lineage(sources=(source_name(source),) if named else (), job=job)
     if time_range is None:
         return store.write_features(schema, frame, write_mode, lineage=lineage)
@@ -140,7 +161,7 @@ def training_set(
     frame = (
         read_source(store.spark, entities, entities_format, what="entity data")
         if isinstance(entities, str)
-        else entities
+        else arrow_safe(entities)
     )
     built = store.get_training_set(
         frame, refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill, name=name
