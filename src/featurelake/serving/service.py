@@ -1,0 +1,262 @@
+"""Feature services: named sets of features (from one or more groups) with their transforms.
+
+A service is what a model asks for: `get_features("churn_model", [42, 43])` reads the latest
+values online and applies the service's request-time transforms. Definitions are stored in the
+registry (kind `feature_service`), so every process pointed at the store sees them. Records
+can be pushed straight into the online store with `ingest` / `ingest_batch`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from featurelake.errors import FeatureNotFoundError, SchemaValidationError
+from featurelake.online import FeatureVector, vectors_to_pandas
+from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.serving.transforms import FeatureTransform, TransformError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from featurelake.serving.store import FeatureStore
+
+SERVICE_KIND = "feature_service"
+MAX_REPORTED = 20
+
+
+@dataclass(frozen=True)
+class ServiceDefinition:
+    """A registered feature service."""
+
+    name: str
+    features: tuple[str, ...]
+    transforms: Mapping[str, FeatureTransform] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+    owner: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "features": list(self.features),
+            "transforms": {k: t.to_dict() for k, t in self.transforms.items()},
+            "defaults": dict(self.defaults),
+            "description": self.description,
+            "owner": self.owner,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ServiceDefinition:
+        return cls(
+            name=str(data["name"]),
+            features=tuple(data["features"]),
+            transforms={
+                k: FeatureTransform.from_dict(v) for k, v in (data.get("transforms") or {}).items()
+            },
+            defaults=dict(data.get("defaults") or {}),
+            description=data.get("description") or "",
+            owner=data.get("owner"),
+        )
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What an ingest did: rows written, rejected as older, skipped (no entity id, bad value)."""
+
+    group: str
+    version: int
+    received: int
+    written: int
+    rejected: int
+    skipped: int
+    skipped_reasons: list[str] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    offline_rows: int = 0
+
+
+class FeatureService:
+    """Register feature services, read them with transforms applied, push records online."""
+
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        self._parsed: dict[str, tuple[dict[str, Any], ServiceDefinition]] = {}
+
+    # -- definitions ---------------------------------------------------------------------------
+
+    def register(
+        self,
+        name: str,
+        features: str | Sequence[str],
+        *,
+        transforms: Mapping[str, FeatureTransform] | None = None,
+        defaults: Mapping[str, Any] | None = None,
+        description: str = "",
+        owner: str | None = None,
+    ) -> ServiceDefinition:
+        """Create or replace a service. Every reference and transform key is checked first.
+
+        `transforms` and `defaults` are keyed by output name (`age`, or `group__age` when two
+        groups share a name) or by reference (`customer_profile.age`).
+        """
+        if not isinstance(name, str) or not name.strip():
+            raise SchemaValidationError(
+                "A feature service needs a name.", fix="pass a name such as 'churn_model'."
+            )
+        refs = [str(ref) for ref in parse_refs(features)]
+        definition = ServiceDefinition(
+            name=name,
+            features=tuple(refs),
+            transforms=dict(transforms or {}),
+            defaults=dict(defaults or {}),
+            description=description,
+            owner=owner,
+        )
+        for key, transform in definition.transforms.items():
+            if not isinstance(transform, FeatureTransform):
+                raise TransformError(
+                    f"The transform for '{key}' in service '{name}' is a "
+                    f"{type(transform).__name__}.",
+                    fix="pass FeatureTransform objects, e.g. FeatureTransform.clip(0, 1).",
+                )
+        self._check(definition)
+        self.store.registry.put_object(SERVICE_KIND, name, definition.to_dict())
+        return definition
+
+    def _check(self, definition: ServiceDefinition) -> None:
+        plan = self.store.online_plan(definition.features)
+        for kind, keys in (("transform", definition.transforms), ("default", definition.defaults)):
+            unknown = [k for k in keys if k not in plan.index]
+            if unknown:
+                raise FeatureNotFoundError(
+                    f"Service '{definition.name}' has a {kind} for {unknown}, which it does not "
+                    "serve.",
+                    fix=f"key {kind}s by one of: {', '.join(plan.names)}.",
+                    service=definition.name,
+                )
+
+    def get(self, name: str) -> ServiceDefinition:
+        """A registered service, or FeatureNotFoundError listing the ones there are."""
+        payload = self.store.registry.get_object(SERVICE_KIND, name)
+        if payload is None:
+            known = sorted(self.store.registry.list_objects(SERVICE_KIND))
+            raise FeatureNotFoundError(
+                f"No feature service '{name}' is registered in {self.store.config.storage_path}.",
+                fix=(
+                    f"use one of: {', '.join(known)}."
+                    if known
+                    else "register it first: store.services.register(name, features)."
+                ),
+                service=name,
+            )
+        cached = self._parsed.get(name)
+        if cached is not None and cached[0] == payload:
+            return cached[1]
+        definition = ServiceDefinition.from_dict(payload)
+        self._parsed[name] = (payload, definition)
+        return definition
+
+    def list_services(self) -> list[ServiceDefinition]:
+        """Every registered service, by name."""
+        objects = self.store.registry.list_objects(SERVICE_KIND)
+        return [ServiceDefinition.from_dict(objects[k]) for k in sorted(objects)]
+
+    def delete(self, name: str) -> None:
+        self.get(name)
+        self.store.registry.delete_object(SERVICE_KIND, name)
+        self._parsed.pop(name, None)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_features(
+        self,
+        service: str | ServiceDefinition,
+        entity_keys: Any,
+        *,
+        as_frame: bool = False,
+        fallback_to_offline: bool = False,
+    ) -> list[FeatureVector] | pd.DataFrame:
+        """The service's features for each entity, transforms applied (one vector each)."""
+        definition = service if isinstance(service, ServiceDefinition) else self.get(service)
+        vectors = self.store.get_online_features(
+            list(definition.features),
+            entity_keys,
+            defaults=definition.defaults,
+            fallback_to_offline=fallback_to_offline,
+        )
+        assert isinstance(vectors, list)
+        if definition.transforms:
+            vectors = [_transformed(v, definition.transforms) for v in vectors]
+        return vectors_to_pandas(vectors) if as_frame else vectors
+
+    # -- pushes --------------------------------------------------------------------------------
+
+    def ingest(
+        self,
+        group: str | FeatureGroupSchema,
+        record: Mapping[str, Any],
+        *,
+        to_offline: bool = False,
+    ) -> IngestResult:
+        """Push one record of a group online (see `ingest_batch`)."""
+        return self.ingest_batch(group, [record], to_offline=to_offline)
+
+    def ingest_batch(
+        self,
+        group: str | FeatureGroupSchema,
+        records: Iterable[Mapping[str, Any]],
+        *,
+        to_offline: bool = False,
+    ) -> IngestResult:
+        """Push records of a group into the online store.
+
+        A record without an entity id is skipped and reported; a record without the event
+        time gets the current time. Older records than what is stored are rejected. With
+        `to_offline=True` the written records are also appended to the Gold table (they then
+        need every column of the group).
+        """
+        online = self.store.online
+        schema = online.resolve_group(group)
+        ts_key = schema.timestamp_key
+        now = datetime.now(UTC).replace(tzinfo=None)
+        rows = [
+            record if record.get(ts_key) is not None else {**record, ts_key: now}
+            for record in records
+        ]
+        result = online.write_batch(schema, rows)
+        offline_rows = 0
+        if to_offline and result.written:
+            import pandas as pd
+
+            complete = [
+                {c: r.get(c) for c in schema.columns}
+                for r in rows
+                if all(r.get(k) is not None for k in schema.entity_keys)
+            ]
+            if complete:
+                self.store.write_features(
+                    f"{schema.name}@{schema.version}", pd.DataFrame(complete), mode="append"
+                )
+                offline_rows = len(complete)
+        return IngestResult(
+            group=result.group,
+            version=result.version,
+            received=result.received,
+            written=result.written,
+            rejected=result.rejected,
+            skipped=result.skipped,
+            skipped_reasons=result.skipped_reasons[:MAX_REPORTED],
+            ignored_columns=result.ignored_columns,
+            offline_rows=offline_rows,
+        )
+
+
+def _transformed(
+    vector: FeatureVector, transforms: Mapping[str, FeatureTransform]
+) -> FeatureVector:
+    changes = {}
+    for key, transform in transforms.items():
+        changes[key] = transform.apply(vector.get(key))
+    return vector.with_values(changes)

@@ -1,0 +1,255 @@
+"""Sync from Gold Delta tables into both online stores: full, incremental, replays, deletes."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import types as T
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.errors import MaterializationError
+from featurelake.offline.materialized import MaterializedFeatureStore
+from featurelake.online import (
+    SYNC_KIND,
+    InMemoryOnlineStore,
+    OnlineStore,
+    RedisOnlineStore,
+    last_sync,
+    sync_to_online,
+)
+from featurelake.schema import FeatureGroupSchema
+
+pytestmark = [pytest.mark.spark, pytest.mark.redis]
+
+T0 = datetime(2024, 3, 1)
+SCHEMA = FeatureGroupSchema(
+    "customer_stats",
+    ["customer_id"],
+    [
+        {"name": "orders", "type": "bigint"},
+        {"name": "spend", "type": "double"},
+        {"name": "tier", "type": "string"},
+    ],
+)
+
+
+@pytest.fixture
+def offline(spark: SparkSession, store_config: FeatureStoreConfig) -> MaterializedFeatureStore:
+    store = MaterializedFeatureStore(store_config, spark)
+    store.register_features(SCHEMA)
+    return store
+
+
+@pytest.fixture
+def stores(redis_server: Any) -> Any:
+    """A fresh in-memory and a fresh Redis store (own namespace), both resolving nothing."""
+    made = [
+        InMemoryOnlineStore(),
+        RedisOnlineStore(redis_server.url, namespace=f"sync{uuid.uuid4().hex[:8]}"),
+    ]
+    yield made
+    for store in made:
+        store.close()
+
+
+def batch(spark: SparkSession, rows: list[tuple[Any, ...]]) -> Any:
+    return spark.createDataFrame(
+        rows,
+        "customer_id bigint, event_timestamp timestamp, orders bigint, spend double, tier string",
+    )
+
+
+def assert_consistent(
+    offline: MaterializedFeatureStore, store: OnlineStore, schema: FeatureGroupSchema
+) -> int:
+    """Every entity's online values and event time equal the offline latest ones."""
+    refs = [f"{schema.name}@{schema.version}.*"]
+    latest = [r.asDict(recursive=True) for r in offline.get_features(refs).collect()]
+    keys = schema.entity_keys
+    entities = [{k: r[k] for k in keys} for r in latest]
+    vectors = store.get(refs, entities)
+    for expected, vector in zip(latest, vectors, strict=True):
+        for name in schema.feature_names:
+            assert vector.get(name) == expected[name], (expected, vector)
+            assert vector.event_time(name) == expected[schema.timestamp_key]
+    return len(latest)
+
+
+def test_full_then_incremental_sync_keeps_online_equal_to_offline(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    rng = random.Random(5)
+    first = [
+        (c, T0 + timedelta(days=d, seconds=c), rng.randint(0, 50), rng.random(), f"t{c % 3}")
+        for c in range(1, 121)
+        for d in (0, 1, 2)
+    ]
+    offline.write_features("customer_stats", batch(spark, first))
+    for store in stores:
+        result = sync_to_online(store, offline.registry, "customer_stats")
+        assert (result.mode, result.rows_written, result.rows_rejected) == ("full", 120, 0)
+        assert result.spark_seconds > 0 and result.push_seconds > 0
+        assert assert_consistent(offline, store, SCHEMA) == 120
+
+    # Newer events for 1..40, late (older) events for 41..80, new customers 121..130.
+    second = (
+        [(c, T0 + timedelta(days=5), 1_000 + c, 1.0, "new") for c in range(1, 41)]
+        + [(c, T0 - timedelta(days=5), -c, -1.0, "late") for c in range(41, 81)]
+        + [(c, T0, c, 0.5, "t9") for c in range(121, 131)]
+    )
+    written = offline.write_features("customer_stats", batch(spark, second))
+    for store in stores:
+        result = sync_to_online(store, offline.registry, "customer_stats")
+        assert result.mode == "incremental" and result.to_version == written.delta_version
+        assert (result.rows_written, result.rows_rejected) == (50, 40)
+        assert assert_consistent(offline, store, SCHEMA) == 130
+        watermark = last_sync(offline.registry, store, "customer_stats")
+        assert watermark is not None and watermark["delta_version"] == written.delta_version
+        assert offline.registry.get_object(SYNC_KIND, f"customer_stats@1|{store.target}")
+    for store in stores[1:]:
+        again = sync_to_online(store, offline.registry, "customer_stats")
+        assert again.mode == "up_to_date" and again.rows_written == 0
+
+        # Replaying every change since the table was created changes nothing (the same
+        # events are written again, idempotently).
+        replay = sync_to_online(store, offline.registry, "customer_stats", since=0)
+        assert replay.mode == "incremental" and replay.rows_written == 130
+        assert assert_consistent(offline, store, SCHEMA) == 130
+
+
+def test_rows_removed_offline_are_repaired_online(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    rows = [(c, T0 + timedelta(days=d), d, float(d), "x") for c in (1, 2, 3) for d in (0, 10)]
+    offline.write_features("customer_stats", batch(spark, rows))
+    for store in stores:
+        sync_to_online(store, offline.registry, "customer_stats")
+    # A backfill of days 5..15 drops every customer's newest row; customer 4 appears, and
+    # customer 3 disappears once its remaining row is overwritten away below.
+    offline.backfill(
+        "customer_stats",
+        batch(
+            spark,
+            [
+                (1, T0 + timedelta(days=6), 6, 6.0, "fixed"),
+                (4, T0 + timedelta(days=7), 7, 7.0, "n"),
+            ],
+        ),
+        T0 + timedelta(days=5),
+        T0 + timedelta(days=15),
+    )
+    for store in stores:
+        result = sync_to_online(store, offline.registry, "customer_stats")
+        assert result.mode == "incremental"
+        assert assert_consistent(offline, store, SCHEMA) == 4
+        two = store.get("customer_stats.*", [2])[0]
+        assert two.get("orders") == 0  # older than what was online, but now the latest
+    offline.write_features(
+        "customer_stats",
+        batch(spark, [(c, T0 + timedelta(days=1), 1, 1.0, "o") for c in (1, 2)]),
+        mode="overwrite",
+    )
+    for store in stores:
+        result = sync_to_online(store, offline.registry, "customer_stats")
+        assert result.rows_deleted == 2  # customers 3 and 4 have no row left
+        assert assert_consistent(offline, store, SCHEMA) == 2
+        assert store.get("customer_stats.orders", [3, 4])[0].found("orders") is False
+
+
+ALL_TYPES = FeatureGroupSchema(
+    "typed",
+    ["region", "shop_id"],
+    [
+        {"name": "an_int", "type": "int"},
+        {"name": "a_bigint", "type": "bigint"},
+        {"name": "a_float", "type": "float"},
+        {"name": "a_double", "type": "double"},
+        {"name": "a_decimal", "type": "decimal(12,3)"},
+        {"name": "a_string", "type": "string"},
+        {"name": "a_bool", "type": "boolean"},
+        {"name": "a_timestamp", "type": "timestamp"},
+        {"name": "a_date", "type": "date"},
+        {"name": "an_array", "type": "array<double>"},
+        {"name": "a_map", "type": "map<string,bigint>"},
+        {"name": "a_struct", "type": "struct<x:int,label:string>"},
+    ],
+)
+
+
+def test_every_type_survives_the_sync(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    offline.register_features(ALL_TYPES)
+    spark_schema = T.StructType(
+        [
+            T.StructField("region", T.StringType()),
+            T.StructField("shop_id", T.LongType()),
+            T.StructField("event_timestamp", T.TimestampType()),
+            *[T.StructField(f.name, f.data_type.to_spark()) for f in ALL_TYPES.features],
+        ]
+    )
+    rows = [
+        (
+            "eu|west",
+            1,
+            T0,
+            -(2**31),
+            2**62,
+            1.5,
+            0.1 + 0.2,
+            Decimal("123456789.125"),
+            "ünïcode ✓",
+            True,
+            datetime(2023, 5, 6, 7, 8, 9, 123456),
+            date(2000, 2, 29),
+            [1.0, None, -0.0],
+            {"a": 1, "b": None},
+            (3, "three"),
+        ),
+        ("us", 2, T0, *([None] * len(ALL_TYPES.features))),
+    ]
+    offline.write_features("typed", spark.createDataFrame(rows, spark_schema))
+    for store in stores:
+        assert sync_to_online(store, offline.registry, "typed").rows_written == 2
+        assert assert_consistent(offline, store, ALL_TYPES) == 2
+        (first,) = store.get("typed.*", [("eu|west", 1)])
+        assert first.get("a_struct") == {"x": 3, "label": "three"}
+        assert first.get("a_map") == {"a": 1, "b": None}
+        assert type(first.get("a_decimal")) is Decimal and type(first.get("a_float")) is float
+
+
+def test_tables_without_change_data_feed_fall_back_to_full_syncs(
+    spark: SparkSession, store_config: FeatureStoreConfig, stores: list[OnlineStore]
+) -> None:
+    from pyspark.sql import functions as F
+
+    offline = MaterializedFeatureStore(store_config, spark)
+    offline.registry.register_group(SCHEMA)
+    path = offline.registry.gold_location("customer_stats", 1).path
+    assert path is not None
+
+    def append(rows: list[tuple[Any, ...]]) -> None:
+        frame = batch(spark, rows).withColumn("_ingested_at", F.current_timestamp())
+        frame.write.format("delta").mode("append").save(path)
+
+    append([(1, T0, 1, 1.0, "a"), (2, T0, 2, 2.0, "b")])
+    spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES (delta.enableChangeDataFeed = false)")
+    store = stores[1]
+    assert sync_to_online(store, offline.registry, "customer_stats").mode == "full"
+    append([(1, T0 + timedelta(1), 10, 1.0, "a2")])
+    result = sync_to_online(store, offline.registry, "customer_stats")
+    assert result.mode == "full" and result.fallback_reason
+    assert store.get("customer_stats.orders", [1])[0].get("orders") == 10
+
+
+def test_syncing_a_group_without_data_says_what_to_do(
+    offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    with pytest.raises(MaterializationError, match="write features first"):
+        sync_to_online(stores[0], offline.registry, "customer_stats")
