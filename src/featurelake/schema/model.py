@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
@@ -195,6 +196,207 @@ class FeatureSchema:
         )
 
 
+class CheckAction(StrEnum):
+    """What a write does when a quality rule fails: raise, log and record, or set rows aside."""
+
+    FAIL = "fail"
+    WARN = "warn"
+    QUARANTINE = "quarantine"
+
+
+RULE_TYPES = (
+    "not_null",
+    "range",
+    "allowed_values",
+    "max_null_rate",
+    "unique_keys",
+    "freshness",
+    "sql",
+)
+_FEATURE_RULES = ("not_null", "range", "allowed_values", "max_null_rate")
+_RULE_KEYS = {"type", "name", "feature", "min", "max", "values", "max_rate", "max_age", "expr"}
+
+
+@dataclass(frozen=True)
+class QualityRule:
+    """One declared quality rule (pure data; `featurelake.quality` evaluates it).
+
+    Types: `not_null`, `range` (min/max), `allowed_values` (values), `max_null_rate`
+    (max_rate in [0, 1]), `unique_keys` (entity keys + event time unique), `freshness`
+    (max_age of the newest event), `sql` (a Spark SQL boolean expression every row must meet).
+    """
+
+    type: str
+    name: str
+    feature: str | None = None
+    min: float | None = None
+    max: float | None = None
+    values: tuple[Any, ...] | None = None
+    max_rate: float | None = None
+    max_age: timedelta | None = None
+    expr: str | None = None
+
+    def __init__(
+        self,
+        type: str,
+        name: str | None = None,
+        feature: str | None = None,
+        min: float | None = None,
+        max: float | None = None,
+        values: Iterable[Any] | None = None,
+        max_rate: float | None = None,
+        max_age: str | int | float | timedelta | None = None,
+        expr: str | None = None,
+    ) -> None:
+        kind = str(type).lower()
+        if kind not in RULE_TYPES:
+            raise SchemaValidationError(
+                f"The quality rule type '{type}' is unknown.",
+                fix="use one of " + ", ".join(RULE_TYPES) + ".",
+            )
+        label = name or (f"{kind}_{feature}" if feature else kind)
+        if kind in _FEATURE_RULES and not feature:
+            raise SchemaValidationError(
+                f"The quality rule '{label}' ({kind}) names no feature.",
+                fix="add 'feature: <name>' to the rule.",
+            )
+        problem = None
+        if kind == "range" and min is None and max is None:
+            problem = "needs 'min', 'max' or both"
+        elif kind == "range" and min is not None and max is not None and min > max:
+            problem = f"has min {min} greater than max {max}"
+        elif kind == "allowed_values" and not values:
+            problem = "needs a non-empty 'values' list"
+        elif kind == "max_null_rate" and (
+            max_rate is None or isinstance(max_rate, bool) or not 0 <= float(max_rate) <= 1
+        ):
+            problem = "needs 'max_rate' between 0 and 1"
+        elif kind == "freshness" and max_age is None:
+            problem = "needs 'max_age' (e.g. 1d)"
+        elif kind == "sql" and (not isinstance(expr, str) or not expr.strip()):
+            problem = "needs 'expr', a Spark SQL boolean expression every row must meet"
+        if problem:
+            raise SchemaValidationError(
+                f"The quality rule '{label}' ({kind}) {problem}.",
+                fix="correct the rule under 'checks.rules' in the group's YAML.",
+            )
+        check_identifier(label, "quality rule")
+        set_ = object.__setattr__
+        set_(self, "type", kind)
+        set_(self, "name", label)
+        set_(self, "feature", feature)
+        set_(self, "min", None if min is None else float(min))
+        set_(self, "max", None if max is None else float(max))
+        set_(self, "values", tuple(values) if values is not None else None)
+        set_(self, "max_rate", None if max_rate is None else float(max_rate))
+        set_(self, "max_age", parse_duration(max_age, what=f"max_age of rule '{label}'"))
+        set_(self, "expr", expr)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"type": self.type, "name": self.name}
+        for key in ("feature", "min", "max", "max_rate", "expr"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.values is not None:
+            out["values"] = list(self.values)
+        if self.max_age is not None:
+            out["max_age"] = format_duration(self.max_age)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> QualityRule:
+        if not isinstance(data, Mapping):
+            raise SchemaValidationError(
+                f"A quality rule must be a mapping, got {data!r}.",
+                fix="write each rule as '- type: max_null_rate\n  feature: x\n  max_rate: 0.1'.",
+            )
+        unknown = sorted(set(data) - _RULE_KEYS)
+        if unknown:
+            raise SchemaValidationError(
+                f"Quality rule '{data.get('name') or data.get('type')}' has unknown key(s): "
+                f"{', '.join(unknown)}.",
+                fix=f"use only: {', '.join(sorted(_RULE_KEYS))}.",
+            )
+        if "type" not in data:
+            raise SchemaValidationError(
+                f"Quality rule {dict(data)} has no 'type'.",
+                fix="add 'type:' with one of " + ", ".join(RULE_TYPES) + ".",
+            )
+        return cls(**{str(k): v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class GroupChecks:
+    """The quality rules of a group, what a failing write does, and drift thresholds."""
+
+    rules: tuple[QualityRule, ...] = ()
+    on_write: CheckAction = CheckAction.WARN
+    psi_threshold: float = 0.2
+    ks_threshold: float = 0.1
+
+    def __init__(
+        self,
+        rules: Iterable[QualityRule | Mapping[str, Any]] = (),
+        on_write: str | CheckAction = CheckAction.WARN,
+        psi_threshold: float = 0.2,
+        ks_threshold: float = 0.1,
+    ) -> None:
+        parsed = tuple(r if isinstance(r, QualityRule) else QualityRule.from_dict(r) for r in rules)
+        names = [r.name for r in parsed]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise SchemaValidationError(
+                f"Quality rule name(s) {twice} are used twice.",
+                fix="give each rule its own 'name'.",
+            )
+        try:
+            action = CheckAction(str(on_write).lower())
+        except ValueError:
+            raise SchemaValidationError(
+                f"checks.on_write is '{on_write}'.",
+                fix="use one of " + ", ".join(a.value for a in CheckAction) + ".",
+            ) from None
+        for key, value in (("psi_threshold", psi_threshold), ("ks_threshold", ks_threshold)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise SchemaValidationError(
+                    f"checks.{key} is {value!r}.", fix=f"set checks.{key} to a positive number."
+                )
+        set_ = object.__setattr__
+        set_(self, "rules", parsed)
+        set_(self, "on_write", action)
+        set_(self, "psi_threshold", float(psi_threshold))
+        set_(self, "ks_threshold", float(ks_threshold))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "on_write": self.on_write.value,
+            "psi_threshold": self.psi_threshold,
+            "ks_threshold": self.ks_threshold,
+            "rules": [r.to_dict() for r in self.rules],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> GroupChecks:
+        if not isinstance(data, Mapping):
+            raise SchemaValidationError(
+                f"'checks' must be a mapping, got {type(data).__name__}.",
+                fix="write 'checks: {on_write: warn, rules: [...]}'.",
+            )
+        allowed = {"on_write", "psi_threshold", "ks_threshold", "rules"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise SchemaValidationError(
+                f"'checks' has unknown key(s): {', '.join(unknown)}.",
+                fix=f"use only: {', '.join(sorted(allowed))}.",
+            )
+        return cls(
+            rules=data.get("rules") or (),
+            on_write=data.get("on_write", CheckAction.WARN),
+            psi_threshold=data.get("psi_threshold", 0.2),
+            ks_threshold=data.get("ks_threshold", 0.1),
+        )
+
+
 @dataclass(frozen=True)
 class FeatureGroupSchema:
     """A feature group: entity keys, event time, features, and how the group is kept.
@@ -214,6 +416,7 @@ class FeatureGroupSchema:
     partition_columns: tuple[str, ...] = ()
     entity_key_types: Mapping[str, SqlType] = field(default_factory=dict)
     freshness: timedelta | None = None
+    checks: GroupChecks | None = None
 
     def __init__(
         self,
@@ -229,6 +432,7 @@ class FeatureGroupSchema:
         partition_columns: Sequence[str] = (),
         entity_key_types: Mapping[str, str | DataType | SqlType] | None = None,
         freshness: str | int | float | timedelta | None = None,
+        checks: GroupChecks | Mapping[str, Any] | None = None,
     ) -> None:
         check_identifier(name, "feature group")
         keys = (entity_keys,) if isinstance(entity_keys, str) else tuple(entity_keys)
@@ -315,6 +519,28 @@ class FeatureGroupSchema:
         set_(self, "partition_columns", tuple(partition_columns))
         set_(self, "entity_key_types", key_types)
         set_(self, "freshness", parse_duration(freshness, what=f"freshness of group '{name}'"))
+        group_checks = (
+            checks
+            if checks is None or isinstance(checks, GroupChecks)
+            else GroupChecks.from_dict(checks)
+        )
+        if group_checks is not None:
+            features_by_name = {f.name: f for f in feats}
+            for rule in group_checks.rules:
+                target = features_by_name.get(rule.feature) if rule.feature else None
+                if rule.feature and target is None:
+                    raise SchemaValidationError(
+                        f"Quality rule '{rule.name}' of group '{name}' names the feature "
+                        f"'{rule.feature}', which the group does not have.",
+                        fix=f"use one of: {', '.join(features_by_name)}.",
+                    )
+                if rule.type == "range" and target is not None and not target.data_type.is_numeric:
+                    raise SchemaValidationError(
+                        f"Quality rule '{rule.name}' of group '{name}' is a range on the "
+                        f"non-numeric feature '{rule.feature}'.",
+                        fix="use allowed_values or a sql rule for non-numeric features.",
+                    )
+        set_(self, "checks", group_checks)
 
     def __hash__(self) -> int:
         return hash(self.fingerprint())
@@ -367,6 +593,8 @@ class FeatureGroupSchema:
             out["freshness"] = format_duration(self.freshness)
         if self.partition_columns:
             out["partition_columns"] = list(self.partition_columns)
+        if self.checks is not None:
+            out["checks"] = self.checks.to_dict()
         if self.entity_key_types:
             out["entity_key_types"] = {
                 k: v.simple_string() for k, v in self.entity_key_types.items()
@@ -394,6 +622,7 @@ class FeatureGroupSchema:
             "freshness",
             "partition_columns",
             "entity_key_types",
+            "checks",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -424,6 +653,7 @@ class FeatureGroupSchema:
             partition_columns=data.get("partition_columns") or (),
             entity_key_types=key_types,
             freshness=data.get("freshness"),
+            checks=data.get("checks"),
         )
 
     def to_json(self) -> str:
