@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from featurelake.errors import FeatureGroupNotFoundError, FeatureNotFoundError
-from featurelake.online import FeatureVector, OnlineStore, vectors_to_pandas
+from featurelake.online import FeatureVector, InMemoryOnlineStore, OnlineStore, vectors_to_pandas
 from featurelake.schema import FeatureGroupSchema
 
 T0 = datetime(2024, 1, 1, 12, 0, 0)
@@ -390,3 +390,23 @@ def test_feature_vector_forms(online_store: OnlineStore, small_schema: FeatureGr
     ]
     assert frame["user_id"].tolist() == [1, 2]
     assert frame["clicks"].tolist()[0] == 10 and pd.isna(frame["clicks"].tolist()[1])
+
+
+def test_expired_read_plans_are_rebuilt_off_the_read_path(small_schema: FeatureGroupSchema) -> None:
+    resolved: list[str] = []
+
+    def slow_registry(name: str, version: int | None) -> FeatureGroupSchema:
+        resolved.append(name)
+        time.sleep(0.3)
+        return small_schema
+
+    store = InMemoryOnlineStore(resolver=slow_registry, plan_cache_seconds=0.05)
+    store.get("user_stats.clicks", [1])  # the first plan is built on the read
+    time.sleep(0.1)
+    started = time.monotonic()
+    store.get("user_stats.clicks", [1])  # expired: served from the old plan
+    assert time.monotonic() - started < 0.2
+    deadline = time.monotonic() + 5
+    while len(resolved) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert resolved == ["user_stats", "user_stats"]

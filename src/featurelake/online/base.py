@@ -136,6 +136,7 @@ class OnlineStore(ABC):
         self._defaults = dict(defaults or {})
         self._plan_cache_seconds = plan_cache_seconds
         self._plans: dict[tuple[str, ...], ReadPlan] = {}
+        self._refreshing: set[tuple[str, ...]] = set()
         self._schemas: dict[str, dict[int, FeatureGroupSchema]] = {}
         self._stats_lock = threading.Lock()
         self._stats: dict[str, float] = {
@@ -346,15 +347,34 @@ class OnlineStore(ABC):
         return self._plan(feature_refs)
 
     def _plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
+        """A cached plan. An expired one is still used while a thread rebuilds it, so a
+        registry reload (a Delta read) never lands on a read's latency."""
         cache_key = (feature_refs,) if isinstance(feature_refs, str) else tuple(feature_refs)
         plan = self._plans.get(cache_key)
-        if plan is not None and plan.expires > time.monotonic():
-            return plan
-        plan = self._build_plan(feature_refs)
+        if plan is None:
+            return self._store_plan(cache_key)
+        if plan.expires <= time.monotonic() and cache_key not in self._refreshing:
+            self._refreshing.add(cache_key)
+            threading.Thread(
+                target=self._refresh_plan, args=(cache_key,), name="featurelake-plan", daemon=True
+            ).start()
+        return plan
+
+    def _store_plan(self, cache_key: tuple[str, ...]) -> ReadPlan:
+        plan = self._build_plan(cache_key)
         if len(self._plans) > 1024:
             self._plans.clear()
         self._plans[cache_key] = plan
         return plan
+
+    def _refresh_plan(self, cache_key: tuple[str, ...]) -> None:
+        try:
+            self._store_plan(cache_key)
+        except Exception as error:  # a removed group: the next synchronous build raises
+            logger.warning("refreshing the online read plan {} failed: {}", cache_key, error)
+            self._plans.pop(cache_key, None)
+        finally:
+            self._refreshing.discard(cache_key)
 
     def _build_plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
         """Output positions follow the references (a wildcard in the group's feature order)."""

@@ -206,28 +206,38 @@ _DECODERS: dict[int, Callable[[bytes], Any]] = {
 }
 
 
+def bulk(raw: bytes) -> bytes:
+    """`raw` framed as a Redis protocol bulk string."""
+    return b"$%d\r\n%s\r\n" % (len(raw), raw)
+
+
+_NULL_BULK = bulk(NULL)
+_TRUE_BULK = bulk(b"b1")
+_FALSE_BULK = bulk(b"b0")
+
+
 def _doubles(values: list[Any]) -> list[bytes]:
-    return [NULL if v is None else b"F" + _pack_double(v) for v in values]
+    return [_NULL_BULK if v is None else b"$9\r\nF%s\r\n" % _pack_double(v) for v in values]
 
 
 def _ints(values: list[Any]) -> list[bytes]:
-    return [NULL if v is None else b"i%d" % v for v in values]
+    return [_NULL_BULK if v is None else bulk(b"i%d" % v) for v in values]
 
 
 def _strings(values: list[Any]) -> list[bytes]:
-    return [NULL if v is None else b"s" + v.encode() for v in values]
+    return [_NULL_BULK if v is None else bulk(b"s" + v.encode()) for v in values]
 
 
 def _booleans(values: list[Any]) -> list[bytes]:
-    return [NULL if v is None else (b"b1" if v else b"b0") for v in values]
+    return [_NULL_BULK if v is None else (_TRUE_BULK if v else _FALSE_BULK) for v in values]
 
 
 def _any(values: list[Any]) -> list[bytes]:
-    return [encode(v) for v in values]
+    return [bulk(encode(v)) for v in values]
 
 
-def column_encoder(kind: DataType) -> Callable[[list[Any]], list[bytes]]:
-    """Encode a whole column whose values are already of the feature's Python type."""
+def column_bulk_encoder(kind: DataType) -> Callable[[list[Any]], list[bytes]]:
+    """Encode and frame a whole column whose values already have the feature's Python type."""
     if kind in (DataType.DOUBLE, DataType.FLOAT):
         return _doubles
     if kind in (DataType.INT, DataType.BIGINT):

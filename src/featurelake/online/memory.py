@@ -22,6 +22,8 @@ from featurelake.online.base import (
 )
 from featurelake.schema import FeatureGroupSchema
 
+SWEEP_EVERY = 1_024
+
 
 class _Entry(NamedTuple):
     event_us: int
@@ -49,6 +51,7 @@ class InMemoryOnlineStore(OnlineStore):
         self._name = name or uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._data: dict[tuple[str, int], dict[str, _Entry]] = {}
+        self._writes = 0
 
     @property
     def target(self) -> str:
@@ -69,6 +72,9 @@ class InMemoryOnlineStore(OnlineStore):
         accepted = []
         with self._lock:
             table = self._table(schema)
+            self._writes += 1
+            if self._writes % SWEEP_EVERY == 0:
+                self._sweep(now)
             for record in records:
                 current = table.get(record.entity)
                 if current is not None and current.expires_at and current.expires_at <= now:
@@ -87,6 +93,15 @@ class InMemoryOnlineStore(OnlineStore):
                 )
                 accepted.append(True)
         return accepted
+
+    def _sweep(self, now: float) -> None:
+        """Drop expired entries (called under the lock, every `SWEEP_EVERY` writes)."""
+        for table in self._data.values():
+            expired = [
+                e for e, entry in table.items() if entry.expires_at and entry.expires_at <= now
+            ]
+            for entity in expired:
+                del table[entity]
 
     def _read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:
         now = time.time()

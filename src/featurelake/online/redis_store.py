@@ -33,7 +33,7 @@ from featurelake.online.base import (
     SchemaResolver,
     StoredRow,
 )
-from featurelake.online.codec import column_encoder, decode, encode
+from featurelake.online.codec import bulk, column_bulk_encoder, decode, encode
 from featurelake.schema import FeatureGroupSchema
 
 TS_FIELD = "@ts"
@@ -169,7 +169,7 @@ class RedisOnlineStore(OnlineStore):
                     [r.event_us for r in group],
                     [r.ingested_us for r in group],
                     names,
-                    [[encode(r.values[name]) for r in group] for name in names],
+                    [[bulk(encode(r.values[name])) for r in group] for name in names],
                 )
             )
         return self._compare_and_set(schema, batches, ttl_ms, force)
@@ -178,7 +178,7 @@ class RedisOnlineStore(OnlineStore):
         self, schema: FeatureGroupSchema, batch: ColumnBatch, ttl_ms: int, force: bool
     ) -> list[bool]:
         encoded = [
-            column_encoder(schema.feature(name).data_type.kind)(column)
+            column_bulk_encoder(schema.feature(name).data_type.kind)(column)
             for name, column in zip(batch.names, batch.columns, strict=True)
         ]
         return self._compare_and_set(
@@ -206,22 +206,34 @@ class RedisOnlineStore(OnlineStore):
     def _cas_commands(
         self, schema: FeatureGroupSchema, batches: list[_Encoded], ttl_ms: int, force: bool
     ) -> Iterator[bytes]:
-        """EVALSHA commands of at most `SCRIPT_KEYS` entities each, packed one by one."""
-        sha = self._script_sha()
-        head = [str(ttl_ms).encode(), b"1" if force else b"0"]
+        """EVALSHA commands of at most `SCRIPT_KEYS` entities each, packed one by one.
+
+        Values arrive already framed as protocol bulk strings, so a command is one join.
+        """
+        head = [bulk(b"EVALSHA"), bulk(self._script_sha())]
+        options = [bulk(str(ttl_ms).encode()), bulk(b"1" if force else b"0")]
         prefix = f"{self.namespace}:{schema.name}@{schema.version}:"
         for entities, event_us, ingested_us, names, columns in batches:
-            fields = [str(len(names)).encode(), *(name.encode() for name in names)]
+            fields = [bulk(b"%d" % len(names)), *(bulk(name.encode()) for name in names)]
             rows = list(zip(*columns, strict=True)) if columns else [()] * len(entities)
+            width = 2 + len(names)
             for start in range(0, len(entities), SCRIPT_KEYS):
                 stop = min(start + SCRIPT_KEYS, len(entities))
-                keys = [(prefix + e).encode() for e in entities[start:stop]]
-                args: list[bytes] = [b"EVALSHA", sha, b"%d" % len(keys), *keys, *head, *fields]
+                count = stop - start
+                parts = [
+                    b"*%d\r\n"
+                    % (len(head) + 1 + count + len(options) + len(fields) + count * width),
+                    *head,
+                    bulk(b"%d" % count),
+                    *(bulk((prefix + e).encode()) for e in entities[start:stop]),
+                    *options,
+                    *fields,
+                ]
                 for j in range(start, stop):
-                    args.append(b"%d" % event_us[j])
-                    args.append(b"%d" % ingested_us[j])
-                    args += rows[j]
-                yield pack(args)
+                    parts.append(bulk(b"%d" % event_us[j]))
+                    parts.append(bulk(b"%d" % ingested_us[j]))
+                    parts += rows[j]
+                yield b"".join(parts)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -337,13 +349,6 @@ class RedisOnlineStore(OnlineStore):
 
     def _close(self) -> None:
         self._pool.disconnect()
-
-
-def pack(args: Sequence[bytes]) -> bytes:
-    """One command in the Redis protocol (RESP), from its arguments as bytes."""
-    parts = [b"*%d\r\n" % len(args)]
-    parts += [b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in args]
-    return b"".join(parts)
 
 
 def _escape_glob(text: str) -> str:
