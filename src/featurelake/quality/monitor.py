@@ -1,0 +1,123 @@
+"""On-demand quality of a group's Gold table, and wiring the quality layer into a store's writes.
+
+The quality layer may not import `featurelake.offline` (they are siblings), so a store is taken
+by its shape (`QualityAttachable`): `attach_quality(store)` registers `QualityGate` as the
+store's batch hook (rules run on every write, before Delta commits) and a write listener that
+records statistics and drift of each new Delta version in the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+from loguru import logger
+
+from featurelake.quality.checks import CheckReport, QualityGate, evaluate_checks, record_report
+from featurelake.quality.drift import drift
+from featurelake.quality.stats import GroupStatistics, compute_statistics, record_statistics
+from featurelake.quality.tables import latest_version, read_version, resolve
+from featurelake.registry import Registry
+from featurelake.schema.model import FeatureGroupSchema
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+
+class QualityAttachable(Protocol):
+    """What `attach_quality` needs of a store (MaterializedFeatureStore has it)."""
+
+    registry: Registry
+
+    @property
+    def spark(self) -> SparkSession: ...
+
+    def add_batch_hook(
+        self, hook: Callable[[FeatureGroupSchema, DataFrame, str], DataFrame]
+    ) -> None: ...
+
+    def add_write_listener(self, listener: Callable[[Any], None]) -> None: ...
+
+
+def statistics(
+    registry: Registry,
+    group: str | FeatureGroupSchema,
+    *,
+    delta_version: int | None = None,
+    spark: SparkSession | None = None,
+    record: bool = True,
+) -> GroupStatistics:
+    """Statistics of a group's Gold table at `delta_version` (default: the newest).
+
+    Stored as a `stats` event of `group@version` unless `record=False`.
+    """
+    schema = resolve(registry, group)
+    session = spark or registry.spark
+    location = registry.gold_location(schema.name, schema.version)
+    version = delta_version if delta_version is not None else latest_version(session, location)
+    stats = compute_statistics(
+        read_version(session, location, version), schema, delta_version=version
+    )
+    if record:
+        record_statistics(registry, stats)
+    return stats
+
+
+def check(
+    registry: Registry,
+    group: str | FeatureGroupSchema,
+    *,
+    delta_version: int | None = None,
+    spark: SparkSession | None = None,
+    now: datetime | None = None,
+    record: bool = True,
+) -> CheckReport:
+    """Run a group's rules over its Gold table (at `delta_version`, default the newest)."""
+    schema = resolve(registry, group)
+    session = spark or registry.spark
+    location = registry.gold_location(schema.name, schema.version)
+    version = delta_version if delta_version is not None else latest_version(session, location)
+    report = evaluate_checks(
+        read_version(session, location, version), schema, now=now, delta_version=version
+    )
+    if record:
+        record_report(registry, report)
+    return report
+
+
+def attach_quality(
+    store: QualityAttachable, *, statistics_on_write: bool = True, drift_on_write: bool = True
+) -> QualityGate:
+    """Check every batch written through `store`, and profile each new Delta version.
+
+    Returns the gate (its `last_report` is the latest batch's `CheckReport`).
+    """
+    gate = QualityGate(store.registry)
+    store.add_batch_hook(gate)
+
+    def after_write(result: Any) -> None:
+        name, version, delta_version = result.group, result.version, result.delta_version
+        if statistics_on_write:
+            statistics(
+                store.registry, f"{name}@{version}", delta_version=delta_version, spark=store.spark
+            )
+        if drift_on_write and delta_version > 1:
+            report = drift(
+                store.registry,
+                f"{name}@{version}",
+                current_version=delta_version,
+                spark=store.spark,
+            )
+            if report.drifted:
+                logger.warning(
+                    "group {} v{}: features {} drifted against {}",
+                    name,
+                    version,
+                    report.drifted,
+                    report.reference,
+                )
+
+    if statistics_on_write or drift_on_write:
+        store.add_write_listener(after_write)
+    return gate
