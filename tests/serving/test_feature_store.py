@@ -139,11 +139,13 @@ def test_unavailable_online_store_raises_or_falls_back_when_asked(
     redis_server_factory: Any,
 ) -> None:
     doomed = redis_server_factory()
-    store = FeatureStore(online_config(store_config, doomed.url), spark)
+    store = FeatureStore(online_config(store_config, doomed.url, sync_to_online=True), spark)
     store.register_features(PROFILE)
     store.write_features("profile", profiles(spark, [(1, T0, 30, "DE"), (2, T0, 41, None)]))
-    assert store.sync_to_online("profile").rows_written == 2
+    assert store.get_online_features("profile.age", [2])[0].get("age") == 41  # synced on write
     doomed.stop()
+    # The offline write still succeeds; its online sync fails and is only logged.
+    store.write_features("profile", profiles(spark, [(2, T0 + timedelta(1), 42, "NL")]))
 
     started = time.monotonic()
     with pytest.raises(OnlineStoreUnavailableError, match="fallback_to_offline"):
@@ -155,7 +157,7 @@ def test_unavailable_online_store_raises_or_falls_back_when_asked(
     )
     assert isinstance(vectors, list)
     assert [v.source for v in vectors] == ["offline"] * 3
-    assert [v.to_list() for v in vectors] == [[30, "DE"], [41, None], [None, "??"]]
+    assert [v.to_list() for v in vectors] == [[30, "DE"], [42, "NL"], [None, "??"]]
     assert vectors[0].event_time("age") == T0
     assert store.health_check()["healthy"] is False
     store.close()

@@ -185,7 +185,17 @@ class FeatureStore:
         return InMemoryOnlineStore(resolver=self.registry.get_group).plan(feature_refs)
 
     def _sync_written(self, result: WriteResult) -> None:
-        self.sync_to_online(f"{result.group}@{result.version}")
+        """Write listener: sync the written group. The offline write has committed, so a
+        failure here is logged, not raised; the next sync catches up from the watermark."""
+        try:
+            self.sync_to_online(f"{result.group}@{result.version}")
+        except Exception as error:
+            logger.warning(
+                "syncing {}@{} online after a write failed ({}); run sync_to_online to catch up",
+                result.group,
+                result.version,
+                error,
+            )
 
     def _offline_vectors(
         self,
