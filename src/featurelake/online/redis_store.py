@@ -112,8 +112,11 @@ class RedisOnlineStore(OnlineStore):
         self.namespace = namespace
         self.timeout_ms = timeout_ms
         seconds = timeout_ms / 1000.0
-        self._pool = redis.ConnectionPool.from_url(
+        # Blocking: with every connection busy, a caller waits (up to the timeout) for one
+        # instead of failing at once.
+        self._pool = redis.BlockingConnectionPool.from_url(
             url,
+            timeout=seconds,
             socket_timeout=seconds,
             socket_connect_timeout=seconds,
             max_connections=max_connections,
