@@ -14,19 +14,14 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.errors import (
     FeatureStoreError,
     MaterializationError,
-    SchemaValidationError,
 )
 from featurelake.offline import delta_ops
 from featurelake.offline.base import BaseFeatureStore
-from featurelake.offline.frames import (
-    entity_filter_frame,
-    is_spark_frame,
-    pandas_for_group,
-    to_spark,
-)
+from featurelake.offline.frames import is_spark_frame, pandas_for_group, to_spark
+from featurelake.offline.reads import ISIN_LIMIT, latest_features, output_names, resolve_refs
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.retry import with_retries
-from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType, parse_refs
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
 from featurelake.schema.validation import (
     apply_row_checks,
     conform_columns,
@@ -38,9 +33,7 @@ from featurelake.schema.validation import (
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.training import TrainingSet, TrainingSetManifest
-
-ISIN_LIMIT = 10_000
+    from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
 
 
 class WriteMode(StrEnum):
@@ -66,6 +59,9 @@ class WriteResult:
 
 
 WriteListener = Callable[[WriteResult], None]
+BatchHook = Callable[[FeatureGroupSchema, "DataFrame", str], "DataFrame"]
+"""`hook(schema, batch, mode) -> batch`: sees each conformed batch before it is written and
+returns the batch to write (e.g. without quarantined rows), or raises to stop the write."""
 
 
 class MaterializedFeatureStore(BaseFeatureStore):
@@ -81,6 +77,7 @@ class MaterializedFeatureStore(BaseFeatureStore):
         self._spark = spark
         self.registry = registry or Registry(config, spark)
         self._listeners: list[WriteListener] = []
+        self._batch_hooks: list[BatchHook] = []
         self._table_lock = threading.Lock()
         self._key_types: dict[str, dict[str, SqlType]] = {}
 
@@ -93,6 +90,10 @@ class MaterializedFeatureStore(BaseFeatureStore):
     def add_write_listener(self, listener: WriteListener) -> None:
         """Call `listener(result)` after every successful write (e.g. to sync online)."""
         self._listeners.append(listener)
+
+    def add_batch_hook(self, hook: BatchHook) -> None:
+        """Run `hook` on every batch before it is written (quality checks use this)."""
+        self._batch_hooks.append(hook)
 
     # -- groups --------------------------------------------------------------------------------
 
@@ -193,6 +194,8 @@ class MaterializedFeatureStore(BaseFeatureStore):
         else:
             frame = to_spark(self.spark, df, what=f"The batch for group '{schema.name}'")
         conformed = conform_columns(frame, schema, key_types)
+        for hook in self._batch_hooks:
+            conformed = hook(schema, conformed, "backfill" if time_range else mode.value)
         rules = row_rules(schema, unique_key_time=mode is WriteMode.MERGE)
         replace_where = None
         if time_range is not None:
@@ -331,73 +334,41 @@ class MaterializedFeatureStore(BaseFeatureStore):
         them). `entity_ids`: values of a single key, dicts/tuples for several keys, or a
         DataFrame of key columns. The filter is pushed into the Delta scan.
         """
-        from pyspark.sql import functions as F
 
-        selected = self.resolve_refs(feature_refs)
-        keys = next(iter(selected.values()))[0].entity_keys
-        for schema, _ in selected.values():
-            if schema.entity_keys != keys:
-                raise SchemaValidationError(
-                    f"get_features mixes groups with different entity keys "
-                    f"({list(keys)} vs {list(schema.entity_keys)}).",
-                    fix="read each group separately, or use get_historical_features with an "
-                    "entity DataFrame holding every key.",
-                )
-        ids = (
-            None
-            if entity_ids is None
-            else entity_filter_frame(self.spark, entity_ids, keys, what="entity_ids")
-        )
-        result: DataFrame | None = None
-        names = output_names(selected)
-        for schema, features in selected.values():
-            table = self.read_table(
+        def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
+            return self.read_table(
                 schema, as_of_version=as_of_version, as_of_timestamp=as_of_timestamp
             )
-            ts = schema.timestamp_key
-            if point_in_time is not None:
-                table = table.where(F.col(ts) <= F.lit(point_in_time))
-            if isinstance(ids, list):
-                if len(ids) <= ISIN_LIMIT:
-                    table = table.where(F.col(keys[0]).isin(ids))
-                else:
-                    ids = self.spark.createDataFrame([(v,) for v in ids], [keys[0]])
-            if ids is not None and not isinstance(ids, list):
-                table = table.join(F.broadcast(ids), on=list(keys), how="left_semi")
-            latest = table.groupBy(*keys).agg(
-                F.max_by(
-                    F.struct(F.col(ts), *[F.col(f) for f in features]),
-                    F.struct(F.col(ts), F.col(INGESTED_AT)),
-                ).alias("_latest")
-            )
-            columns = [F.col(k) for k in keys]
-            if len(selected) == 1:
-                columns.append(F.col(f"_latest.{ts}").alias(ts))
-            columns += [F.col(f"_latest.{f}").alias(names[(schema.name, f)]) for f in features]
-            frame = latest.select(*columns)
-            result = frame if result is None else result.join(frame, on=list(keys), how="full")
-        assert result is not None
-        return result
+
+        selected = self.resolve_refs(feature_refs)
+        return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
 
     def resolve_refs(
         self, feature_refs: str | Sequence[str]
     ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
         """Group -> (schema, features) for the refs; unknown groups/features raise first."""
-        selected: dict[str, tuple[FeatureGroupSchema, list[str]]] = {}
-        for ref in parse_refs(feature_refs):
-            schema = self.registry.get_group(ref.group, ref.version)
-            entry = selected.setdefault(ref.group, (schema, []))
-            if entry[0].version != schema.version:
-                raise SchemaValidationError(
-                    f"Group '{ref.group}' is referenced at two versions ({entry[0].version} and "
-                    f"{schema.version}).",
-                    fix="reference one version of a group per request.",
-                )
-            wanted = (
-                schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
-            )
-            entry[1].extend(f for f in wanted if f not in entry[1])
-        return selected
+        return resolve_refs(self.registry, feature_refs)
+
+    def group_frame(
+        self,
+        schema: FeatureGroupSchema,
+        features: Sequence[str],
+        *,
+        version: int | None = None,
+    ) -> tuple[DataFrame, TableRead]:
+        """The rows of a group to join (keys, event time, `features`, `_ingested_at`), read
+        from its Gold table at one Delta version (the current one unless `version` is given),
+        and the record of that read."""
+        from featurelake.offline.training import TableRead
+
+        location = self.location(schema)
+        self.read_table(schema)  # a group without data raises its clear error here
+        if version is None:
+            version = delta_ops.current_version(self.spark, location)
+        frame = delta_ops.read(self.spark, location, version=version).select(
+            *schema.entity_keys, schema.timestamp_key, *features, INGESTED_AT
+        )
+        return frame, TableRead(schema.name, schema.version, version, str(location))
 
     # -- training sets -------------------------------------------------------------------------
 
@@ -480,21 +451,6 @@ class MaterializedFeatureStore(BaseFeatureStore):
         return checks
 
 
-def output_names(
-    selected: dict[str, tuple[FeatureGroupSchema, list[str]]],
-) -> dict[tuple[str, str], str]:
-    """Column name per (group, feature): the feature name, or `group__feature` on a clash."""
-    counts: dict[str, int] = {}
-    for _, features in selected.values():
-        for feature in features:
-            counts[feature] = counts.get(feature, 0) + 1
-    return {
-        (schema.name, feature): feature if counts[feature] == 1 else f"{schema.name}__{feature}"
-        for schema, features in selected.values()
-        for feature in features
-    }
-
-
 def _range_rule(column: str, ts: Any, start: datetime, end: datetime) -> Any:
     from pyspark.sql import functions as F
 
@@ -518,4 +474,11 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-__all__ = ["FeatureRef", "MaterializedFeatureStore", "WriteMode", "WriteResult"]
+__all__ = [
+    "ISIN_LIMIT",
+    "FeatureRef",
+    "MaterializedFeatureStore",
+    "WriteMode",
+    "WriteResult",
+    "output_names",
+]
