@@ -10,8 +10,10 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import redis
 import yaml
 from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
@@ -21,6 +23,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import load_groups
+from featurelake.serving import FeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_FEATURES = REPO / "conf" / "features"
@@ -315,6 +318,56 @@ def test_user_errors_exit_2_with_one_line(runner: CliRunner, project: Project) -
     )
 
 
+def test_sync_online_to_redis(
+    runner: CliRunner, project: Project, spark: SparkSession, tmp_path: Path, redis_server: Any
+) -> None:
+    url = redis_server.url.rsplit("/", 1)[0] + "/11"  # a database of its own
+    redis.Redis.from_url(url).flushdb()
+    own = Project(
+        tmp_path,
+        write_config(
+            tmp_path / "conf" / "featurelake.yaml",
+            tmp_path / "store",
+            enable_online_store=True,
+            online_backend="redis",
+            online_url=url,
+        ),
+        tmp_path / "conf" / "features",
+        project.profiles,
+        project.txn,
+        tmp_path / "store",
+    )
+    shutil.copytree(project.features, own.features)
+    assert invoke(runner, own, "apply").exit_code == 0
+    source = str(own.profiles)
+    assert invoke(runner, own, "materialize", "customer_profile", "--source", source).exit_code == 0
+
+    synced = invoke(runner, own, "sync-online", "customer_profile", "--json")
+    assert synced.exit_code == 0, synced.output
+    (result,) = json.loads(synced.stdout)
+    assert result["mode"] == "full" and result["rows_written"] == 30
+    again = invoke(runner, own, "sync-online")  # every group with data: nothing new
+    assert again.exit_code == 0, again.output
+    assert "up_to_date" in again.stdout
+    assert "transaction_aggregates has no data yet: not synced" in again.stderr
+
+    config = FeatureStoreConfig.from_yaml(own.config, environ={})
+    with FeatureStore(config, spark) as features:
+        vector = features.get_online_features(["customer_profile.segment"], [7])[0]
+    latest = own.store(spark).get_features("customer_profile.segment", [7]).collect()[0]
+    assert vector.get("segment") == latest["segment"]
+
+    health = json.loads(invoke(runner, own, "health", "--json").stdout)
+    assert health["healthy"] is True and health["checks"]["online"]["backend"] == "redis"
+
+    assert_one_line_error(invoke(runner, project, "sync-online"), 2, "online store is not enabled")
+    memory = write_config(tmp_path / "memory.yaml", tmp_path / "store", enable_online_store=True)
+    assert_one_line_error(
+        runner.invoke(app, ["--config", str(memory), "sync-online"]), 2, "online_backend: redis"
+    )
+    assert_one_line_error(invoke(runner, own, "sync-online", "--since", "last week"), 2, "--since")
+
+
 def test_health_reports_the_store(runner: CliRunner, project: Project) -> None:
     assert invoke(runner, project, "apply").exit_code == 0
     result = invoke(runner, project, "health", "--json")
@@ -330,7 +383,7 @@ def test_no_arguments_shows_help(runner: CliRunner) -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 0
     for command in ("init", "apply", "list", "describe", "materialize", "backfill",
-                    "training-set", "health"):  # fmt: skip
+                    "training-set", "sync-online", "health"):  # fmt: skip
         assert command in result.stdout
 
 

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pandas as pd
 import pytest
+import redis
 import yaml
 from loguru import logger
 from pyspark.sql import SparkSession
@@ -28,6 +30,7 @@ from featurelake.examples import retail
 from featurelake.logs import disable_logging
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import load_groups
+from featurelake.serving import FeatureStore
 from featurelake.session import find_delta_jars
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,6 +38,7 @@ JOBS = REPO / "jobs"
 EXAMPLE_FEATURES = REPO / "conf" / "features"
 VENV_BIN = Path(sys.executable).parent
 TIMEOUT = 600
+REDIS_DB = 12  # a database of the shared test redis-server of its own
 
 
 @dataclass
@@ -79,26 +83,24 @@ def spark_submit(script: str, args: list[str], workdir: Path, label: str) -> Run
     return Run(process, stdout, stderr)
 
 
-def result_line(stdout: str) -> dict[str, object]:
-    """The job's result: the last stdout line, JSON."""
+def result_line(stdout: str, *, many: bool = False) -> Any:
+    """The job's result: the last stdout line, JSON (an object, or a list with `many`)."""
     lines = [line for line in stdout.splitlines() if line.strip()]
     assert lines, "the job printed no result"
     loaded = json.loads(lines[-1])
-    assert isinstance(loaded, dict)
+    assert isinstance(loaded, list if many else dict)
     return loaded
 
 
-def write_config(path: Path, storage: Path) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "storage_path": str(storage),
-                "spark_master": "local[1]",
-                "spark_shuffle_partitions": 2,
-                "metadata_cache_ttl_seconds": 0,
-            }
-        )
-    )
+def write_config(path: Path, storage: Path, **extra: object) -> Path:
+    settings = {
+        "storage_path": str(storage),
+        "spark_master": "local[1]",
+        "spark_shuffle_partitions": 2,
+        "metadata_cache_ttl_seconds": 0,
+        **extra,
+    }
+    path.write_text(yaml.safe_dump(settings))
     return path
 
 
@@ -107,6 +109,7 @@ class Setup:
     root: Path
     empty_config: Path  # groups registered, no data: materialize and backfill write here
     full_config: Path  # groups with data: the training set reads here
+    online_config: Path  # customer_profile with data, and a Redis online store
     profiles: Path
     txn: Path
     labels: Path
@@ -117,22 +120,34 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+def setup(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, redis_server: Any
+) -> Iterator[Setup]:
     root = tmp_path_factory.mktemp("jobs")
     groups = load_groups(EXAMPLE_FEATURES)
     empty = write_config(root / "empty.yaml", root / "empty_store")
     full = write_config(root / "full.yaml", root / "full_store")
+    url = redis_server.url.rsplit("/", 1)[0] + f"/{REDIS_DB}"
+    redis.Redis.from_url(url).flushdb()
+    online = write_config(
+        root / "online.yaml",
+        root / "online_store",
+        enable_online_store=True,
+        online_backend="redis",
+        online_url=url,
+    )
     profiles, txn, labels = root / "profiles", root / "txn", root / "labels.csv"
     profile_rows = retail.customer_profiles(spark, customers=20, snapshots=2)
     txn_rows = retail.transaction_aggregates(spark, customers=20, days=10)
     profile_rows.write.parquet(str(profiles))
     txn_rows.write.format("delta").save(str(txn))
     retail.label_events(spark, customers=20, rows=40).toPandas().to_csv(labels, index=False)
-    for config in (empty, full):
+    for config in (empty, online, full):
         store = MaterializedFeatureStore(FeatureStoreConfig.from_yaml(config, environ={}), spark)
         for group in groups:
             store.register_features(group)
-    store.write_features("customer_profile", profile_rows)
+        if config != empty:
+            store.write_features("customer_profile", profile_rows)
     store.write_features("transaction_aggregates", txn_rows)
 
     runs = {
@@ -158,6 +173,12 @@ def setup(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iter
             root,
             "training_set",
         ),
+        "sync_online": spark_submit(
+            "sync_online.py",
+            ["--config", str(online), "--group", "customer_profile"],
+            root,
+            "sync_online",
+        ),
         "failure": spark_submit(
             "materialize.py",
             ["--config", str(empty), "--group", "no_such_group", "--source", str(profiles)],
@@ -165,7 +186,7 @@ def setup(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iter
             "failure",
         ),
     }  # fmt: skip
-    yield Setup(root, empty, full, profiles, txn, labels, runs)
+    yield Setup(root, empty, full, online, profiles, txn, labels, runs)
     for run in runs.values():
         if run.process.poll() is None:
             run.process.kill()
@@ -224,6 +245,25 @@ def test_training_set_job(setup: Setup, spark: SparkSession) -> None:
     assert rebuilt.df.count() == 40
 
 
+def test_sync_online_job(setup: Setup, spark: SparkSession) -> None:
+    code, stdout, stderr = setup.runs["sync_online"].wait()
+    assert code == 0, (stdout + stderr)[-3000:]
+    (result,) = result_line(stdout, many=True)
+    assert result["group"] == "customer_profile" and result["mode"] == "full"
+    assert result["rows_written"] == 20  # one row per customer: the latest values
+    config = FeatureStoreConfig.from_yaml(setup.online_config, environ={})
+    refs = ["customer_profile.age", "customer_profile.segment"]
+    offline = MaterializedFeatureStore(config, spark).get_features(refs, [1, 2, 3]).toPandas()
+    with FeatureStore(config, spark) as features:  # another process reads what the job synced
+        online = features.get_online_features(refs, [1, 2, 3], as_frame=True)
+    columns = ["customer_id", "age", "segment"]
+    pd.testing.assert_frame_equal(
+        online[columns].sort_values("customer_id").reset_index(drop=True),
+        offline[columns].sort_values("customer_id").reset_index(drop=True),
+        check_dtype=False,
+    )
+
+
 def test_a_failing_job_exits_non_zero_through_spark_submit(setup: Setup) -> None:
     code, stdout, stderr = setup.runs["failure"].wait()
     assert code == 2
@@ -264,6 +304,10 @@ def test_jobs_in_process_use_the_active_session_and_report_typed_errors(
     code = materialize.main([*base, "--group", "transaction_aggregates"])
     assert code == 2
     assert "SchemaValidationError" in capfd.readouterr().err
+
+    sync = load_job("sync_online").main(["--config", str(setup.full_config)])
+    assert sync == 2
+    assert "online store is not enabled" in capfd.readouterr().err
 
     overwrite = load_job("materialize").main(
         [*base, "--group", "customer_profile", "--mode", "overwrite"]

@@ -239,7 +239,7 @@ def main_options(
 
 
 def _register() -> None:
-    from featurelake.cli import data, groups, health, scaffold
+    from featurelake.cli import data, groups, health, online, scaffold
 
     app.command("init")(scaffold.init)
     app.command("apply")(groups.apply)
@@ -248,6 +248,7 @@ def _register() -> None:
     app.command("materialize")(data.materialize)
     app.command("backfill")(data.backfill)
     app.command("training-set")(data.training_set)
+    app.command("sync-online")(online.sync_online)
     app.command("health")(health.health)
 
 

@@ -20,6 +20,12 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     store = state.store(out)
     with out.status("Checking the store"):
         checks = store.health_check()
+        if config.enable_online_store:
+            from featurelake.serving import FeatureStore
+
+            with FeatureStore(config, store.spark, registry=store.registry) as features:
+                checks["online"] = features.online.health_check()
+            checks["healthy"] = bool(checks.get("healthy")) and checks["online"]["healthy"]
     spark = store.spark
     jars = find_delta_jars(config.jars_dir)
     report: dict[str, Any] = {
@@ -52,6 +58,10 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
             rows.append(("without data", ", ".join(missing)))
         for key, value in report["spark"]["settings"].items():
             rows.append((key, str(value)))
+        if "online" in checks:
+            online = checks["online"]
+            state_text = "reachable" if online.get("healthy") else "NOT reachable"
+            rows.append(("online store", f"{online.get('target')} {state_text}"))
         if "error" in checks:
             rows.append(("error", str(checks["error"])))
         out.table(["check", "result"], rows, title="featurelake health")
