@@ -205,7 +205,8 @@ def render_html(
     else:
         parts.append(
             f"<p class='muted'>PSI threshold {drifts[-1].psi_threshold:g}, KS threshold "
-            f"{drifts[-1].ks_threshold:g}; red bars are over the PSI threshold.</p>"
+            f"{drifts[-1].ks_threshold:g}; the dashed line is the PSI threshold, red bars are "
+            "over it.</p>"
             "<div class='grid'>"
         )
         names = list(dict.fromkeys(n for d in drifts for n in d.features))
@@ -286,8 +287,7 @@ def _distribution(feature: FeatureStatistics) -> str:
 def _quantile_chart(feature: FeatureStatistics) -> str:
     """A box-style strip: min, p1..p99, max on one axis, with the p25-p75 box and median."""
     q = feature.quantiles
-    low = feature.min if isinstance(feature.min, (int, float)) else q["p1"]
-    high = feature.max if isinstance(feature.max, (int, float)) else q["p99"]
+    low, high = q["p1"], q["p99"]
     width, height, pad = 340, 96, 16
     span = (high - low) or 1.0
 
@@ -311,14 +311,17 @@ def _quantile_chart(feature: FeatureStatistics) -> str:
     )
     for key in ("p1", "p99"):
         out.append(f"<circle cx='{x(q[key]):.1f}' cy='{y}' r='3' fill='{BLUE}'/>")
-    out.append(f"<text x='{pad}' y='{y + 32}'>min {_num(low)}</text>")
-    out.append(f"<text x='{width - pad}' y='{y + 32}' text-anchor='end'>max {_num(high)}</text>")
+    out.append(f"<text x='{pad}' y='{y + 32}'>p1 {_num(low)} (min {_num(feature.min)})</text>")
+    out.append(
+        f"<text x='{width - pad}' y='{y + 32}' text-anchor='end'>p99 {_num(high)} "
+        f"(max {_num(feature.max)})</text>"
+    )
     out.append(
         f"<text x='{x(q['p50']):.1f}' y='{y - 18}' text-anchor='middle'>p50 {_num(q['p50'])}</text>"
     )
     out.append(
         f"<text x='{width / 2}' y='{height - 2}' text-anchor='middle' fill='#57606a'>"
-        f"box p25-p75 · line p5-p95 · dots p1, p99 · mean {_num(feature.mean)}</text></svg>"
+        f"axis p1 to p99 · box p25-p75 · line p5-p95 · mean {_num(feature.mean)}</text></svg>"
     )
     return "".join(out)
 
@@ -352,6 +355,8 @@ def _bar_chart(
 ) -> str:
     if not points:
         return "<p class='muted'>No data.</p>"
+    if threshold is None and not any(v for _, v in points):
+        return f"<p class='muted'>{fmt.format(0)} in every version shown.</p>"
     width, height, pad_l, pad_b, pad_t = 340, 130, 44, 28, 14
     top = max([v for _, v in points] + [threshold or 0.0]) or 1.0
     plot_h = height - pad_b - pad_t
@@ -381,8 +386,7 @@ def _bar_chart(
         ty = pad_t + plot_h - threshold / top * plot_h
         out.append(
             f"<line x1='{pad_l}' x2='{width - 4}' y1='{ty:.1f}' y2='{ty:.1f}' stroke='{RED}' "
-            f"stroke-dasharray='4 3'/><text x='{width - 4}' y='{ty - 3:.1f}' text-anchor='end' "
-            f"fill='{RED}'>threshold {threshold:g}</text>"
+            f"stroke-dasharray='4 3'/>"
         )
     if x_label:
         out.append(
