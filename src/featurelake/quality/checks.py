@@ -289,6 +289,8 @@ class QualityGate:
         from pyspark.sql import functions as F
 
         rules = group_rules(schema)
+        if mode == "backfill":  # old events are the point of a backfill: skip freshness
+            rules = [r for r in rules if r.type != "freshness"]
         if not rules:
             return batch
         action = schema.checks.on_write if schema.checks else CheckAction.WARN
@@ -339,13 +341,17 @@ class QualityGate:
             return result
         if action is CheckAction.FAIL:
             raise QualityCheckError(report)
-        if action is CheckAction.WARN:
+        table_level = [r for r in report.failed if r.type not in ROW_RULES]
+        if action is CheckAction.WARN or table_level:
+            # quarantine cannot set rows aside for a table-level rule (freshness): warn instead
+            shown = report.failed if action is CheckAction.WARN else table_level
             logger.warning(
-                "group {} v{} fails quality rule(s) {} (on_write: warn): {}",
+                "group {} v{} fails quality rule(s) {} (on_write: {}): {}",
                 schema.name,
                 schema.version,
-                [r.rule for r in report.failed],
-                report.failed[0].message,
+                [r.rule for r in shown],
+                action.value,
+                shown[0].message,
             )
         return result
 
