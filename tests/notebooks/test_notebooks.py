@@ -78,7 +78,11 @@ def succeeded(run: NotebookRun) -> str:
 
 
 def test_notebooks_are_in_databricks_source_format() -> None:
-    assert [n.stem for n in NOTEBOOKS][:2] == ["01_quickstart", "02_training_set"]
+    assert [n.stem for n in NOTEBOOKS] == [
+        "01_quickstart",
+        "02_training_set",
+        "03_online_serving",
+    ]
     for notebook in NOTEBOOKS:
         text = notebook.read_text()
         assert text.startswith("# Databricks notebook source\n"), notebook
@@ -121,3 +125,17 @@ def test_training_set(runs: dict[str, NotebookRun], spark: SparkSession) -> None
     ):
         assert line in out, out
     assert run.offline(spark).rebuild("churn_notebook").df.count() == 500
+
+
+def test_online_serving(runs: dict[str, NotebookRun]) -> None:
+    out = succeeded(runs["03_online_serving"])
+    for line in (
+        "synced customer_profile v1 (full) to memory://",
+        ": 100 entities",
+        "customer 1: {'segment': ",
+        "single-customer lookups",
+        "online equals offline for 20 customers: True",
+        "incremental sync (incremental): 5 rows",
+        "segments now: ['platinum', 'platinum', 'platinum', 'platinum', 'platinum']",
+    ):
+        assert line in out, out
