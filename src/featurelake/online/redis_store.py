@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import chain
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -218,25 +219,23 @@ class RedisOnlineStore(OnlineStore):
         prefix = f"{self.namespace}:{schema.name}@{schema.version}:"
         for entities, event_us, ingested_us, names, columns in batches:
             fields = [bulk(b"%d" % len(names)), *(bulk(name.encode()) for name in names)]
-            rows = list(zip(*columns, strict=True)) if columns else [()] * len(entities)
+            times = [bulk(b"%d" % t) for t in event_us]
+            ingested = [bulk(b"%d" % t) for t in ingested_us]
+            rows = list(zip(times, ingested, *columns, strict=True))
             width = 2 + len(names)
             for start in range(0, len(entities), SCRIPT_KEYS):
                 stop = min(start + SCRIPT_KEYS, len(entities))
                 count = stop - start
-                parts = [
-                    b"*%d\r\n"
-                    % (len(head) + 1 + count + len(options) + len(fields) + count * width),
+                arguments = len(head) + 1 + count + len(options) + len(fields) + count * width
+                header = [
+                    b"*%d\r\n" % arguments,
                     *head,
                     bulk(b"%d" % count),
                     *(bulk((prefix + e).encode()) for e in entities[start:stop]),
                     *options,
                     *fields,
                 ]
-                for j in range(start, stop):
-                    parts.append(bulk(b"%d" % event_us[j]))
-                    parts.append(bulk(b"%d" % ingested_us[j]))
-                    parts += rows[j]
-                yield b"".join(parts)
+                yield b"".join(chain(header, chain.from_iterable(rows[start:stop])))
 
     # -- reads ---------------------------------------------------------------------------------
 
