@@ -1,7 +1,9 @@
 """Training sets: point-in-time-correct features for entity rows, with a manifest to rebuild them.
 
-The store resolves references and reads each group's Gold table at one Delta version; the
-as-of join itself is `featurelake.offline.pit`. The manifest records every version read.
+The store resolves references and gives each group's rows (`store.group_frame`): a Gold table
+read at one Delta version, or a virtual query. The as-of join itself is
+`featurelake.offline.pit`. The manifest records every Delta version read; virtual groups are
+listed by group version only (their sources are read as they are at build time).
 """
 
 from __future__ import annotations
@@ -10,20 +12,21 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.errors import PointInTimeError
-from featurelake.offline import delta_ops
 from featurelake.offline.frames import to_spark
 from featurelake.offline.pit import PitSource, point_in_time_join
+from featurelake.offline.reads import output_names
 from featurelake.registry import side_location
 from featurelake.registry.delta_kv import utc_now
-from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+from featurelake.schema import FeatureGroupSchema, parse_duration
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.materialized import MaterializedFeatureStore
+    from featurelake.config import FeatureStoreConfig
+    from featurelake.registry import Registry
 
 TRAINING_SET = "training_set"
 FILL_MODES = ("none", "last_non_null")
@@ -52,6 +55,8 @@ class TrainingSetManifest:
     name: str | None = None
     entity_location: str | None = None
     output_columns: tuple[str, ...] = field(default_factory=tuple)
+    virtual_groups: tuple[str, ...] = field(default_factory=tuple)
+    """`group@version` of groups computed by a virtual query (no Delta version to pin)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +70,7 @@ class TrainingSetManifest:
         values["feature_refs"] = tuple(values["feature_refs"])
         values["tables"] = tuple(TableRead(**t) for t in values["tables"])
         values["output_columns"] = tuple(values.get("output_columns", ()))
+        values["virtual_groups"] = tuple(values.get("virtual_groups", ()))
         return cls(**values)
 
     @classmethod
@@ -79,6 +85,27 @@ class TrainingSetManifest:
         raise KeyError(group)
 
 
+class FeatureFrameSource(Protocol):
+    """What a training set needs from a store: refs resolved, and each group's rows."""
+
+    config: FeatureStoreConfig
+    registry: Registry
+
+    @property
+    def spark(self) -> SparkSession: ...
+
+    def resolve_refs(
+        self, feature_refs: str | Sequence[str]
+    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]: ...
+
+    def group_frame(
+        self, schema: FeatureGroupSchema, features: Sequence[str], *, version: int | None = None
+    ) -> tuple[DataFrame, TableRead | None]:
+        """Keys, event time, `features` and `_ingested_at` of a group; the Delta read behind
+        them (None for a virtual group). `version` pins a Delta version (a rebuild)."""
+        ...
+
+
 @dataclass(frozen=True)
 class TrainingSet:
     """A training set DataFrame and its manifest."""
@@ -88,7 +115,7 @@ class TrainingSet:
 
 
 def build_training_set(
-    store: MaterializedFeatureStore,
+    store: FeatureFrameSource,
     entity_df: Any,
     feature_refs: str | Sequence[str],
     *,
@@ -104,8 +131,6 @@ def build_training_set(
     With `name`, the entity rows are saved beside the store and the manifest is kept in the
     registry, so `rebuild(name)` needs nothing else.
     """
-    from featurelake.offline.materialized import output_names
-
     if fill not in FILL_MODES:
         raise PointInTimeError(
             f"fill='{fill}' is not a fill mode.",
@@ -133,14 +158,10 @@ def build_training_set(
             names[(group, feature)] = f"{group}__{feature}"
     sources = []
     reads = []
+    virtual_groups = []
     for schema, features in selected.values():
-        location = store.location(schema)
-        store.read_table(schema)  # a group without data raises its clear error here
-        version = (pinned_versions or {}).get(schema.name)
-        if version is None:
-            version = delta_ops.current_version(store.spark, location)
-        frame = delta_ops.read(store.spark, location, version=version).select(
-            *schema.entity_keys, schema.timestamp_key, *features, INGESTED_AT
+        frame, read = store.group_frame(
+            schema, features, version=(pinned_versions or {}).get(schema.name)
         )
         sources.append(
             PitSource(
@@ -153,7 +174,10 @@ def build_training_set(
                 ttl=ttl_override or schema.ttl,
             )
         )
-        reads.append(TableRead(schema.name, schema.version, version, str(location)))
+        if read is None:
+            virtual_groups.append(f"{schema.name}@{schema.version}")
+        else:
+            reads.append(read)
     result = point_in_time_join(entities, sources, ts_column, fill=fill)  # type: ignore[arg-type]
     entity_location = None
     if name:
@@ -172,6 +196,7 @@ def build_training_set(
         name=name,
         entity_location=entity_location,
         output_columns=tuple(names.values()),
+        virtual_groups=tuple(virtual_groups),
     )
     if name:
         store.registry.put_object(TRAINING_SET, name, manifest.to_dict())
@@ -179,7 +204,7 @@ def build_training_set(
 
 
 def rebuild_training_set(
-    store: MaterializedFeatureStore,
+    store: FeatureFrameSource,
     manifest: TrainingSetManifest | str,
     entity_df: Any = None,
 ) -> TrainingSet:
@@ -226,6 +251,9 @@ def _pin_ref(ref: str, manifest: TrainingSetManifest) -> str:
     for table in manifest.tables:
         if table.group == name:
             return f"{name}@{table.group_version}.{feature}"
+    for pinned in manifest.virtual_groups:
+        if pinned.partition("@")[0] == name:
+            return f"{pinned}.{feature}"
     return ref
 
 

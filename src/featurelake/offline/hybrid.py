@@ -1,0 +1,711 @@
+"""The hybrid store: per request and per group, read the Gold table or run the virtual query.
+
+Rules, in order, for each group of a request:
+
+1. `strategy=` given (one for all groups, or a mapping per group): that strategy.
+2. No virtual definition: materialized.
+3. A fresh Gold table (it has data and, when the group declares `freshness`, its last recorded
+   write is at most that old): materialized.
+4. Estimated rows to compute under `hybrid_threshold_rows`: virtual (the Gold table is missing
+   or stale, and computing is cheap).
+5. Otherwise, with `auto_materialize_on_read`: the group is materialized now (once, whoever
+   wins the registry claim writes it) and read from its table. Without it: a stale Gold table
+   is read as it is, and a group without one is computed anyway; the decision says which.
+
+With `auto_materialize_on_read`, a group read virtually `auto_materialize_after_reads` times by
+this store is materialized the same way.
+
+Estimates never scan data: the rows to compute are the `numRecords` of the files of the query's
+source tables that survive pruning on the request's entity ids and times (Delta log statistics
+read by delta-rs, `featurelake.offline.estimates`); when those are unknown, the Gold table's
+statistics stand in. `explain()` gives every decision with these numbers; every read records a
+`RouterMetric` (kept in memory and appended to the registry as `router_metrics` events).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.errors import FeatureStoreError, VirtualizationQueryError
+from featurelake.offline import delta_ops
+from featurelake.offline.base import BaseFeatureStore
+from featurelake.offline.estimates import Estimate, PruneSpec, estimate_tables
+from featurelake.offline.estimates import prune_spec as request_prune_spec
+from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.offline.reads import latest_features, shared_entity_keys
+from featurelake.offline.virtualized import (
+    QueryExecutor,
+    QueryFunction,
+    VirtualDefinition,
+    VirtualizedFeatureStore,
+)
+from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
+from featurelake.registry.delta_kv import utc_now
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
+
+ROUTER_METRICS = "router_metrics"
+AUTO_MATERIALIZE = "auto_materialize"
+
+
+class Strategy(StrEnum):
+    """Where a group's rows come from for one request."""
+
+    MATERIALIZED = "materialized"
+    VIRTUAL = "virtual"
+
+
+StrategyArg = str | Strategy | Mapping[str, str | Strategy] | None
+
+
+@dataclass(frozen=True)
+class RoutingDecision:
+    """How one group of a request is read, and the numbers behind the choice."""
+
+    group: str
+    version: int
+    strategy: Strategy
+    reason: str
+    threshold: int
+    estimated_rows: int | None
+    """Rows the read is estimated to touch (the figure compared with the threshold)."""
+    estimate_source: str
+    """`sources` (the virtual query's tables), `gold` (the Gold table) or `none`."""
+    files_total: int
+    files_after_pruning: int
+    gold_exists: bool
+    virtual_defined: bool
+    fresh: bool | None
+    last_updated: datetime | None
+    freshness: timedelta | None
+    gold_estimate: Estimate | None = None
+    virtual_estimate: Estimate | None = None
+    requested: Strategy | None = None
+    auto_materialize: bool = False
+    """True when this read materializes the group first (or would, in `explain`)."""
+    gold_write_version: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "version": self.version,
+            "strategy": self.strategy.value,
+            "reason": self.reason,
+            "threshold": self.threshold,
+            "estimated_rows": self.estimated_rows,
+            "estimate_source": self.estimate_source,
+            "files_total": self.files_total,
+            "files_after_pruning": self.files_after_pruning,
+            "gold_exists": self.gold_exists,
+            "virtual_defined": self.virtual_defined,
+            "fresh": self.fresh,
+            "last_updated": self.last_updated.isoformat() if self.last_updated else None,
+            "freshness": format_duration(self.freshness) if self.freshness else None,
+            "gold_estimate": self.gold_estimate.to_dict() if self.gold_estimate else None,
+            "virtual_estimate": (
+                self.virtual_estimate.to_dict() if self.virtual_estimate else None
+            ),
+            "requested": self.requested.value if self.requested else None,
+            "auto_materialize": self.auto_materialize,
+        }
+
+
+@dataclass(frozen=True)
+class RouterMetric:
+    """What one read of one group did.
+
+    `duration_seconds` covers routing, any auto-materialization and planning: the returned
+    DataFrame runs when the caller acts on it. `actual_rows` is filled where it is known
+    without a scan (rows written by an auto-materialization, or a whole Gold table read).
+    """
+
+    request_id: str
+    operation: str
+    group: str
+    version: int
+    strategy: str
+    reason: str
+    estimated_rows: int | None
+    actual_rows: int | None
+    threshold: int
+    duration_seconds: float
+    auto_materialized: bool
+    at: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RouterMetric:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class HybridFeatureStore(BaseFeatureStore):
+    """Reads each group from its Gold table or its virtual query, whichever the rules pick."""
+
+    def __init__(
+        self,
+        config: FeatureStoreConfig,
+        spark: SparkSession | None = None,
+        registry: Registry | None = None,
+        *,
+        executor: str | QueryExecutor | None = None,
+        persist_metrics: bool = True,
+    ) -> None:
+        self.config = config
+        self.materialized = MaterializedFeatureStore(config, spark, registry)
+        self.registry = self.materialized.registry
+        self.virtual = VirtualizedFeatureStore(config, spark, self.registry, executor=executor)
+        self.persist_metrics = persist_metrics
+        self._metrics: list[RouterMetric] = []
+        self._virtual_reads: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.materialized.spark
+
+    # -- groups, writes, definitions (handed to the store that owns them) ----------------------
+
+    def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult:
+        return self.materialized.register_features(group_schema)
+
+    def write_features(
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        mode: str | WriteMode = WriteMode.APPEND,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Write a batch to the group's Gold table (see `MaterializedFeatureStore`)."""
+        return self.materialized.write_features(group, df, mode, lineage=lineage)
+
+    def define_virtual_features(
+        self,
+        group_schema: FeatureGroupSchema | str,
+        query: str | QueryFunction | None = None,
+        **options: Any,
+    ) -> VirtualDefinition:
+        """Define the group's virtual query (see `VirtualizedFeatureStore`)."""
+        return self.virtual.define_virtual_features(group_schema, query, **options)
+
+    def resolve_refs(
+        self, feature_refs: str | Sequence[str]
+    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
+        return self.virtual.resolve_refs(feature_refs)
+
+    def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
+        """Overwrite the group's Gold table with every row of its virtual query, now."""
+        schema = self.virtual.resolve_group(group)
+        definition = self.virtual.definition(schema)
+        frame = self.virtual.virtual_frame(schema).drop(INGESTED_AT)
+        return self.materialized.write_features(
+            schema,
+            frame,
+            WriteMode.OVERWRITE,
+            lineage=Lineage(
+                sources=definition.sources,
+                job="materialize:virtual",
+                query=definition.query or definition.function,
+            ),
+        )
+
+    # -- routing ---------------------------------------------------------------------------------
+
+    def explain(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        strategy: StrategyArg = None,
+        timestamp_column: str | None = None,
+        ttl: timedelta | str | None = None,
+    ) -> dict[str, RoutingDecision]:
+        """The decision per group for this request, without reading or writing anything.
+
+        `entity_ids` as for `get_features`; a pandas entity DataFrame with a time column
+        (`timestamp_column`, or the group's timestamp key) gives the decision of a
+        point-in-time read of those rows.
+        """
+        selected = self.resolve_refs(feature_refs)
+        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        decisions = {}
+        for schema, _ in selected.values():
+            spec = self._spec(schema, entity_ids, point_in_time, timestamp_column, ttl_override)
+            decisions[schema.name] = self._decide(schema, spec, _requested(strategy, schema))
+        return decisions
+
+    def _spec(
+        self,
+        schema: FeatureGroupSchema,
+        entity_ids: Any,
+        point_in_time: datetime | None,
+        timestamp_column: str | None,
+        ttl: timedelta | None,
+    ) -> PruneSpec:
+        time_column = timestamp_column
+        columns = getattr(entity_ids, "columns", None)
+        if time_column is None and columns is not None:
+            for candidate in ("event_timestamp", schema.timestamp_key):
+                if candidate in columns:
+                    time_column = candidate
+                    break
+        return request_prune_spec(
+            schema.entity_keys,
+            schema.timestamp_key,
+            entity_ids=entity_ids,
+            point_in_time=point_in_time,
+            entity_time_column=time_column,
+            ttl=ttl or schema.ttl,
+        )
+
+    def _decide(
+        self, schema: FeatureGroupSchema, spec: PruneSpec, requested: Strategy | None
+    ) -> RoutingDecision:
+        """The decision for one group (no side effects)."""
+        threshold = self.config.hybrid_threshold_rows
+        location = self.materialized.location(schema)
+        definition = self.virtual.find_definition(schema)
+        table_exists = delta_ops.table_exists(self.spark, location)
+        gold_estimate = estimate_tables([location.path], spec) if location.path else None
+        last_updated: datetime | None = None
+        write_version: int | None = None
+        if table_exists:
+            state = self.registry.group_state(schema.name, schema.version)
+            last_updated, write_version = state.last_updated, state.delta_version
+        has_files = bool(gold_estimate and gold_estimate.files_total)
+        gold = table_exists and (last_updated is not None or has_files)
+        freshness = schema.freshness
+        fresh: bool | None = None
+        if gold:
+            if freshness is None:
+                fresh = True
+            else:
+                fresh = last_updated is not None and utc_now() - last_updated <= freshness
+        virtual_estimate = (
+            estimate_tables(definition.source_paths, spec)
+            if definition is not None and definition.source_paths
+            else None
+        )
+        if virtual_estimate is not None and virtual_estimate.known:
+            compared, source = virtual_estimate, "sources"
+        elif gold_estimate is not None and gold_estimate.known and gold:
+            compared, source = gold_estimate, "gold"
+        else:
+            compared, source = None, "none"
+        rows = compared.rows if compared is not None else None
+
+        def decision(strategy: Strategy, reason: str, auto: bool = False) -> RoutingDecision:
+            return RoutingDecision(
+                group=schema.name,
+                version=schema.version,
+                strategy=strategy,
+                reason=reason,
+                threshold=threshold,
+                estimated_rows=rows,
+                estimate_source=source,
+                files_total=compared.files_total if compared else 0,
+                files_after_pruning=compared.files if compared else 0,
+                gold_exists=gold,
+                virtual_defined=definition is not None,
+                fresh=fresh,
+                last_updated=last_updated,
+                freshness=freshness,
+                gold_estimate=gold_estimate,
+                virtual_estimate=virtual_estimate,
+                requested=requested,
+                auto_materialize=auto,
+                gold_write_version=write_version,
+            )
+
+        if requested is not None:
+            if requested is Strategy.VIRTUAL and definition is None:
+                raise VirtualizationQueryError(
+                    f"strategy='virtual' was requested for group '{schema.name}' "
+                    f"v{schema.version}, which has no virtual definition.",
+                    fix="define it with define_virtual_features, or drop strategy= to let the "
+                    "router choose.",
+                    group=schema.name,
+                )
+            return decision(requested, f"strategy='{requested.value}' was requested")
+        if definition is None:
+            return decision(Strategy.MATERIALIZED, "the group has no virtual definition")
+        if gold and fresh:
+            age = f"last write {last_updated:%Y-%m-%d %H:%M:%S} UTC" if last_updated else "data"
+            limit = (
+                f"within its freshness {format_duration(freshness)}"
+                if freshness
+                else "no freshness declared"
+            )
+            return decision(Strategy.MATERIALIZED, f"the Gold table is fresh ({age}, {limit})")
+        if not gold:
+            state_text = "there is no Gold table"
+        else:
+            assert freshness is not None
+            when = f"{last_updated:%Y-%m-%d %H:%M:%S} UTC" if last_updated else "never recorded"
+            state_text = (
+                f"the Gold table is stale (last write {when}, older than its freshness "
+                f"{format_duration(freshness)})"
+            )
+        size = f"{rows:,} estimated rows" if rows is not None else "an unknown row count"
+        key = group_key(schema.name, schema.version)
+        with self._lock:
+            reads = self._virtual_reads.get(key, 0)
+        auto = self.config.auto_materialize_on_read
+        if auto and reads >= self.config.auto_materialize_after_reads:
+            return decision(
+                Strategy.MATERIALIZED,
+                f"{state_text} and the group was read virtually {reads} times "
+                f"(auto_materialize_after_reads={self.config.auto_materialize_after_reads}): "
+                "materializing it",
+                auto=True,
+            )
+        if rows is not None and rows < threshold:
+            return decision(
+                Strategy.VIRTUAL, f"{state_text}; {size} < threshold {threshold:,}: computing it"
+            )
+        over = f"{size} >= threshold {threshold:,}" if rows is not None else size
+        if auto and rows is not None:
+            return decision(
+                Strategy.MATERIALIZED, f"{state_text}; {over}: materializing it", auto=True
+            )
+        if gold:
+            return decision(
+                Strategy.MATERIALIZED,
+                f"{state_text}, but {over}: reading the stale table (set "
+                "auto_materialize_on_read to refresh it, or pass strategy='virtual')",
+            )
+        return decision(
+            Strategy.VIRTUAL,
+            f"{state_text} and {over}: computing it anyway (set auto_materialize_on_read, or "
+            "write the group, to read a table instead)",
+        )
+
+    def _route(
+        self, schema: FeatureGroupSchema, spec: PruneSpec, requested: Strategy | None
+    ) -> tuple[RoutingDecision, WriteResult | None]:
+        """Decide, materialize first when the decision says so, and count virtual reads."""
+        decision = self._decide(schema, spec, requested)
+        written = None
+        if decision.auto_materialize:
+            written, note = self._auto_materialize(schema, decision)
+            if written is None:
+                decision = dataclasses.replace(
+                    decision, strategy=Strategy.VIRTUAL, reason=f"{decision.reason}; {note}"
+                )
+            else:
+                decision = dataclasses.replace(
+                    decision,
+                    reason=f"{decision.reason} (wrote {written.rows_written:,} rows, Delta "
+                    f"version {written.delta_version})",
+                    gold_exists=True,
+                    fresh=True,
+                )
+        if decision.strategy is Strategy.VIRTUAL:
+            key = group_key(schema.name, schema.version)
+            with self._lock:
+                self._virtual_reads[key] = self._virtual_reads.get(key, 0) + 1
+        logger.info(
+            "group '{}' v{}: {} ({})",
+            schema.name,
+            schema.version,
+            decision.strategy.value,
+            decision.reason,
+        )
+        return decision, written
+
+    def _auto_materialize(
+        self, schema: FeatureGroupSchema, decision: RoutingDecision
+    ) -> tuple[WriteResult | None, str]:
+        """Materialize once across readers: the one that claims the registry key writes."""
+        base = decision.gold_write_version
+        claim = f"{group_key(schema.name, schema.version)}:{'none' if base is None else base}"
+        payload = {
+            "group": schema.name,
+            "version": schema.version,
+            "status": "claimed",
+            "claimed_at": utc_now().isoformat(),
+            "owner": f"{os.getpid()}:{threading.get_ident()}:{uuid.uuid4().hex[:8]}",
+            "reason": decision.reason,
+        }
+        if not self.registry.put_object_if_absent(AUTO_MATERIALIZE, claim, payload):
+            held = self.registry.get_object(AUTO_MATERIALIZE, claim) or {}
+            if held.get("status") == "failed":
+                return None, (
+                    f"materializing it failed earlier ({held.get('error')}); computing it "
+                    "(call store.materialize(group) once the cause is fixed)"
+                )
+            return None, "another reader is materializing it: computing it this time"
+        try:
+            written = self.materialize(schema)
+        except Exception as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            self.registry.put_object(
+                AUTO_MATERIALIZE, claim, {**payload, "status": "failed", "error": message}
+            )
+            logger.warning("auto-materializing group '{}' failed: {}", schema.name, message)
+            return None, f"materializing it failed ({message}): computing it"
+        self.registry.put_object(
+            AUTO_MATERIALIZE,
+            claim,
+            {
+                **payload,
+                "status": "done",
+                "rows_written": written.rows_written,
+                "delta_version": written.delta_version,
+            },
+        )
+        return written, "materialized"
+
+    def _frame(self, schema: FeatureGroupSchema, decision: RoutingDecision) -> DataFrame:
+        if decision.strategy is Strategy.VIRTUAL:
+            return self.virtual.virtual_frame(schema)
+        return self.materialized.read_table(schema)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_features(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        strategy: StrategyArg = None,
+    ) -> DataFrame:
+        """The latest value per entity of the referenced features, as of `point_in_time`,
+        each group read from its Gold table or its virtual query as the router decides."""
+        started = time.perf_counter()
+        selected = self.resolve_refs(feature_refs)
+        keys = shared_entity_keys(selected)
+        routed: dict[str, tuple[RoutingDecision, WriteResult | None]] = {}
+        for schema, _ in selected.values():
+            spec = request_prune_spec(
+                keys, schema.timestamp_key, entity_ids=entity_ids, point_in_time=point_in_time
+            )
+            routed[schema.name] = self._route(schema, spec, _requested(strategy, schema))
+
+        def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
+            return self._frame(schema, routed[schema.name][0])
+
+        result = latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
+        self._record("get_features", routed, started, whole=entity_ids is None)
+        return result
+
+    def get_historical_features(
+        self,
+        entity_df: Any,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        *,
+        strategy: StrategyArg = None,
+    ) -> DataFrame:
+        """Point-in-time-correct features for every row of `entity_df`, routed per group."""
+        return self.get_training_set(
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            strategy=strategy,
+        ).df
+
+    def get_training_set(
+        self,
+        entity_df: Any,
+        feature_refs: str | Sequence[str],
+        *,
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        name: str | None = None,
+        strategy: StrategyArg = None,
+    ) -> TrainingSet:
+        """A training set and its manifest; each group routed as for `explain(entity_df)`."""
+        from featurelake.offline.training import build_training_set
+
+        started = time.perf_counter()
+        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        source = _RoutedSource(
+            self,
+            lambda schema: self._spec(schema, entity_df, None, timestamp_column, ttl_override),
+            strategy,
+        )
+        built = build_training_set(
+            source,
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            name=name,
+        )
+        self._record("get_historical_features", source.routed, started, whole=False)
+        return built
+
+    def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
+        """Rebuild a training set: Gold tables at the Delta versions it read, virtual groups
+        computed again (their sources as they are now)."""
+        from featurelake.offline.training import rebuild_training_set
+
+        return rebuild_training_set(
+            _RoutedSource(self, lambda s: PruneSpec(), None), manifest, entity_df
+        )
+
+    # -- metrics and health ---------------------------------------------------------------------
+
+    def metrics(self, *, persisted: bool = False) -> list[RouterMetric]:
+        """Metrics of the reads of this store object, oldest first; with `persisted`, those
+        every process recorded in the registry."""
+        if persisted:
+            return [RouterMetric.from_dict(e) for e in self.registry.events(ROUTER_METRICS)]
+        with self._lock:
+            return list(self._metrics)
+
+    def _record(
+        self,
+        operation: str,
+        routed: Mapping[str, tuple[RoutingDecision, WriteResult | None]],
+        started: float,
+        *,
+        whole: bool,
+    ) -> None:
+        duration = round(time.perf_counter() - started, 6)
+        request_id = uuid.uuid4().hex[:12]
+        at = utc_now().isoformat()
+        for decision, written in routed.values():
+            actual = written.rows_written if written is not None else None
+            if (
+                actual is None
+                and whole
+                and decision.strategy is Strategy.MATERIALIZED
+                and decision.gold_estimate is not None
+            ):
+                actual = decision.gold_estimate.rows_total
+            metric = RouterMetric(
+                request_id=request_id,
+                operation=operation,
+                group=decision.group,
+                version=decision.version,
+                strategy=decision.strategy.value,
+                reason=decision.reason,
+                estimated_rows=decision.estimated_rows,
+                actual_rows=actual,
+                threshold=decision.threshold,
+                duration_seconds=duration,
+                auto_materialized=written is not None,
+                at=at,
+            )
+            with self._lock:
+                self._metrics.append(metric)
+            if self.persist_metrics:
+                try:
+                    self.registry.append_event(
+                        ROUTER_METRICS,
+                        group_key(decision.group, decision.version),
+                        metric.to_dict(),
+                    )
+                except Exception as error:  # metrics must never fail a read
+                    logger.warning("could not record router metrics: {}", error)
+
+    def health_check(self) -> dict[str, Any]:
+        """The materialized and the virtual side's checks together."""
+        materialized = self.materialized.health_check()
+        virtual = self.virtual.health_check()
+        return {
+            "healthy": bool(materialized.get("healthy") and virtual.get("healthy")),
+            "materialized": materialized,
+            "virtual": virtual,
+        }
+
+
+class _RoutedSource:
+    """A training set's view of the hybrid store: each group's rows from where the router
+    sends them (Gold at a pinned Delta version always reads the table)."""
+
+    def __init__(
+        self,
+        store: HybridFeatureStore,
+        spec_for: Callable[[FeatureGroupSchema], PruneSpec],
+        strategy: StrategyArg,
+    ) -> None:
+        self.store = store
+        self.config = store.config
+        self.registry = store.registry
+        self.spec_for = spec_for
+        self.strategy = strategy
+        self.routed: dict[str, tuple[RoutingDecision, WriteResult | None]] = {}
+
+    @property
+    def spark(self) -> SparkSession:
+        return self.store.spark
+
+    def resolve_refs(
+        self, feature_refs: str | Sequence[str]
+    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
+        return self.store.resolve_refs(feature_refs)
+
+    def group_frame(
+        self, schema: FeatureGroupSchema, features: Sequence[str], *, version: int | None = None
+    ) -> tuple[DataFrame, TableRead | None]:
+        if version is not None:
+            return self.store.materialized.group_frame(schema, features, version=version)
+        requested = _requested(self.strategy, schema)
+        decision, written = self.store._route(schema, self.spec_for(schema), requested)
+        self.routed[schema.name] = (decision, written)
+        if decision.strategy is Strategy.VIRTUAL:
+            return self.store.virtual.group_frame(schema, features)
+        return self.store.materialized.group_frame(schema, features)
+
+
+def _requested(strategy: StrategyArg, schema: FeatureGroupSchema) -> Strategy | None:
+    """The strategy asked for this group (a single value, or a mapping by group name)."""
+    if strategy is None:
+        return None
+    if isinstance(strategy, Mapping):
+        value = strategy.get(schema.name, strategy.get(group_key(schema.name, schema.version)))
+        if value is None:
+            return None
+    else:
+        value = strategy
+    text = str(value).lower()
+    if text == "auto":
+        return None
+    try:
+        return Strategy(text)
+    except ValueError:
+        raise FeatureStoreError(
+            f"strategy={value!r} is not a read strategy.",
+            fix="pass 'materialized', 'virtual' or 'auto' (or a mapping of group name to one "
+            "of them).",
+        ) from None
+
+
+__all__ = [
+    "AUTO_MATERIALIZE",
+    "ROUTER_METRICS",
+    "HybridFeatureStore",
+    "RouterMetric",
+    "RoutingDecision",
+    "Strategy",
+]
