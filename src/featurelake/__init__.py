@@ -35,6 +35,23 @@ _EXPORTS: dict[str, str] = {
     "OnlineStoreError": "featurelake.errors",
     "OnlineStoreUnavailableError": "featurelake.errors",
     "UnsupportedOperationError": "featurelake.errors",
+    "DataType": "featurelake.schema",
+    "FeatureType": "featurelake.schema",
+    "FeatureSchema": "featurelake.schema",
+    "FeatureGroupSchema": "featurelake.schema",
+    "load_groups": "featurelake.schema",
+    "Registry": "featurelake.registry",
+    "Lineage": "featurelake.registry",
+    "MaterializedFeatureStore": "featurelake.offline.materialized",
+    "WriteResult": "featurelake.offline.materialized",
+    "TrainingSet": "featurelake.offline.training",
+    "TrainingSetManifest": "featurelake.offline.training",
+    "InMemoryOnlineStore": "featurelake.online",
+    "create_online_store": "featurelake.online",
+    "FeatureVector": "featurelake.online",
+    "FeatureStore": "featurelake.serving",
+    "FeatureService": "featurelake.serving",
+    "FeatureTransform": "featurelake.serving",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])
