@@ -151,6 +151,8 @@ def test_apply_updates_compatible_changes_and_refuses_incompatible_ones(
     shutil.copytree(project.features, own.features)
     project = own
     assert invoke(runner, project, "apply").exit_code == 0
+    empty = json.loads(invoke(runner, project, "describe", "customer_profile", "--json").stdout)
+    assert empty["freshness"]["status"] == "no data" and empty["versions"][0]["rows"] is None
     changed = tmp_path / "changed"
     shutil.copytree(project.features, changed)
     profile_file = changed / "customer_profile.yaml"
