@@ -44,7 +44,9 @@ FormatOption = Annotated[
     SourceFormat,
     typer.Option("--format", help="Format of the source; auto guesses from its shape."),
 ]
-GroupArgument = Annotated[str, typer.Argument(help="GROUP (latest version) or GROUP@VERSION.")]
+GroupArgument = Annotated[
+    str, typer.Argument(metavar="GROUP", help="GROUP (latest version) or GROUP@VERSION.")
+]
 
 
 def _time(value: str | None, option: str) -> str | None:

@@ -228,7 +228,9 @@ def list_groups(
 
 def describe(
     ctx: typer.Context,
-    group: Annotated[str, typer.Argument(help="GROUP (latest version) or GROUP@VERSION.")],
+    group: Annotated[
+        str, typer.Argument(metavar="GROUP", help="GROUP (latest version) or GROUP@VERSION.")
+    ],
     lineage_limit: Annotated[
         int, typer.Option("--lineage", help="How many lineage records to show.", min=0)
     ] = 5,

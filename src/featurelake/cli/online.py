@@ -38,6 +38,7 @@ def sync_online(
     groups: Annotated[
         list[str] | None,
         typer.Argument(
+            metavar="GROUP",
             help="GROUP or GROUP@VERSION to sync; every registered group when none is given.",
             show_default=False,
         ),
@@ -59,6 +60,7 @@ def sync_online(
 
     Incremental by default: only the rows changed since the last sync (Delta Change Data Feed).
     Without GROUP, every registered group that has data is synced.
+
     Needs enable_online_store: true and online_backend: redis, so serving processes see the
     values (an in-memory store would live only as long as this command).
     """

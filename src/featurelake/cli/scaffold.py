@@ -64,7 +64,8 @@ features:
 def init(
     ctx: typer.Context,
     directory: Annotated[
-        Path, typer.Argument(help="Project folder; conf/ is created inside it.")
+        Path,
+        typer.Argument(metavar="DIRECTORY", help="Project folder; conf/ is created inside it."),
     ] = Path("."),
     force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results as JSON.")] = False,
