@@ -95,7 +95,7 @@ def result_line(stdout: str, *, many: bool = False) -> Any:
 def write_config(path: Path, storage: Path, **extra: object) -> Path:
     settings = {
         "storage_path": str(storage),
-        "spark_master": "local[1]",
+        "spark_master": "local[2]",  # spark-submit's --master local[1] must win
         "spark_shuffle_partitions": 2,
         "metadata_cache_ttl_seconds": 0,
         **extra,
@@ -206,6 +206,7 @@ def test_materialize_job(setup: Setup, spark: SparkSession) -> None:
     assert lineage[-1]["sources"] == [str(setup.profiles)]
     # spark-submit passes the Python driver's stderr (loguru, enabled by the job) to stdout.
     assert "materialize done" in stdout + stderr
+    assert "materialize: Spark 4.0.1 on local[1]" in stdout + stderr
 
 
 def test_backfill_job(setup: Setup, spark: SparkSession) -> None:

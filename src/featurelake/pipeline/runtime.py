@@ -161,6 +161,13 @@ def session_for(
     return existing
 
 
+def _master(spark: SparkSession) -> str:
+    try:
+        return str(spark.conf.get("spark.master", None) or "Spark Connect")
+    except Exception:  # Spark Connect servers may refuse to show it
+        return "Spark Connect"
+
+
 # -- scheduled jobs ----------------------------------------------------------------------------
 
 
@@ -212,6 +219,7 @@ def run_job(
         config = load_settings(args.config, overrides)
         logger.info("{}: store {} ({})", name, config.storage_path, config.mode.value)
         spark = session_for(config, overrides)
+        logger.info("{}: Spark {} on {}", name, spark.version, _master(spark))
         result = body(args, config, spark)
     except Exception as error:
         code = exit_code(error)
