@@ -183,3 +183,23 @@ def test_quarantine_keeps_every_row(spark: SparkSession, store: MaterializedFeat
     tags = {r["id"]: sorted(r["_failed_rules"]) for r in side.collect() if r["id"] != 4}
     assert tags == {2: ["range_spend", "spend_positive"], 3: ["allowed_values_channel"]}
     assert gate.last_report is not None and gate.last_report.quarantined_rows == 4
+
+
+def test_backfill_writes_skip_freshness(
+    spark: SparkSession, store_config: FeatureStoreConfig
+) -> None:
+    from featurelake.quality import QualityGate
+    from featurelake.registry import Registry
+
+    schema = FeatureGroupSchema(
+        "orders",
+        ["id"],
+        [{"name": "spend", "type": "double"}, {"name": "channel", "type": "string"}],
+        freshness="1h",
+        checks={"on_write": "fail"},
+    )
+    gate = QualityGate(Registry(store_config, spark), record=False)
+    old = frame(spark, GOOD)
+    assert gate(schema, old, "backfill") is old
+    with pytest.raises(QualityCheckError, match="freshness"):
+        gate(schema, old, "append")
