@@ -51,6 +51,10 @@ def start(notebook: Path, root: Path) -> NotebookRun:
         "FEATURELAKE_SPARK_MASTER": "local[1]",
         "FEATURELAKE_SPARK_SHUFFLE_PARTITIONS": "2",
         "FEATURELAKE_NOTEBOOK_CUSTOMERS": "100",
+        # No online read-plan refresh in a background thread during the run: a refresh still
+        # inside delta-rs when the interpreter exits can abort the process ("terminate called
+        # without an active exception"), which is not what these tests are about.
+        "FEATURELAKE_METADATA_CACHE_TTL_SECONDS": "3600",
         "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # short-lived JVM
     }
     with (workdir / "stdout.txt").open("wb") as out, (workdir / "stderr.txt").open("wb") as err:
