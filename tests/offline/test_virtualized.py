@@ -264,3 +264,12 @@ def test_executors_by_name_and_error_wrapping(env: Env) -> None:
     with pytest.raises(VirtualizationQueryError, match="engine is down"):
         store.define_virtual_features(schema("spend_failing"), QUERY)
     assert env.virtual.executor().timings()["analyse"]["calls"] >= 1
+
+
+def test_a_group_change_the_query_does_not_follow_is_reported(env: Env) -> None:
+    original = schema("spend_evolve")
+    env.virtual.define_virtual_features(original, QUERY)
+    evolved = original.with_changes(features=[*original.features, FeatureSchema("clv", "double")])
+    assert env.virtual.register_features(evolved).action == "updated"
+    with pytest.raises(VirtualizationQueryError, match=r"lacks the column\(s\) 'clv'"):
+        env.virtual.get_features("spend_evolve.amount")

@@ -176,6 +176,7 @@ class HybridFeatureStore(BaseFeatureStore):
         self.persist_metrics = persist_metrics
         self._metrics: list[RouterMetric] = []
         self._virtual_reads: dict[str, int] = {}
+        self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._lock = threading.Lock()
 
     @property
@@ -290,8 +291,8 @@ class HybridFeatureStore(BaseFeatureStore):
         last_updated: datetime | None = None
         write_version: int | None = None
         if table_exists:
-            state = self.registry.group_state(schema.name, schema.version)
-            last_updated, write_version = state.last_updated, state.delta_version
+            table_version = gold_estimate.tables[0].version if gold_estimate else None
+            last_updated, write_version = self._last_write(schema, table_version)
         has_files = bool(gold_estimate and gold_estimate.files_total)
         gold = table_exists and (last_updated is not None or has_files)
         freshness = schema.freshness
@@ -399,6 +400,26 @@ class HybridFeatureStore(BaseFeatureStore):
             f"{state_text} and {over}: computing it anyway (set auto_materialize_on_read, or "
             "write the group, to read a table instead)",
         )
+
+    def _last_write(
+        self, schema: FeatureGroupSchema, table_version: int | None
+    ) -> tuple[datetime | None, int | None]:
+        """(time, Delta version) of the group's last recorded write, from `group_state`.
+
+        Cached while the Gold table stays at the Delta version that write made, so a decision
+        reads the registry's history only after the table changed.
+        """
+        key = group_key(schema.name, schema.version)
+        with self._lock:
+            cached = self._last_writes.get(key)
+        if cached is not None and table_version is not None and cached[1] == table_version:
+            return cached
+        state = self.registry.group_state(schema.name, schema.version)
+        found = (state.last_updated, state.delta_version)
+        if table_version is not None and state.delta_version == table_version:
+            with self._lock:
+                self._last_writes[key] = found
+        return found
 
     def _route(
         self, schema: FeatureGroupSchema, spec: PruneSpec, requested: Strategy | None

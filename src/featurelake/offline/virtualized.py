@@ -463,9 +463,9 @@ class VirtualizedFeatureStore(BaseFeatureStore):
         `query` is Spark SQL over registered tables/views (or `delta.`/path``), or a function
         `f(spark) -> DataFrame`; it must yield exactly the group's entity keys, event time and
         features, with types equal to or safely castable to the declared ones. It is parsed and
-        analysed now, without running a job over the data (finding the Delta folders of the
-        tables it reads may read their logs). `sources` overrides the Delta folders whose
-        statistics feed row estimates.
+        analysed now, without running a job over the data (on Spark Connect, finding the Delta
+        folders of its tables asks Spark for their files). `sources` overrides the Delta folders
+        whose statistics feed row estimates.
 
         One query per group is the model: `queries={feature: sql}` (the seed shape) is
         accepted when every feature maps to the same query; write one SELECT that joins them
@@ -552,12 +552,26 @@ class VirtualizedFeatureStore(BaseFeatureStore):
 
     def virtual_frame(self, group: str | FeatureGroupSchema) -> DataFrame:
         """Every row the group's query yields, typed as the schema declares, with a null
-        `_ingested_at` (virtual rows have no ingestion time)."""
+        `_ingested_at` (virtual rows have no ingestion time).
+
+        The query's columns are checked against the schema again (its sources or the group
+        may have changed since the definition): a mismatch raises VirtualizationQueryError.
+        """
         from pyspark.sql import functions as F
 
         schema = self.resolve_group(group)
         definition = self.definition(schema)
         frame = self.executor(definition.engine).execute(schema.name, self._query_of(definition))
+        try:
+            found = [(f.name, SqlType.from_spark(f.dataType)) for f in frame.schema.fields]
+        except SchemaValidationError as error:
+            raise VirtualizationQueryError(
+                f"The virtual query of group '{schema.name}' now yields a column featurelake "
+                f"cannot read: {error.message}",
+                fix="cast it in the query and define the group again.",
+                group=schema.name,
+            ) from error
+        check_output(schema, found, definition.query)
         columns = []
         for key in schema.entity_keys:
             declared = schema.entity_key_types.get(key)
