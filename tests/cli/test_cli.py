@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
 from featurelake.cli import app
+from featurelake.cli.app import quiet_spark_logs
 from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.offline.materialized import MaterializedFeatureStore
@@ -420,3 +421,14 @@ def test_cli_as_a_real_process(project: Project, tmp_path: Path) -> None:
     assert report["spark"]["settings"] == {"spark.sql.shuffle.partitions": "3"}
     assert report["spark"]["master"] == "local[1]"
     assert "INFO" not in health.stderr  # Spark's startup chatter is kept off the terminal
+
+
+def test_spark_chatter_is_quieted_unless_the_user_configured_logging(tmp_path: Path) -> None:
+    config = FeatureStoreConfig(storage_path=str(tmp_path), spark_conf={"a": "1"})
+    quiet = quiet_spark_logs(config).spark_conf
+    assert quiet["a"] == "1"
+    option = quiet["spark.driver.extraJavaOptions"]
+    assert option.startswith("-Dlog4j2.configurationFile=")
+    assert "rootLogger.level = error" in Path(option.split("=", 1)[1]).read_text()
+    own = config.replace(spark_conf={"spark.driver.extraJavaOptions": "-Dlog4j2.level=INFO"})
+    assert quiet_spark_logs(own) == own

@@ -97,13 +97,18 @@ def quiet_spark_logs(config: FeatureStoreConfig) -> FeatureStoreConfig:
 
     Applies only to a session the CLI starts itself; `--verbose` keeps Spark's own logging.
     """
-    file = Path(tempfile.gettempdir()) / "featurelake-cli-log4j2.properties"
-    if not file.is_file() or file.read_text() != QUIET_LOG4J:
-        staged = file.with_name(f"{file.name}.{os.getpid()}")
-        staged.write_text(QUIET_LOG4J)
-        os.replace(staged, file)
-    option = f"-Dlog4j2.configurationFile={file}"
     current = config.spark_conf.get("spark.driver.extraJavaOptions", "")
+    if "log4j" in current:  # the user chose Spark's logging
+        return config
+    file = Path(tempfile.gettempdir()) / "featurelake-cli-log4j2.properties"
+    try:
+        if not file.is_file() or file.read_text() != QUIET_LOG4J:
+            staged = file.with_name(f"{file.name}.{os.getpid()}")
+            staged.write_text(QUIET_LOG4J)
+            os.replace(staged, file)
+    except OSError:  # no writable temp folder: keep Spark's default logging
+        return config
+    option = f"-Dlog4j2.configurationFile={file}"
     return config.replace(
         spark_conf={
             **config.spark_conf,
