@@ -287,7 +287,9 @@ class HybridFeatureStore(BaseFeatureStore):
         location = self.materialized.location(schema)
         definition = self.virtual.find_definition(schema)
         table_exists = delta_ops.table_exists(self.spark, location)
-        gold_estimate = estimate_tables([location.path], spec) if location.path else None
+        gold_estimate = (
+            estimate_tables([location.path], spec) if location.path and table_exists else None
+        )
         last_updated: datetime | None = None
         write_version: int | None = None
         if table_exists:
