@@ -62,6 +62,7 @@ def find_config() -> Path:
 
 CONFIG_PATH = find_config()
 config: FeatureStoreConfig = load_settings(CONFIG_PATH)
+OWN_SESSION = globals().get("spark") is None  # False on Databricks: never stop its session
 spark = globals().get("spark") or get_spark(config)
 store = MaterializedFeatureStore(config, spark)
 print(f"config {CONFIG_PATH} -> store {config.storage_path}; Spark {spark.version}")
@@ -154,3 +155,8 @@ print(
 )
 state = store.registry.group_state("customer_profile")
 print(f"registry: {state.writes} write(s), last {state.last_mode} at {state.last_updated}")
+
+# COMMAND ----------
+
+if OWN_SESSION:  # a local run started its own Spark: end it cleanly before exiting
+    spark.stop()

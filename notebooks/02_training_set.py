@@ -64,6 +64,7 @@ def show(frame: Any, rows: int = 20) -> None:
 
 CONFIG_PATH = find_config()
 config: FeatureStoreConfig = load_settings(CONFIG_PATH)
+OWN_SESSION = globals().get("spark") is None  # False on Databricks: never stop its session
 spark = globals().get("spark") or get_spark(config)
 store = MaterializedFeatureStore(config, spark)
 CUSTOMERS = int(notebook_param("customers", "200", "FEATURELAKE_NOTEBOOK_CUSTOMERS"))
@@ -179,3 +180,8 @@ assert same
 sample = frame.orderBy(*key).limit(1000).toPandas()
 print(f"pandas training frame: {sample.shape[0]} rows x {sample.shape[1]} columns")
 print(sample.groupby("churned")[["txn_count_7d", "lifetime_value"]].mean().round(2))
+
+# COMMAND ----------
+
+if OWN_SESSION:  # a local run started its own Spark: end it cleanly before exiting
+    spark.stop()

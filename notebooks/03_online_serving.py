@@ -66,6 +66,7 @@ def show(frame: Any, rows: int = 20) -> None:
 
 CONFIG_PATH = find_config()
 config: FeatureStoreConfig = load_settings(CONFIG_PATH)
+OWN_SESSION = globals().get("spark") is None  # False on Databricks: never stop its session
 spark = globals().get("spark") or get_spark(config)
 store = MaterializedFeatureStore(config, spark)
 CUSTOMERS = int(notebook_param("customers", "200", "FEATURELAKE_NOTEBOOK_CUSTOMERS"))
@@ -174,3 +175,8 @@ print(f"incremental sync ({synced.mode}): {synced.rows_written} rows")
 after = features.get_online_features(["customer_profile.segment"], [1, 2, 3, 4, 5])
 print(f"segments now: {[vector.get('segment') for vector in after]}")
 features.close()
+
+# COMMAND ----------
+
+if OWN_SESSION:  # a local run started its own Spark: end it cleanly before exiting
+    spark.stop()

@@ -202,6 +202,7 @@ def main() -> None:
     console.print("manifest kept as 'demo_churn': store.rebuild('demo_churn') gives the same rows")
 
     online_demo(config, spark)
+    spark.stop()
     console.print()
     console.rule(f"[bold]Done in {time.perf_counter() - started:.0f} s")
     console.print("The store stays in ./demo_store (`make clean` removes it). Try:")

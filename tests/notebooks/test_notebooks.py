@@ -51,10 +51,6 @@ def start(notebook: Path, root: Path) -> NotebookRun:
         "FEATURELAKE_SPARK_MASTER": "local[1]",
         "FEATURELAKE_SPARK_SHUFFLE_PARTITIONS": "2",
         "FEATURELAKE_NOTEBOOK_CUSTOMERS": "100",
-        # No online read-plan refresh in a background thread during the run: a refresh still
-        # inside delta-rs when the interpreter exits can abort the process ("terminate called
-        # without an active exception"), which is not what these tests are about.
-        "FEATURELAKE_METADATA_CACHE_TTL_SECONDS": "3600",
         "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # short-lived JVM
     }
     with (workdir / "stdout.txt").open("wb") as out, (workdir / "stderr.txt").open("wb") as err:
@@ -98,6 +94,7 @@ def test_notebooks_are_in_databricks_source_format() -> None:
             assert all(magic) or not any(magic), f"{notebook}: a cell mixes markdown and code"
         assert any(cell.lstrip().startswith("# MAGIC %md") for cell in cells)
         assert 'globals().get("spark") or get_spark(config)' in text
+        assert "if OWN_SESSION:" in text  # a local run stops only the session it started
 
 
 def test_quickstart(runs: dict[str, NotebookRun], spark: SparkSession) -> None:

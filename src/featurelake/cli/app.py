@@ -28,6 +28,7 @@ from featurelake.pipeline.runtime import (
     one_line,
     parse_spark_conf,
     session_for,
+    stop_session,
 )
 from featurelake.session import active_session
 
@@ -70,6 +71,7 @@ class State:
     def store(self, out: Output) -> MaterializedFeatureStore:
         if self._store is None:
             from featurelake.offline.materialized import MaterializedFeatureStore
+            from featurelake.quality import attach_configured_quality
 
             config = self.config()
             if not self.verbose and active_session() is None and not config.spark_remote:
@@ -77,6 +79,7 @@ class State:
             with out.status(f"Opening the store at {config.storage_path}"):
                 spark = session_for(config, self.spark_conf)
                 self._store = MaterializedFeatureStore(config, spark)
+                attach_configured_quality(self._store)
         return self._store
 
 
@@ -271,5 +274,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def main() -> None:
-    """Console-script entry point."""
-    sys.exit(run())
+    """Console-script entry point: a process of its own, so its Spark session is stopped."""
+    code = run()
+    if "pyspark" in sys.modules:
+        session = active_session()
+        if session is not None:
+            stop_session(session)
+    sys.exit(code)

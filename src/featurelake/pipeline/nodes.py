@@ -26,6 +26,7 @@ from featurelake.pipeline.tasks import (
     parse_mode,
     write_summary,
 )
+from featurelake.quality import attach_configured_quality
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -52,6 +53,7 @@ class StoreHandle:
                 else:
                     config = load_settings(config)
                 self._store = MaterializedFeatureStore(config)
+                attach_configured_quality(self._store)
             return self._store
 
 

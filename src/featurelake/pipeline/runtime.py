@@ -161,6 +161,18 @@ def session_for(
     return existing
 
 
+def stop_session(spark: SparkSession) -> None:
+    """Stop a session this process started (never a caller's or Databricks' own).
+
+    Ending it before the interpreter exits avoids an abort at shutdown ("terminate called
+    without an active exception") seen when a live session meets Arrow and delta-rs teardown.
+    """
+    try:
+        spark.stop()
+    except Exception as error:  # already stopped, or the JVM is gone: nothing left to do
+        logger.debug("stopping Spark: {}", error)
+
+
 def _master(spark: SparkSession) -> str:
     try:
         return str(spark.conf.get("spark.master", None) or "Spark Connect")
@@ -210,10 +222,13 @@ def run_job(
     """Parse arguments, log, build config and session, run `body`; return the exit code.
 
     The body's result is printed to stdout as one JSON line. A featurelake error is logged as
-    one line naming its type; anything else with its traceback.
+    one line naming its type; anything else with its traceback. A session the job started
+    (spark-submit, local) is stopped at the end; a caller's (Databricks) is left running.
     """
     args = parser.parse_args(argv)
     enable_logging(args.log_level.upper())
+    own_session = active_session() is None
+    spark: SparkSession | None = None
     try:
         overrides = parse_spark_conf(args.spark_conf)
         config = load_settings(args.config, overrides)
@@ -228,6 +243,9 @@ def run_job(
         else:
             logger.opt(exception=error).error("{} failed: {}", name, one_line(error))
         return code
+    finally:
+        if own_session and spark is not None:
+            stop_session(spark)
     logger.success("{} done", name)
     if result is not None:
         # The last stdout line is the result, for schedulers that keep it (Airflow's XCom).
