@@ -21,6 +21,7 @@ from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
 from featurelake.pipeline.runtime import job_parser, run_job, time_argument
 from featurelake.pipeline.sources import FORMATS
 from featurelake.pipeline.tasks import materialize, write_summary
+from featurelake.quality import attach_configured_quality
 
 NAME = "materialize"
 
@@ -42,6 +43,7 @@ def run(
     args: argparse.Namespace, config: FeatureStoreConfig, spark: SparkSession
 ) -> dict[str, Any]:
     store = MaterializedFeatureStore(config, spark)
+    attach_configured_quality(store)
     result = materialize(
         store,
         args.group,

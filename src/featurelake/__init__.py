@@ -44,6 +44,8 @@ _EXPORTS: dict[str, str] = {
     "Lineage": "featurelake.registry",
     "MaterializedFeatureStore": "featurelake.offline.materialized",
     "WriteResult": "featurelake.offline.materialized",
+    "HybridFeatureStore": "featurelake.offline.hybrid",
+    "VirtualizedFeatureStore": "featurelake.offline.virtualized",
     "TrainingSet": "featurelake.offline.training",
     "TrainingSetManifest": "featurelake.offline.training",
     "InMemoryOnlineStore": "featurelake.online",

@@ -66,6 +66,7 @@ class FeatureStoreConfig:
     sync_to_online: bool = False
     auto_materialize_on_read: bool = False
     auto_materialize_after_reads: int = 3
+    quality_on_write: bool = True
     spark_master: str = "local[*]"
     spark_app_name: str = "featurelake"
     spark_shuffle_partitions: int = 8

@@ -17,7 +17,13 @@ from featurelake.quality.drift import (
     drift_history,
     psi,
 )
-from featurelake.quality.monitor import QualityAttachable, attach_quality, check, statistics
+from featurelake.quality.monitor import (
+    QualityAttachable,
+    attach_configured_quality,
+    attach_quality,
+    check,
+    statistics,
+)
 from featurelake.quality.stats import (
     FeatureStatistics,
     GroupStatistics,
@@ -35,6 +41,7 @@ __all__ = [
     "QualityCheckError",
     "QualityGate",
     "RuleResult",
+    "attach_configured_quality",
     "attach_quality",
     "check",
     "check_history",

@@ -121,3 +121,11 @@ def attach_quality(
     if statistics_on_write or drift_on_write:
         store.add_write_listener(after_write)
     return gate
+
+
+def attach_configured_quality(store: QualityAttachable) -> QualityGate | None:
+    """`attach_quality(store)` when the store's config has `quality_on_write` (the default)."""
+    config = getattr(store, "config", None)
+    if config is not None and not getattr(config, "quality_on_write", True):
+        return None
+    return attach_quality(store)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.config import FeatureStoreConfig
+from featurelake.config import FeatureStoreConfig, StoreMode
 from featurelake.errors import ConfigurationError, OnlineStoreUnavailableError
 from featurelake.online import (
     FeatureVector,
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
+    from featurelake.offline.hybrid import HybridFeatureStore
     from featurelake.offline.materialized import MaterializedFeatureStore, WriteResult
     from featurelake.serving.service import FeatureService
 
@@ -54,6 +55,7 @@ class FeatureStore:
         self._spark = spark
         self.registry = registry or Registry(config, spark)
         self._offline: MaterializedFeatureStore | None = None
+        self._hybrid: HybridFeatureStore | None = None
         self._online = online
         self._services: FeatureService | None = None
         self._lock = threading.RLock()
@@ -66,8 +68,15 @@ class FeatureStore:
         with self._lock:
             if self._offline is None:
                 from featurelake.offline.materialized import MaterializedFeatureStore
+                from featurelake.quality import attach_configured_quality
 
-                offline = MaterializedFeatureStore(self.config, self._spark, registry=self.registry)
+                if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
+                    offline = self.hybrid.materialized
+                else:
+                    offline = MaterializedFeatureStore(
+                        self.config, self._spark, registry=self.registry
+                    )
+                attach_configured_quality(offline)
                 if self.config.sync_to_online:
                     if self.config.enable_online_store or self._online is not None:
                         offline.add_write_listener(self._sync_written)
@@ -78,6 +87,23 @@ class FeatureStore:
                         )
                 self._offline = offline
             return self._offline
+
+    @property
+    def hybrid(self) -> HybridFeatureStore:
+        """The router over Gold and virtual groups (reads go here in HYBRID/VIRTUALIZED mode)."""
+        with self._lock:
+            if self._hybrid is None:
+                from featurelake.offline.hybrid import HybridFeatureStore
+
+                self._hybrid = HybridFeatureStore(self.config, self._spark, self.registry)
+            return self._hybrid
+
+    @property
+    def reader(self) -> MaterializedFeatureStore | HybridFeatureStore:
+        """Where offline reads go: the hybrid router in HYBRID/VIRTUALIZED mode, else Gold."""
+        if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
+            return self.hybrid
+        return self.offline
 
     @property
     def online(self) -> OnlineStore:
@@ -121,7 +147,7 @@ class FeatureStore:
         point_in_time: datetime | None = None,
         **kwargs: Any,
     ) -> DataFrame:
-        return self.offline.get_features(feature_refs, entity_ids, point_in_time, **kwargs)
+        return self.reader.get_features(feature_refs, entity_ids, point_in_time, **kwargs)
 
     def get_historical_features(
         self,
@@ -131,7 +157,7 @@ class FeatureStore:
         timestamp_column: str | None = None,
         fill: str = "none",
     ) -> DataFrame:
-        return self.offline.get_historical_features(
+        return self.reader.get_historical_features(
             entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
         )
 
