@@ -382,6 +382,25 @@ def test_health_reports_the_store(runner: CliRunner, project: Project) -> None:
     assert invoke(runner, project, "health").stdout.strip().endswith("healthy")
 
 
+def test_report_writes_html_and_json(runner: CliRunner, project: Project, tmp_path: Path) -> None:
+    assert invoke(runner, project, "apply").exit_code == 0
+    wrote = invoke(
+        runner, project, "materialize", "customer_profile", "--source", str(project.profiles),
+    )  # fmt: skip
+    assert wrote.exit_code == 0, wrote.output
+    result = invoke(
+        runner, project, "report", "customer_profile", "--out", str(tmp_path / "r"), "--json"
+    )
+    assert result.exit_code == 0, result.output
+    paths = json.loads(result.stdout)
+    html = Path(paths["html"]).read_text()
+    assert "customer_profile" in html and "<svg" in html
+    report = json.loads(Path(paths["json"]).read_text())
+    assert report["group"] == "customer_profile" or "customer_profile" in json.dumps(report)
+    missing = invoke(runner, project, "report", "no_such_group")
+    assert_one_line_error(missing, 2, "no_such_group")
+
+
 def test_no_arguments_shows_help(runner: CliRunner) -> None:
     result = runner.invoke(app, [])
     assert result.exit_code == 0

@@ -247,7 +247,7 @@ def main_options(
 
 
 def _register() -> None:
-    from featurelake.cli import data, groups, health, online, scaffold
+    from featurelake.cli import data, groups, health, online, quality, scaffold
 
     app.command("init")(scaffold.init)
     app.command("apply")(groups.apply)
@@ -258,6 +258,7 @@ def _register() -> None:
     app.command("training-set")(data.training_set)
     app.command("sync-online")(online.sync_online)
     app.command("health")(health.health)
+    app.command("report")(quality.report)
 
 
 _register()
