@@ -135,8 +135,26 @@ def test_both_engines_read_the_same_tables(spark: SparkSession, tmp_path: Path) 
     rust = Registry(FeatureStoreConfig(storage_path=path, registry_engine="delta-rs"))
     assert rust.get_group("users") == schema()
     rust.register_group(schema("orders"))
+    rust.record_write(
+        schema(), mode="append", rows_written=1, delta_version=1, row_count=1, duration_seconds=0.1
+    )
+    assert rust.group_state("users").row_count == 1
     jvm = Registry(FeatureStoreConfig(storage_path=path, registry_engine="spark"), spark)
     assert [g.name for g in jvm.list_groups()] == ["orders", "users"]
+    jvm.record_write(
+        schema(), mode="merge", rows_written=2, delta_version=2, row_count=3, duration_seconds=0.1
+    )
+    assert jvm.group_state("users").row_count == 3
+    assert rust.group_state("users").last_mode == "merge"
+    other = str(tmp_path / "rust_first")
+    Registry(FeatureStoreConfig(storage_path=other, registry_engine="delta-rs")).record_write(
+        schema(), mode="append", rows_written=1, delta_version=1, row_count=1, duration_seconds=0.1
+    )
+    spark_side = Registry(FeatureStoreConfig(storage_path=other, registry_engine="spark"), spark)
+    spark_side.record_write(
+        schema(), mode="append", rows_written=1, delta_version=2, row_count=2, duration_seconds=0.1
+    )
+    assert [e["row_count"] for e in spark_side.events("write")] == [1, 2]
 
 
 def test_engine_choice() -> None:

@@ -1,5 +1,8 @@
 """The registry's `objects` and `events` Delta tables through delta-rs: no Spark, no JVM.
 
+Times are stored as Delta `timestamp` (UTC-adjusted), the type Spark's TIMESTAMP columns have,
+so tables created by either engine accept the other's writes.
+
 Same tables and layout as `delta_kv.SparkKeyValueTables` (either engine reads what the other
 wrote); a registry read costs milliseconds instead of a Spark job.
 """
@@ -8,10 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from datetime import UTC
 from typing import Any
 
 import pyarrow as pa
 
+from featurelake.errors import ConcurrentWriteError
 from featurelake.registry.delta_kv import to_json, utc_now
 from featurelake.registry.locations import TableLocation
 
@@ -20,7 +25,7 @@ OBJECT_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("key", pa.string(), nullable=False),
         pa.field("payload", pa.string()),
-        pa.field("updated_at", pa.timestamp("us")),
+        pa.field("updated_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 EVENT_SCHEMA = pa.schema(
@@ -28,7 +33,7 @@ EVENT_SCHEMA = pa.schema(
         pa.field("kind", pa.string(), nullable=False),
         pa.field("key", pa.string(), nullable=False),
         pa.field("payload", pa.string()),
-        pa.field("recorded_at", pa.timestamp("us")),
+        pa.field("recorded_at", pa.timestamp("us", tz="UTC")),
     ]
 )
 MATCH = "t.kind = s.kind AND t.key = s.key"
@@ -50,8 +55,19 @@ class DeltaRsKeyValueTables:
         from deltalake import DeltaTable
 
         for uri, schema in ((self.objects, OBJECT_SCHEMA), (self.events, EVENT_SCHEMA)):
-            if not DeltaTable.is_deltatable(uri):
+            if DeltaTable.is_deltatable(uri):
+                continue
+            try:
                 DeltaTable.create(uri, schema, mode="ignore")
+            except Exception as error:
+                if DeltaTable.is_deltatable(uri):
+                    continue
+                # Another process is creating the same table: its folder exists, its first
+                # commit not yet. Transient: the caller's retry finds the table.
+                raise ConcurrentWriteError(
+                    f"The registry table {uri} is being created by another writer.",
+                    fix="retry; this resolves itself once the other writer commits.",
+                ) from error
 
     def _table(self, uri: str) -> Any:
         from deltalake import DeltaTable
@@ -82,7 +98,11 @@ class DeltaRsKeyValueTables:
         out = []
         for row in rows:
             payload = json.loads(row["payload"])
-            payload.setdefault("recorded_at", row["recorded_at"])
+            recorded = row["recorded_at"]
+            if recorded is not None and recorded.tzinfo is not None:
+                # Same as a Spark read with the UTC session time zone: naive UTC.
+                recorded = recorded.astimezone(UTC).replace(tzinfo=None)
+            payload.setdefault("recorded_at", recorded)
             payload.setdefault("key", row["key"])
             out.append(payload)
         return out
