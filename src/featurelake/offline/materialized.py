@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +19,7 @@ from featurelake.offline import delta_ops
 from featurelake.offline.base import BaseFeatureStore
 from featurelake.offline.frames import is_spark_frame, pandas_for_group, to_spark
 from featurelake.offline.reads import ISIN_LIMIT, latest_features, output_names, resolve_refs
+from featurelake.offline.training import TrainingSetMethods
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.retry import with_retries
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
@@ -64,7 +65,7 @@ BatchHook = Callable[[FeatureGroupSchema, "DataFrame", str], "DataFrame"]
 returns the batch to write (e.g. without quarantined rows), or raises to stop the write."""
 
 
-class MaterializedFeatureStore(BaseFeatureStore):
+class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     """Register feature groups, write validated batches to Gold Delta tables, read them back."""
 
     def __init__(
@@ -371,46 +372,6 @@ class MaterializedFeatureStore(BaseFeatureStore):
         return frame, TableRead(schema.name, schema.version, version, str(location))
 
     # -- training sets -------------------------------------------------------------------------
-
-    def get_historical_features(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-    ) -> DataFrame:
-        """Point-in-time-correct features for every row of `entity_df` (Spark or pandas).
-
-        The returned DataFrame carries its `TrainingSetManifest` as `df.manifest` is not
-        possible on every Spark flavour; use `get_training_set` to get both.
-        """
-        return self.get_training_set(
-            entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
-        ).df
-
-    def get_training_set(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        *,
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        name: str | None = None,
-    ) -> TrainingSet:
-        """A training set and the manifest that rebuilds it (Delta version of every table)."""
-        from featurelake.offline.training import build_training_set
-
-        return build_training_set(
-            self,
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            name=name,
-        )
 
     def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
         """Rebuild a training set exactly, from its manifest (or the name it was saved under)."""

@@ -28,7 +28,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -43,6 +43,7 @@ from featurelake.errors import (
 )
 from featurelake.offline.base import BaseFeatureStore
 from featurelake.offline.reads import latest_features, resolve_refs
+from featurelake.offline.training import TrainingSetMethods
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType, is_safe_cast
@@ -50,7 +51,7 @@ from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlTyp
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.training import TableRead, TrainingSet
+    from featurelake.offline.training import TableRead
 
 VIRTUAL = "virtual"
 """Registry kind of virtual definitions (key `group@version`)."""
@@ -391,7 +392,7 @@ class VirtualDefinition:
         )
 
 
-class VirtualizedFeatureStore(BaseFeatureStore):
+class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     """Feature groups computed at read time by a query, read like Gold tables."""
 
     def __init__(
@@ -641,42 +642,6 @@ class VirtualizedFeatureStore(BaseFeatureStore):
             return self.virtual_frame(schema)
 
         return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
-
-    def get_historical_features(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-    ) -> DataFrame:
-        """Point-in-time-correct virtual features for every row of `entity_df`."""
-        return self.get_training_set(
-            entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
-        ).df
-
-    def get_training_set(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        *,
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        name: str | None = None,
-    ) -> TrainingSet:
-        """A training set and its manifest (virtual groups are listed by group version)."""
-        from featurelake.offline.training import build_training_set
-
-        return build_training_set(
-            self,
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            name=name,
-        )
 
     def health_check(self) -> dict[str, Any]:
         """Spark answers, the registry is readable, and every virtual query still analyses."""
