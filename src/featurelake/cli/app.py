@@ -259,6 +259,13 @@ def _register() -> None:
     app.command("sync-online")(online.sync_online)
     app.command("health")(health.health)
     app.command("report")(quality.report)
+    _register_scheduling()
+
+
+def _register_scheduling() -> None:
+    from featurelake.cli import schedule
+
+    app.command("freshness")(schedule.freshness)
 
 
 _register()

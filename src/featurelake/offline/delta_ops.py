@@ -261,6 +261,49 @@ def merge(
         spark.catalog.dropTempView(view)
 
 
+def merge_changes(
+    spark: SparkSession,
+    df: DataFrame,
+    deletes: DataFrame,
+    location: TableLocation,
+    on_columns: list[str],
+    token: str,
+) -> None:
+    """Upsert `df` and delete the rows matching `deletes` on `on_columns`, in one MERGE.
+
+    A key present in both is upserted (its delete is dropped).
+    """
+    from pyspark.sql import functions as F
+
+    flag = "__fl_delete"
+    types = {f.name: f.dataType for f in df.schema.fields}
+    removed = deletes.select(*[F.col(c).cast(types[c]).alias(c) for c in on_columns]).distinct()
+    removed = removed.join(df.select(*on_columns), on=on_columns, how="left_anti")
+    filler = [F.lit(None).cast(types[c]).alias(c) for c in df.columns if c not in on_columns]
+    source = df.withColumn(flag, F.lit(False)).unionByName(
+        removed.select(*on_columns, *filler).withColumn(flag, F.lit(True))
+    )
+    view = f"_fl_changes_{uuid.uuid4().hex}"
+    source.createOrReplaceTempView(view)
+    condition = " AND ".join(
+        f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in on_columns
+    )
+    columns = [quote_identifier(c) for c in df.columns]
+    updates = ", ".join(f"t.{c} = s.{c}" for c in columns)
+    values = ", ".join(f"s.{c}" for c in columns)
+    try:
+        with _tagged_commits(spark, token):
+            spark.sql(
+                f"MERGE INTO {location.sql_name} t USING {view} s ON {condition} "
+                f"WHEN MATCHED AND s.{flag} THEN DELETE "
+                f"WHEN MATCHED THEN UPDATE SET {updates} "
+                f"WHEN NOT MATCHED AND NOT s.{flag} THEN INSERT ({', '.join(columns)}) "
+                f"VALUES ({values})"
+            ).collect()
+    finally:
+        spark.catalog.dropTempView(view)
+
+
 def restore(spark: SparkSession, location: TableLocation, version: int) -> None:
     spark.sql(f"RESTORE TABLE {location.sql_name} TO VERSION AS OF {int(version)}").collect()
 

@@ -153,6 +153,18 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             ) from None
         return self._write(group, df, write_mode, lineage=lineage)
 
+    def apply_changes(
+        self,
+        group: str | FeatureGroupSchema,
+        upserts: Any,
+        deletes: DataFrame | None = None,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Upsert `upserts` (validated like a merge) and delete the rows whose entity keys +
+        event time are in `deletes`, in one Delta commit. A key in both is upserted."""
+        return self._write(group, upserts, WriteMode.MERGE, lineage=lineage, deletes=deletes)
+
     def backfill(
         self,
         group: str | FeatureGroupSchema,
@@ -181,6 +193,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         *,
         lineage: Lineage | None,
         time_range: tuple[datetime, datetime] | None = None,
+        deletes: DataFrame | None = None,
     ) -> WriteResult:
         from pyspark.sql import functions as F
 
@@ -217,6 +230,8 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                 delta_ops.append(checked, location, token)
             elif mode is WriteMode.OVERWRITE:
                 delta_ops.overwrite(checked, location, token, replace_where)
+            elif deletes is not None:
+                delta_ops.merge_changes(self.spark, checked, deletes, location, on_columns, token)
             else:
                 delta_ops.merge(self.spark, checked, location, on_columns, token)
 

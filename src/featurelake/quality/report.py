@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from featurelake.quality.checks import check_history
 from featurelake.quality.drift import DriftReport, drift_history
+from featurelake.quality.freshness import last_materialized
 from featurelake.quality.stats import FeatureStatistics, GroupStatistics, statistics_history
 from featurelake.quality.tables import resolve
 from featurelake.registry import Registry
@@ -78,7 +79,8 @@ def write_report(
             history[newest] = statistics(registry, schema, delta_version=newest, spark=session)
     drifts = drift_history(registry, schema.name, schema.version)
     checks = check_history(registry, schema.name, schema.version)
-    data = report_data(schema, history, drifts, checks, now=now)
+    materialized = last_materialized(registry, schema)
+    data = report_data(schema, history, drifts, checks, now=now, last_materialized=materialized)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{schema.name}_v{schema.version}_quality"
@@ -95,10 +97,16 @@ def report_data(
     checks: Sequence[dict[str, Any]],
     *,
     now: datetime | None = None,
+    last_materialized: datetime | None = None,
 ) -> dict[str, Any]:
-    """The JSON form: latest statistics, freshness, null rates and drift per version, checks."""
+    """The JSON form: latest statistics, freshness, null rates and drift per version, checks.
+
+    Freshness: the age of the newest event and of the last materialization (`last_materialized`,
+    naive UTC) against the group's declared `freshness`.
+    """
     latest = list(history.values())[-1] if history else None
     age = _age_seconds(latest.last_event if latest else None, now)
+    run_age = _age_seconds(last_materialized.isoformat() if last_materialized else None, now)
     limit = schema.freshness.total_seconds() if schema.freshness else None
     return {
         "group": schema.name,
@@ -110,6 +118,11 @@ def report_data(
             "age_seconds": age,
             "max_age_seconds": limit,
             "fresh": None if limit is None or age is None else age <= limit,
+            "last_materialized": last_materialized.isoformat() if last_materialized else None,
+            "materialization_age_seconds": run_age,
+            "materialization_fresh": (
+                None if limit is None or run_age is None else run_age <= limit
+            ),
         },
         "null_rate_by_version": {
             str(v): {n: f.null_rate for n, f in s.features.items()} for v, s in history.items()
@@ -158,6 +171,13 @@ def render_html(
         ("Delta version", str(latest.delta_version) if latest else "—", ""),
         ("Newest event", (fresh["last_event"] or "—")[:19].replace("T", " "), ""),
         ("Age of newest event", _duration(fresh["age_seconds"]), _fresh_class(fresh["fresh"])),
+        (
+            "Last materialization",
+            _duration(fresh["materialization_age_seconds"]) + " ago"
+            if fresh["materialization_age_seconds"] is not None
+            else "—",
+            _fresh_class(fresh["materialization_fresh"]),
+        ),
         (
             "Last check",
             "—" if check is None else ("passed" if check["passed"] else "failed"),

@@ -13,6 +13,7 @@ from typing import Any
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
 from featurelake.schema.durations import format_duration, parse_duration
+from featurelake.schema.materialization import MaterializationSource, check_cron
 from featurelake.schema.types import DataType, FeatureType, SqlType
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -417,6 +418,8 @@ class FeatureGroupSchema:
     entity_key_types: Mapping[str, SqlType] = field(default_factory=dict)
     freshness: timedelta | None = None
     checks: GroupChecks | None = None
+    materialization_schedule: str | None = None
+    source: MaterializationSource | None = None
 
     def __init__(
         self,
@@ -433,6 +436,8 @@ class FeatureGroupSchema:
         entity_key_types: Mapping[str, str | DataType | SqlType] | None = None,
         freshness: str | int | float | timedelta | None = None,
         checks: GroupChecks | Mapping[str, Any] | None = None,
+        materialization_schedule: str | None = None,
+        source: MaterializationSource | Mapping[str, Any] | str | None = None,
     ) -> None:
         check_identifier(name, "feature group")
         keys = (entity_keys,) if isinstance(entity_keys, str) else tuple(entity_keys)
@@ -541,6 +546,16 @@ class FeatureGroupSchema:
                         fix="use allowed_values or a sql rule for non-numeric features.",
                     )
         set_(self, "checks", group_checks)
+        set_(
+            self,
+            "materialization_schedule",
+            None
+            if materialization_schedule is None
+            else check_cron(
+                materialization_schedule, what=f"materialization_schedule of group '{name}'"
+            ),
+        )
+        set_(self, "source", MaterializationSource.from_value(source))
 
     def __hash__(self) -> int:
         return hash(self.fingerprint())
@@ -599,6 +614,10 @@ class FeatureGroupSchema:
             out["entity_key_types"] = {
                 k: v.simple_string() for k, v in self.entity_key_types.items()
             }
+        if self.materialization_schedule is not None:
+            out["materialization_schedule"] = self.materialization_schedule
+        if self.source is not None:
+            out["source"] = self.source.to_dict()
         return out
 
     @classmethod
@@ -623,6 +642,8 @@ class FeatureGroupSchema:
             "partition_columns",
             "entity_key_types",
             "checks",
+            "materialization_schedule",
+            "source",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -654,6 +675,8 @@ class FeatureGroupSchema:
             entity_key_types=key_types,
             freshness=data.get("freshness"),
             checks=data.get("checks"),
+            materialization_schedule=data.get("materialization_schedule"),
+            source=data.get("source"),
         )
 
     def to_json(self) -> str:

@@ -1,0 +1,269 @@
+"""Materialize a group from its declared source, reading only what changed since the last run.
+
+A table source with `incremental: true` is read through its Change Data Feed from the version
+after the watermark (kept in the registry per group version) up to the table's current
+version; the changes are netted, transformed and merged into Gold in one commit (deleted source
+rows delete their Gold rows). The first run, a changed source, `full=True`, a query-only source
+or a feed that is not available (vacuumed, enabled later) recomputes the whole table instead.
+The watermark moves only after the Gold commit, so a failed run leaves it where it was and a
+re-run reads the same range again; merging the same changes twice gives the same table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from featurelake.errors import FeatureStoreError, MaterializationError
+from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.quality.freshness import MATERIALIZATION_RUN
+from featurelake.registry import Lineage
+from featurelake.registry.registry import group_key
+from featurelake.scheduling import sources
+from featurelake.schema import FeatureGroupSchema
+from featurelake.schema.materialization import MaterializationSource
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+
+WATERMARK = "materialization_watermark"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class MaterializationRun:
+    """What one run did. `mode`: `incremental`, `full` or `up_to_date` (nothing new)."""
+
+    group: str
+    version: int
+    mode: str
+    source: str
+    from_version: int | None
+    to_version: int | None
+    rows_written: int
+    gold_version: int | None
+    started_at: str
+    ended_at: str
+    duration_seconds: float
+    fallback_reason: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def watermark(store: MaterializedFeatureStore, group: str | FeatureGroupSchema) -> dict[str, Any]:
+    """The last source version merged into the group's Gold table ({} before the first run)."""
+    schema = store.resolve_group(group)
+    return store.registry.get_object(WATERMARK, group_key(schema.name, schema.version)) or {}
+
+
+def materialize_from_source(
+    store: MaterializedFeatureStore,
+    group: str | FeatureGroupSchema,
+    *,
+    full: bool = False,
+    source: MaterializationSource | None = None,
+    slot: datetime | None = None,
+    job: str | None = None,
+) -> MaterializationRun:
+    """Bring the group's Gold table up to date with its source (see the module docstring).
+
+    `source` overrides the schema's; `slot` (a scheduler's cron slot) is recorded with the run.
+    Every run, failed or not, is recorded in the registry as a `materialization_run` event.
+    """
+    schema = store.resolve_group(group)
+    chosen = source or schema.source
+    if chosen is None:
+        raise MaterializationError(
+            f"Group '{schema.name}' v{schema.version} declares no source to materialize from.",
+            fix="add 'source: {table: <Silver Delta table>}' (or a query) to the group's YAML "
+            "and run featurelake apply.",
+            group=schema.name,
+        )
+    key = group_key(schema.name, schema.version)
+    started_at = _now()
+    started = time.perf_counter()
+    try:
+        run = _run(store, schema, chosen, full=full, started_at=started_at, job=job)
+    except Exception as error:
+        store.registry.append_event(
+            MATERIALIZATION_RUN,
+            key,
+            {
+                "outcome": FAILED,
+                "slot": slot.isoformat() if slot else None,
+                "started_at": started_at.isoformat(),
+                "ended_at": _now().isoformat(),
+                "duration_seconds": round(time.perf_counter() - started, 3),
+                "error": str(error).strip().splitlines()[0] if str(error).strip() else repr(error),
+            },
+        )
+        raise
+    store.registry.append_event(
+        MATERIALIZATION_RUN,
+        key,
+        {**run.to_dict(), "outcome": SUCCEEDED, "slot": slot.isoformat() if slot else None},
+    )
+    return run
+
+
+def _run(
+    store: MaterializedFeatureStore,
+    schema: FeatureGroupSchema,
+    source: MaterializationSource,
+    *,
+    full: bool,
+    started_at: datetime,
+    job: str | None,
+) -> MaterializationRun:
+    spark = store.spark
+    key = group_key(schema.name, schema.version)
+    started = time.perf_counter()
+    lineage = Lineage(
+        sources=tuple(s for s in (source.table,) if s),
+        job=job or "featurelake.scheduling",
+        query=source.query,
+    )
+    identity = _identity(source)
+
+    def finish(
+        mode: str,
+        start: int | None,
+        end: int | None,
+        result: WriteResult | None,
+        fallback: str | None = None,
+    ) -> MaterializationRun:
+        return MaterializationRun(
+            group=schema.name,
+            version=schema.version,
+            mode=mode,
+            source=identity,
+            from_version=start,
+            to_version=end,
+            rows_written=result.rows_written if result else 0,
+            gold_version=result.delta_version if result else None,
+            started_at=started_at.isoformat(),
+            ended_at=_now().isoformat(),
+            duration_seconds=round(time.perf_counter() - started, 3),
+            fallback_reason=fallback,
+        )
+
+    if source.table is None:  # a query alone: recompute in full
+        frame = sources.transform_rows(spark, source, None)
+        written = store.write_features(schema, frame, WriteMode.OVERWRITE, lineage=lineage)
+        return finish("full", None, None, written)
+
+    location = sources.source_location(source.table)
+    current = sources.current_version(spark, location, schema.name)
+    mark = store.registry.get_object(WATERMARK, key) or {}
+    start: int | None = None
+    if not full and source.incremental and mark.get("source") == identity:
+        start = int(mark["source_version"]) + 1
+    if start is not None and start > current:
+        return finish("up_to_date", start, current, None)
+    result: WriteResult | None = None
+    mode = "full"
+    fallback = None
+    if start is not None:
+        try:
+            added, removed = sources.read_net_changes(
+                spark, location, start, current, source.options
+            )
+            result = _merge_changes(store, schema, source, added, removed, lineage)
+            mode = "incremental"
+        except FeatureStoreError:
+            raise
+        except Exception as error:
+            fallback = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
+            if not _feed_unavailable(fallback):
+                raise
+            logger.warning(
+                "materializing {}: the change feed of {} from version {} is not available ({}); "
+                "recomputing in full",
+                key,
+                source.table,
+                start,
+                fallback,
+            )
+    if mode == "full":
+        snapshot = sources.read_snapshot(spark, location, current, source.options)
+        frame = sources.transform_rows(spark, source, snapshot)
+        result = store.write_features(schema, frame, WriteMode.OVERWRITE, lineage=lineage)
+    store.registry.put_object(
+        WATERMARK,
+        key,
+        {
+            "source": identity,
+            "source_version": current,
+            "gold_version": result.delta_version if result else None,
+            "at": _now().isoformat(),
+        },
+    )
+    run = finish(mode, start, current, result, fallback)
+    logger.info(
+        "materialized {} ({}) from {} versions {}..{}: {} rows, Gold version {}",
+        key,
+        mode,
+        source.table,
+        start,
+        current,
+        run.rows_written,
+        run.gold_version,
+    )
+    return run
+
+
+def _merge_changes(
+    store: MaterializedFeatureStore,
+    schema: FeatureGroupSchema,
+    source: MaterializationSource,
+    added: DataFrame,
+    removed: DataFrame,
+    lineage: Lineage,
+) -> WriteResult | None:
+    spark = store.spark
+    upserts = sources.transform_rows(spark, source, added)
+    keys = [*schema.entity_keys, schema.timestamp_key]
+    gone = sources.transform_rows(spark, source, removed)
+    missing = [k for k in keys if k not in gone.columns]
+    if missing:
+        raise MaterializationError(
+            f"The source of group '{schema.name}' does not give the column(s) {missing} for "
+            "removed rows.",
+            fix="keep the entity keys and the event time in the query / transform output.",
+            group=schema.name,
+        )
+    deletes = gone.select(*keys)
+    if not upserts.take(1) and not deletes.take(1):
+        return None
+    return store.apply_changes(schema, upserts, deletes, lineage=lineage)
+
+
+def _identity(source: MaterializationSource) -> str:
+    """What the watermark belongs to: a different table, query or transform starts over."""
+    return "|".join(str(part) for part in (source.table, source.query, source.transform))
+
+
+_FEED_MARKERS = (
+    "DELTA_MISSING_CHANGE_DATA",
+    "change data was not recorded",
+    "DELTA_CHANGE_DATA_FEED_NOT_ENABLED",
+    "Change Data Feed",
+    "DELTA_FILE_NOT_FOUND",
+    "VersionNotFoundException",
+    "DELTA_VERSIONS_NOT_CONTIGUOUS",
+    "FileNotFoundException",
+)
+
+
+def _feed_unavailable(message: str) -> bool:
+    return any(marker.lower() in message.lower() for marker in _FEED_MARKERS)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
