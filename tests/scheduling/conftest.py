@@ -50,10 +50,14 @@ def spend_group(source: dict[str, Any] | str | None, **extra: Any) -> FeatureGro
 
 
 @pytest.fixture
-def kit(spark: SparkSession, tmp_path: Path) -> SimpleNamespace:
-    """Helpers: `silver(rows)` creates a CDF-enabled Delta table, `rows`, `group`, `gold`."""
+def kit(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespace:
+    """Helpers: `silver(rows)` creates a CDF-enabled Delta table, `rows`, `group`, `gold`.
+
+    Spark starts only when a test creates a table.
+    """
 
     def silver(rows: list[tuple[Any, ...]], name: str = "silver") -> str:
+        spark: SparkSession = request.getfixturevalue("spark")
         path = tmp_path / name
         spark.createDataFrame(rows, SILVER_COLUMNS).write.format("delta").option(
             "delta.enableChangeDataFeed", "true"

@@ -266,6 +266,8 @@ def _register_scheduling() -> None:
     from featurelake.cli import schedule
 
     app.command("freshness")(schedule.freshness)
+    app.command("refresh")(schedule.refresh)
+    app.add_typer(schedule.schedule_app, name="schedule")
 
 
 _register()
