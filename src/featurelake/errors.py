@@ -92,3 +92,7 @@ class OnlineStoreUnavailableError(TransientError, OnlineStoreError):
 
 class UnsupportedOperationError(FeatureStoreError):
     """The operation is not available on this kind of Spark session or backend."""
+
+
+class DeltaTableNotReadableError(UnsupportedOperationError):
+    """delta-rs cannot read a Delta table (a reader feature or protocol it does not support)."""

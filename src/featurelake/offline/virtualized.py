@@ -288,29 +288,40 @@ class SparkQueryExecutor(QueryExecutor):
         )
 
 
-ExecutorLoader = Callable[["SparkSession"], QueryExecutor]
+ExecutorLoader = Callable[[Any], QueryExecutor]
 
 
-def _spark_executor(spark: SparkSession) -> QueryExecutor:
-    return SparkQueryExecutor(spark)
+def _session(spark: Any) -> SparkSession:
+    return spark() if callable(spark) else spark
+
+
+def _spark_executor(spark: Any) -> QueryExecutor:
+    return SparkQueryExecutor(_session(spark))
+
+
+def _duckdb_executor(spark: Any) -> QueryExecutor:
+    from featurelake.offline.duckdb import load_executor  # DependencyNotInstalledError without it
+
+    return load_executor(spark)
 
 
 class ExecutorName(StrEnum):
     """Query executors featurelake ships."""
 
     SPARK = "spark"
+    DUCKDB = "duckdb"
 
 
 EXECUTORS: dict[str, ExecutorLoader] = {
     ExecutorName.SPARK.value: _spark_executor,
-    # A DuckDB executor over the same Delta tables adds an entry here whose loader imports
-    # `featurelake.offline.duckdb` (and raises DependencyNotInstalledError without duckdb).
+    ExecutorName.DUCKDB.value: _duckdb_executor,
 }
 
 
-def create_query_executor(name: str, spark: SparkSession) -> QueryExecutor:
+def create_query_executor(name: str, spark: Any) -> QueryExecutor:
     """The executor called `name`: a key of `EXECUTORS`, or the dotted path of a
-    `QueryExecutor` subclass (constructed with the SparkSession)."""
+    `QueryExecutor` subclass (constructed with the SparkSession). `spark` is a session or a
+    function returning one (called only by engines that need Spark)."""
     loader = EXECUTORS.get(str(name).lower())
     if loader is not None:
         return loader(spark)
@@ -329,7 +340,7 @@ def create_query_executor(name: str, spark: SparkSession) -> QueryExecutor:
                 fix="point at a class that extends featurelake.offline.virtualized.QueryExecutor.",
             )
         factory: Callable[[SparkSession], QueryExecutor] = cls
-        return factory(spark)
+        return factory(_session(spark))
     raise ConfigurationError(
         f"Unknown query executor '{name}'.",
         fix=f"use one of {', '.join(EXECUTORS)}, or the dotted path of a QueryExecutor class.",
@@ -428,7 +439,7 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         name = str(engine or self.default_engine)
         with self._lock:
             if name not in self._executors:
-                self._executors[name] = create_query_executor(name, self.spark)
+                self._executors[name] = create_query_executor(name, lambda: self.spark)
             return self._executors[name]
 
     # -- groups and definitions -----------------------------------------------------------------

@@ -1,0 +1,375 @@
+"""Latest-value and point-in-time reads in DuckDB, with the Spark path's exact rules.
+
+The rules are those of `offline.reads.latest_features` and `offline.pit.point_in_time_join`;
+this module restates them in DuckDB SQL over Arrow tables (keys, event time, features and
+`_ingested_at`, timestamps as naive UTC):
+
+- latest: per entity, the row with the greatest (event time, `_ingested_at`, then every
+  orderable feature of the group in declaration order), nulls lowest; only rows with
+  `event_ts <= point_in_time` when one is given.
+- point in time: per entity row `(keys, t)` and group, the latest event with `event_ts <= t`
+  (and `t - event_ts <= ttl`), equal event times ordered by `_ingested_at` and then by the
+  requested features (nulls lowest). Rows with a null key or time get null features; with
+  `fill="last_non_null"` each feature takes its own latest non-null value, its ttl measured on
+  that value's event time. Events are first reduced to one per (keys, event time) by that order,
+  then joined with DuckDB's `ASOF LEFT JOIN` (whose ties and nulls are thereby settled).
+
+Values reach SQL only as registered Arrow tables or as literals formatted from typed values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from featurelake.errors import PointInTimeError
+from featurelake.offline.delta_reader import quote, sql_literal
+from featurelake.schema import INGESTED_AT, DataType, SqlType
+
+if TYPE_CHECKING:
+    import duckdb
+    import pyarrow as pa
+
+ROW = "__fl_row"
+
+
+@dataclass(frozen=True)
+class GroupRows:
+    """One group's rows for a DuckDB read."""
+
+    group: str
+    table: pa.Table
+    """Keys, event time, features and `_ingested_at` (naive UTC timestamps)."""
+    entity_keys: tuple[str, ...]
+    timestamp_key: str
+    features: tuple[str, ...]
+    """The features to return, in order."""
+    tie_breakers: tuple[str, ...] = ()
+    """Features ordering exact ties (latest reads: every feature of the group)."""
+    output_names: Mapping[str, str] = field(default_factory=dict)
+    ttl: timedelta | None = None
+
+    def output_name(self, feature: str) -> str:
+        return self.output_names.get(feature, feature)
+
+
+def latest_rows(
+    connection: duckdb.DuckDBPyConnection,
+    groups: Sequence[GroupRows],
+    keys: Sequence[str],
+    *,
+    ids: pa.Table | None = None,
+    point_in_time: datetime | None = None,
+) -> pa.Table:
+    """The latest value per entity of each group (full outer join on `keys` across groups),
+    restricted to the entities of `ids` (a table of key columns) when given."""
+    names = _Names(connection)
+    id_view = names.register(ids) if ids is not None else None
+    parts = []
+    for group in groups:
+        view = names.register(group.table)
+        types = _types(group.table)
+        ts = quote(group.timestamp_key)
+        where = []
+        if point_in_time is not None:
+            where.append(f"{ts} <= {sql_literal(point_in_time)}")
+        if id_view is not None:
+            match = " AND ".join(f"s.{quote(k)} = i.{quote(k)}" for k in keys)
+            where.append(f"EXISTS (SELECT 1 FROM {id_view} i WHERE {match})")
+        order = [f"{ts} DESC NULLS LAST", f"{quote(INGESTED_AT)} DESC NULLS LAST"]
+        order += [
+            f"{quote(f)} DESC NULLS LAST"
+            for f in group.tie_breakers
+            if f in types and _orderable(types[f])
+        ]
+        columns = [quote(k) for k in keys]
+        if len(groups) == 1:
+            columns.append(ts)
+        columns += [f"{quote(f)} AS {quote(group.output_name(f))}" for f in group.features]
+        parts.append(
+            f"SELECT {', '.join(columns)} FROM (SELECT s.*, row_number() OVER ("
+            f"PARTITION BY {', '.join('s.' + quote(k) for k in keys)} "
+            f"ORDER BY {', '.join(order)}) AS {ROW} FROM {view} s"
+            + (f" WHERE {' AND '.join(where)}" if where else "")
+            + f") WHERE {ROW} = 1"
+        )
+    sql = parts[0]
+    for part in parts[1:]:
+        using = ", ".join(map(quote, keys))
+        sql = f"SELECT * FROM ({sql}) FULL OUTER JOIN ({part}) USING ({using})"
+    try:
+        return connection.sql(sql).to_arrow_table()
+    finally:
+        names.drop()
+
+
+def point_in_time_rows(
+    connection: duckdb.DuckDBPyConnection,
+    entities: pa.Table,
+    groups: Sequence[GroupRows],
+    timestamp_column: str,
+    fill: str = "none",
+) -> pa.Table:
+    """Every row of `entities`, in order, with each group's features as of its own time."""
+    import pyarrow as pa
+
+    _validate(entities, groups, timestamp_column, fill)
+    names = _Names(connection)
+    try:
+        numbered = entities.append_column(ROW, pa.array(range(entities.num_rows), pa.int64()))
+        entity_view = names.register(numbered)
+        bounds = _time_bounds(connection, entity_view, timestamp_column)
+        joins = []
+        outputs = []
+        for g_index, group in enumerate(groups):
+            key_types = _key_types(entities, group)
+            view = names.register(group.table)
+            types = _types(group.table)
+            units: list[tuple[str | None, tuple[str, ...]]] = (
+                [(None, group.features)] if fill == "none" else [(f, (f,)) for f in group.features]
+            )
+            if fill == "none":
+                ordered = all(_orderable(types[f]) for f in group.features)
+                tie = list(group.features) if ordered else []
+            else:
+                tie = [f for f in group.features if _orderable(types[f])]
+            for u_index, (required, features) in enumerate(units):
+                alias = f"u{g_index}_{u_index}"
+                unit = _unit_sql(
+                    entity_view,
+                    view,
+                    group,
+                    key_types,
+                    timestamp_column,
+                    bounds,
+                    required,
+                    features,
+                    tie,
+                )
+                joins.append(f"LEFT JOIN ({unit}) {alias} USING ({ROW})")
+                outputs += [
+                    f"{alias}.{quote(_value(i))} AS {quote(group.output_name(f))}"
+                    for i, f in enumerate(features)
+                ]
+        select = [f"e.{quote(c)}" for c in entities.column_names] + outputs
+        sql = f"SELECT {', '.join(select)} FROM {entity_view} e {' '.join(joins)} ORDER BY e.{ROW}"
+        try:
+            return connection.sql(sql).to_arrow_table()
+        except Exception as error:
+            if type(error).__name__ == "ConversionException":
+                raise PointInTimeError(
+                    f"Some values of the entity timestamp column '{timestamp_column}' cannot "
+                    f"be read as timestamps: {str(error).splitlines()[0]}",
+                    fix=f"parse '{timestamp_column}' with pd.to_datetime first, or set the "
+                    "unreadable values to null.",
+                    column=timestamp_column,
+                ) from error
+            raise
+    finally:
+        names.drop()
+
+
+def _unit_sql(
+    entity_view: str,
+    view: str,
+    group: GroupRows,
+    key_types: Sequence[str],
+    timestamp_column: str,
+    bounds: tuple[datetime | None, datetime | None],
+    required: str | None,
+    features: Sequence[str],
+    tie: Sequence[str],
+) -> str:
+    """One ASOF join: per entity row, the values of `features` from the latest event (of the
+    events where `required` is not null, for `fill="last_non_null"`)."""
+    keys = group.entity_keys
+    knames = [f"__k{i}" for i in range(len(keys))]
+    ts = quote(group.timestamp_key)
+    low, high = bounds
+    where = [f"{ts} IS NOT NULL"] + [f"{quote(k)} IS NOT NULL" for k in keys]
+    if high is None:
+        where.append("FALSE")
+    else:
+        where.append(f"CAST({ts} AS TIMESTAMP) <= {sql_literal(high)}")
+        if group.ttl is not None and low is not None:
+            where.append(f"CAST({ts} AS TIMESTAMP) >= {sql_literal(low - group.ttl)}")
+    if required is not None:
+        where.append(f"{quote(required)} IS NOT NULL")
+    order = [f"{quote(INGESTED_AT)} DESC NULLS LAST"] + [f"{quote(f)} DESC NULLS LAST" for f in tie]
+    casted = [
+        f"CAST({quote(k)} AS {t}) AS {n}" for k, t, n in zip(keys, key_types, knames, strict=True)
+    ]
+    values = [f"{quote(f)} AS {quote(_value(i))}" for i, f in enumerate(features)]
+    events = (
+        f"SELECT {', '.join(casted)}, CAST({ts} AS TIMESTAMP) AS __ts, {', '.join(values)}, "
+        f"row_number() OVER (PARTITION BY {', '.join(knames)}, CAST({ts} AS TIMESTAMP) "
+        f"ORDER BY {', '.join(order)}) AS __rank FROM {view} WHERE {' AND '.join(where)}"
+    )
+    entity_keys = [
+        f"CAST({quote(k)} AS {t}) AS {n}" for k, t, n in zip(keys, key_types, knames, strict=True)
+    ]
+    entity = (
+        f"SELECT {ROW}, {', '.join(entity_keys)}, "
+        f"CAST({quote(timestamp_column)} AS TIMESTAMP) AS __t FROM {entity_view}"
+    )
+    match = " AND ".join(f"e.{n} = f.{n}" for n in knames)
+    picked = []
+    for i in range(len(features)):
+        value = f"f.{quote(_value(i))}"
+        if group.ttl is not None:
+            micros = group.ttl // timedelta(microseconds=1)
+            value = f"CASE WHEN e.__t <= f.__ts + to_microseconds({int(micros)}) THEN {value} END"
+        picked.append(f"{value} AS {quote(_value(i))}")
+    return (
+        f"SELECT e.{ROW}, {', '.join(picked)} FROM ({entity}) e ASOF LEFT JOIN "
+        f"(SELECT * FROM ({events}) WHERE __rank = 1) f ON {match} AND e.__t >= f.__ts"
+    )
+
+
+def _value(index: int) -> str:
+    return f"__v{index}"
+
+
+def _time_bounds(
+    connection: duckdb.DuckDBPyConnection, entity_view: str, column: str
+) -> tuple[datetime | None, datetime | None]:
+    try:
+        rows = connection.execute(
+            f"SELECT min(CAST({quote(column)} AS TIMESTAMP)), "
+            f"max(CAST({quote(column)} AS TIMESTAMP)) FROM {entity_view}"
+        ).fetchall()
+    except Exception as error:
+        if type(error).__name__ == "ConversionException":
+            raise PointInTimeError(
+                f"Some values of the entity timestamp column '{column}' cannot be read as "
+                f"timestamps: {str(error).splitlines()[0]}",
+                fix=f"parse '{column}' with pd.to_datetime first, or set the unreadable values "
+                "to null.",
+                column=column,
+            ) from error
+        raise
+    return rows[0][0], rows[0][1]
+
+
+def _validate(entities: pa.Table, groups: Sequence[GroupRows], column: str, fill: str) -> None:
+    """The checks of `pit._validate` that can fail on entity rows given as pandas / Arrow."""
+    import pyarrow as pa
+
+    if fill not in ("none", "last_non_null"):
+        raise PointInTimeError(
+            f"fill={fill!r} is not a fill mode.",
+            fix="pass fill='none' (a null in the latest event stays null) or "
+            "fill='last_non_null' (each feature takes its latest non-null value).",
+        )
+    names = entities.column_names
+    duplicates = sorted({c for c in names if names.count(c) > 1})
+    if duplicates:
+        raise PointInTimeError(
+            f"The entity DataFrame has duplicate column names: {duplicates}.",
+            fix="rename or drop the duplicates (e.g. after a join) before requesting features.",
+        )
+    if column not in names:
+        raise PointInTimeError(
+            f"entity_df has no column '{column}'.",
+            fix=f"pass timestamp_column= one of {names}.",
+        )
+    kind = entities.schema.field(column).type
+    if not (
+        pa.types.is_timestamp(kind)
+        or pa.types.is_date(kind)
+        or pa.types.is_string(kind)
+        or pa.types.is_large_string(kind)
+        or pa.types.is_null(kind)
+    ):
+        raise PointInTimeError(
+            f"The entity timestamp column '{column}' has type {kind}, which is not a time.",
+            fix=f"make '{column}' a timestamp, a date, or a string such as "
+            "'2024-01-31 12:00:00' (e.g. with pd.to_datetime).",
+        )
+    for group in groups:
+        if group.ttl is not None and group.ttl < timedelta(0):
+            raise PointInTimeError(
+                f"The ttl of group '{group.group}' is negative ({group.ttl}).",
+                fix="use a ttl of zero or more, or None for no limit.",
+                group=group.group,
+            )
+
+
+def _key_types(entities: pa.Table, group: GroupRows) -> list[str]:
+    """The DuckDB type both sides of each key are compared as (pit's `_common_key_type`)."""
+    from featurelake.offline.duckdb import duckdb_type, sql_type_from_arrow
+
+    types = []
+    for key in group.entity_keys:
+        if key not in entities.column_names:
+            raise PointInTimeError(
+                f"entity_df has no column ['{key}'] for the entity keys of group "
+                f"'{group.group}' ({list(group.entity_keys)}).",
+                fix=f"add the key column '{key}' to entity_df.",
+                group=group.group,
+            )
+        sides = [
+            ("the entity DataFrame", entities.schema.field(key).type),
+            (f"group '{group.group}'", group.table.schema.field(key).type),
+        ]
+        parsed: list[SqlType | None] = []
+        for _, kind in sides:
+            try:
+                parsed.append(sql_type_from_arrow(kind))
+            except ValueError:
+                parsed.append(None)
+        left, right = parsed
+        if left is not None and left == right:
+            types.append(duckdb_type(left))
+        elif all(p is not None and p.kind in (DataType.INT, DataType.BIGINT) for p in parsed):
+            types.append("BIGINT")
+        else:
+            listing = ", ".join(f"{kind} in {where}" for where, kind in sides)
+            raise PointInTimeError(
+                f"The entity key '{key}' has different types: {listing}.",
+                fix=f"cast '{key}' to one type on both sides before the point-in-time join.",
+                column=key,
+            )
+    return types
+
+
+def _types(table: pa.Table) -> dict[str, Any]:
+    return {f.name: f.type for f in table.schema}
+
+
+def _orderable(kind: Any) -> bool:
+    """Spark's rule: maps (and anything holding one) cannot be ordered."""
+    import pyarrow as pa
+
+    if pa.types.is_map(kind):
+        return False
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _orderable(kind.value_type)
+    if pa.types.is_struct(kind):
+        return all(_orderable(kind.field(i).type) for i in range(kind.num_fields))
+    return True
+
+
+class _Names:
+    """Arrow tables registered on a connection for one read, dropped afterwards."""
+
+    def __init__(self, connection: duckdb.DuckDBPyConnection) -> None:
+        self.connection = connection
+        self.names: list[str] = []
+
+    def register(self, table: pa.Table) -> str:
+        name = f"_fl_{uuid.uuid4().hex[:12]}"
+        self.connection.register(name, table)
+        self.names.append(name)
+        return quote(name)
+
+    def drop(self) -> None:
+        for name in self.names:
+            self.connection.unregister(name)
+        self.names.clear()
+
+
+__all__ = ["GroupRows", "latest_rows", "point_in_time_rows"]

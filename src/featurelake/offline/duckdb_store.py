@@ -1,0 +1,437 @@
+"""Spark-free reads of a store: `DuckDBFeatureReader` (pandas in, pandas out).
+
+Gold tables are read with delta-rs (`offline.delta_reader`, pruned by the request's entity ids
+and times, at the current or a pinned Delta version); virtual groups defined in DuckDB SQL run
+on the `DuckDBQueryExecutor`. The latest-value and point-in-time rules are those of the Spark
+path (`offline.duckdb_reads`), so both engines answer a request with the same rows. Nothing here
+starts a Spark session; the hybrid router (`offline.hybrid`) decides when this path serves.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from featurelake.config import FeatureStoreConfig
+from featurelake.errors import (
+    FeatureStoreError,
+    MaterializationError,
+    PointInTimeError,
+    SchemaValidationError,
+    VirtualizationQueryError,
+)
+from featurelake.offline.delta_reader import (
+    ScanFilter,
+    Snapshot,
+    open_snapshot,
+    quote,
+    read_arrow,
+)
+from featurelake.offline.duckdb_reads import GroupRows, latest_rows, point_in_time_rows
+from featurelake.offline.estimates import PruneSpec, prune_spec
+from featurelake.offline.reads import Selected, output_names, resolve_refs, shared_entity_keys
+from featurelake.offline.virtualized import VirtualQuery, check_output
+from featurelake.registry import Registry, TableLocation
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+
+if TYPE_CHECKING:
+    import duckdb
+    import pandas as pd
+    import pyarrow as pa
+
+    from featurelake.offline.virtualized import VirtualizedFeatureStore
+
+
+class DuckDBFeatureReader:
+    """Latest and point-in-time reads of registered groups on DuckDB, without Spark."""
+
+    def __init__(
+        self,
+        config: FeatureStoreConfig,
+        registry: Registry | None = None,
+        *,
+        virtual: VirtualizedFeatureStore | None = None,
+    ) -> None:
+        from featurelake.offline.duckdb import connect
+
+        self.config = config
+        self.registry = registry or Registry(config)
+        self.virtual = virtual
+        self._connection = connect()
+        self._lock = threading.Lock()
+
+    # -- what DuckDB can read ------------------------------------------------------------------
+
+    def gold_unreadable(self, schema: FeatureGroupSchema) -> str | None:
+        """Why DuckDB cannot read the group's Gold table, or None when it can."""
+        location = self.registry.gold_location(schema.name, schema.version)
+        if not _local(location):
+            return f"the Gold table {location} is not a local Delta path (delta-rs reads those)"
+        try:
+            open_snapshot(str(location.path))
+        except FeatureStoreError as error:
+            return error.message
+        return None
+
+    def virtual_unreadable(self, schema: FeatureGroupSchema) -> str | None:
+        """Why DuckDB cannot compute the virtual group, or None when it can."""
+        if self.virtual is None:
+            return "no virtual store is attached"
+        definition = self.virtual.find_definition(schema)
+        if definition is None:
+            return "the group has no virtual definition"
+        if definition.engine != "duckdb":
+            return f"its virtual query is {definition.engine} SQL"
+        return None
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def get_features(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+        virtual_groups: Collection[str] = (),
+    ) -> pd.DataFrame:
+        """The latest value per entity of the referenced features, as of `point_in_time`
+        (same rules and columns as `MaterializedFeatureStore.get_features`).
+
+        `entity_ids`: values of one key, dicts/tuples of several keys, or a pandas DataFrame
+        of key columns. `as_of_version` / `as_of_timestamp` read the Gold tables at a past
+        version (time travel); groups named in `virtual_groups` run their DuckDB query.
+        """
+        selected = resolve_refs(self.registry, feature_refs)
+        keys = shared_entity_keys(selected)
+        ids = _ids_table(entity_ids, keys)
+        names = output_names(selected)
+        groups = []
+        for schema, features in selected.values():
+            spec = prune_spec(
+                keys, schema.timestamp_key, entity_ids=entity_ids, point_in_time=point_in_time
+            )
+            table = self._rows(
+                schema,
+                schema.feature_names,
+                spec,
+                virtual=schema.name in virtual_groups,
+                version=as_of_version,
+                timestamp=as_of_timestamp,
+            )
+            groups.append(
+                GroupRows(
+                    group=schema.name,
+                    table=table,
+                    entity_keys=schema.entity_keys,
+                    timestamp_key=schema.timestamp_key,
+                    features=tuple(features),
+                    tie_breakers=schema.feature_names,
+                    output_names={f: names[(schema.name, f)] for f in features},
+                )
+            )
+        with self._cursor() as cursor:
+            result = latest_rows(cursor, groups, keys, ids=ids, point_in_time=point_in_time)
+        return result.to_pandas()
+
+    def get_historical_features(
+        self,
+        entity_df: pd.DataFrame,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        *,
+        virtual_groups: Collection[str] = (),
+        versions: Mapping[str, int] | None = None,
+    ) -> pd.DataFrame:
+        """Point-in-time-correct features for every row of `entity_df` (pandas), in its row
+        order (same rules and columns as `get_historical_features` on Spark).
+
+        `versions` pins the Delta version read per group name; `virtual_groups` run their
+        DuckDB query.
+        """
+        import pandas as pd
+
+        if not isinstance(entity_df, pd.DataFrame):
+            raise PointInTimeError(
+                f"entity_df must be a pandas DataFrame for the DuckDB engine, got "
+                f"{type(entity_df).__name__}.",
+                fix="pass a pandas DataFrame (spark_df.toPandas() for small sets), or use "
+                "engine='spark'.",
+            )
+        if fill not in ("none", "last_non_null"):
+            raise PointInTimeError(
+                f"fill='{fill}' is not a fill mode.",
+                fix="use fill='none' (the latest event's values, nulls included) or "
+                "fill='last_non_null'.",
+            )
+        selected = resolve_refs(self.registry, feature_refs)
+        entities = _entity_arrow(entity_df)
+        column = _timestamp_column(entity_df, timestamp_column, selected)
+        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        for schema, _ in selected.values():
+            missing = [k for k in schema.entity_keys if k not in entities.column_names]
+            if missing:
+                raise PointInTimeError(
+                    f"entity_df has no column {missing} for the entity keys of group "
+                    f"'{schema.name}' ({list(schema.entity_keys)}).",
+                    fix=f"add the key column(s) {missing} to entity_df, or drop the refs of "
+                    f"'{schema.name}'.",
+                    group=schema.name,
+                )
+        names = output_names(selected)
+        taken = set(entities.column_names)
+        for (group, feature), name in list(names.items()):
+            if name in taken:
+                names[(group, feature)] = f"{group}__{feature}"
+        time_known = pd.api.types.is_datetime64_any_dtype(entity_df[column])
+        groups = []
+        for schema, features in selected.values():
+            group_ttl = ttl_override or schema.ttl
+            spec = prune_spec(
+                schema.entity_keys,
+                schema.timestamp_key,
+                entity_ids=entity_df,
+                entity_time_column=column if time_known else None,
+                ttl=group_ttl,
+            )
+            table = self._rows(
+                schema,
+                features,
+                spec,
+                virtual=schema.name in virtual_groups,
+                version=(versions or {}).get(schema.name),
+            )
+            groups.append(
+                GroupRows(
+                    group=schema.name,
+                    table=table,
+                    entity_keys=schema.entity_keys,
+                    timestamp_key=schema.timestamp_key,
+                    features=tuple(features),
+                    output_names={f: names[(schema.name, f)] for f in features},
+                    ttl=group_ttl,
+                )
+            )
+        with self._cursor() as cursor:
+            result = point_in_time_rows(cursor, entities, groups, column, fill)
+        return result.to_pandas()
+
+    # -- rows of one group ----------------------------------------------------------------------
+
+    def _rows(
+        self,
+        schema: FeatureGroupSchema,
+        features: Sequence[str],
+        spec: PruneSpec,
+        *,
+        virtual: bool,
+        version: int | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> pa.Table:
+        columns = [*schema.entity_keys, schema.timestamp_key, *features, INGESTED_AT]
+        if virtual:
+            if version is not None or timestamp is not None:
+                raise VirtualizationQueryError(
+                    f"Group '{schema.name}' is read virtually: it has no Delta version to read.",
+                    fix="materialize the group to read past versions, or read it without one.",
+                    group=schema.name,
+                )
+            return self._virtual_rows(schema, columns)
+        snapshot = self.snapshot(schema, version=version, timestamp=timestamp)
+        scan = ScanFilter(
+            values=spec.key_values,
+            time_column=spec.time_column,
+            time_min=spec.time_min,
+            time_max=spec.time_max,
+        )
+        return read_arrow(snapshot, columns, scan)
+
+    def snapshot(
+        self,
+        schema: FeatureGroupSchema,
+        *,
+        version: int | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> Snapshot:
+        """The group's Gold table as delta-rs opens it (at a version or time when given)."""
+        location = self.registry.gold_location(schema.name, schema.version)
+        if not _local(location):
+            raise MaterializationError(
+                f"The DuckDB engine reads Gold tables at local paths; group '{schema.name}' "
+                f"lives in {location}.",
+                fix="read it with engine='spark'.",
+                group=schema.name,
+            )
+        try:
+            return open_snapshot(str(location.path), version=version, timestamp=timestamp)
+        except MaterializationError as error:
+            if version is None and timestamp is None:
+                raise MaterializationError(
+                    f"Group '{schema.name}' v{schema.version} has no data yet ({location}).",
+                    fix=f"write features first: store.write_features('{schema.name}', df).",
+                    group=schema.name,
+                ) from error
+            raise
+
+    def _virtual_rows(self, schema: FeatureGroupSchema, columns: Sequence[str]) -> pa.Table:
+        from featurelake.offline.duckdb import DuckDBQueryExecutor, duckdb_type
+
+        reason = self.virtual_unreadable(schema)
+        if reason is not None:
+            raise VirtualizationQueryError(
+                f"Group '{schema.name}' cannot be computed on DuckDB: {reason}.",
+                fix="read it with engine='spark', or define it with engine='duckdb'.",
+                group=schema.name,
+            )
+        assert self.virtual is not None
+        definition = self.virtual.definition(schema)
+        executor = self.virtual.executor("duckdb")
+        assert isinstance(executor, DuckDBQueryExecutor)
+        assert definition.query is not None
+        table = executor.execute_arrow(schema.name, VirtualQuery(sql=definition.query))
+        from featurelake.offline.duckdb import sql_type_from_arrow
+
+        try:
+            found = [(f.name, sql_type_from_arrow(f.type)) for f in table.schema]
+        except ValueError as error:
+            raise VirtualizationQueryError(
+                f"The virtual query of group '{schema.name}' now yields a column featurelake "
+                f"cannot read: {error}",
+                fix="cast it in the query and define the group again.",
+                group=schema.name,
+            ) from error
+        check_output(schema, found, definition.query)
+        select = []
+        for key in schema.entity_keys:
+            declared = schema.entity_key_types.get(key)
+            select.append(
+                f"CAST({quote(key)} AS {duckdb_type(declared)}) AS {quote(key)}"
+                if declared
+                else quote(key)
+            )
+        select.append(
+            f"CAST({quote(schema.timestamp_key)} AS TIMESTAMP) AS {quote(schema.timestamp_key)}"
+        )
+        for feature in schema.features:
+            if feature.name in columns:
+                select.append(
+                    f"CAST({quote(feature.name)} AS {duckdb_type(feature.data_type)}) "
+                    f"AS {quote(feature.name)}"
+                )
+        select.append(f"CAST(NULL AS TIMESTAMP) AS {quote(INGESTED_AT)}")
+        with self._cursor() as cursor:
+            cursor.register("_fl_virtual_rows", table)
+            try:
+                return cursor.sql(
+                    f"SELECT {', '.join(select)} FROM _fl_virtual_rows"
+                ).to_arrow_table()
+            finally:
+                cursor.unregister("_fl_virtual_rows")
+
+    def _cursor(self) -> _Cursor:
+        with self._lock:
+            return _Cursor(self._connection.cursor())
+
+
+class _Cursor:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+
+    def __enter__(self) -> duckdb.DuckDBPyConnection:
+        return self.cursor
+
+    def __exit__(self, *exc: object) -> None:
+        self.cursor.close()
+
+
+def _local(location: TableLocation) -> bool:
+    path = location.path
+    return bool(path) and not location.table_name and ("://" not in str(path))
+
+
+def _ids_table(entity_ids: Any, keys: Sequence[str]) -> pa.Table | None:
+    """Entity ids as an Arrow table of key columns (None: every entity)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    if entity_ids is None:
+        return None
+    if isinstance(entity_ids, pd.DataFrame):
+        missing = [k for k in keys if k not in entity_ids.columns]
+        if missing:
+            raise SchemaValidationError(
+                f"entity_ids lacks the entity key column(s) {missing}.",
+                fix=f"include the columns {list(keys)}.",
+            )
+        return _entity_arrow(entity_ids[list(keys)].drop_duplicates())
+    if type(entity_ids).__name__ == "DataFrame":
+        raise SchemaValidationError(
+            "The DuckDB engine takes entity ids as values or a pandas DataFrame, not a Spark "
+            "DataFrame.",
+            fix="pass spark_df.toPandas() (small id sets), or use engine='spark'.",
+        )
+    if isinstance(entity_ids, (str, bytes)) or not isinstance(entity_ids, Sequence):
+        entity_ids = [entity_ids]
+    values = list(entity_ids)
+    if len(keys) == 1 and not any(isinstance(v, (Mapping, tuple, list)) for v in values):
+        return pa.table({keys[0]: pa.array([_plain(v) for v in values])})
+    rows = []
+    for value in values:
+        if isinstance(value, Mapping):
+            rows.append([_plain(value.get(k)) for k in keys])
+        elif isinstance(value, (tuple, list)) and len(value) == len(keys):
+            rows.append([_plain(v) for v in value])
+        else:
+            raise SchemaValidationError(
+                f"The entity id {value!r} does not give every key of {list(keys)}.",
+                fix="pass dicts like {'key': value, ...} or tuples in key order.",
+            )
+    return pa.table({k: pa.array([r[i] for r in rows]) for i, k in enumerate(keys)})
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if hasattr(value, "item") and not isinstance(value, (str, bytes)) else value
+
+
+def _entity_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A pandas frame as Arrow, tz-aware times as naive UTC (as `frames.to_spark` does)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    converted = frame.copy()
+    for column in converted.columns:
+        if isinstance(converted[column].dtype, pd.DatetimeTZDtype):
+            converted[column] = converted[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    return pa.Table.from_pandas(converted, preserve_index=False)
+
+
+def _timestamp_column(frame: pd.DataFrame, column: str | None, selected: Selected) -> str:
+    """As `training._timestamp_column`, for a pandas entity frame."""
+    import pandas as pd
+
+    if column:
+        if column not in frame.columns:
+            raise PointInTimeError(
+                f"entity_df has no column '{column}'.",
+                fix=f"pass timestamp_column= one of {list(frame.columns)}.",
+            )
+        return column
+    candidates = {schema.timestamp_key for schema, _ in selected.values()}
+    for name in ("event_timestamp", *sorted(candidates)):
+        if name in frame.columns:
+            return name
+    typed = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
+    if len(typed) == 1:
+        return str(typed[0])
+    raise PointInTimeError(
+        "Cannot tell which column of entity_df holds the event time.",
+        fix="pass timestamp_column='...' (the time each entity row was observed).",
+    )
+
+
+__all__ = ["DuckDBFeatureReader"]
