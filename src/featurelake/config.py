@@ -54,6 +54,7 @@ class FeatureStoreConfig:
     catalog: str | None = None
     database: str | None = None
     hybrid_threshold_rows: int = 100_000
+    duckdb_threshold_rows: int = 250_000
     max_retries: int = 5
     retry_backoff_ms: int = 100
     retry_backoff_multiplier: float = 2.0
@@ -242,6 +243,7 @@ def _validate(config: FeatureStoreConfig) -> None:
         )
     non_negative = {
         "hybrid_threshold_rows": config.hybrid_threshold_rows,
+        "duckdb_threshold_rows": config.duckdb_threshold_rows,
         "max_retries": config.max_retries,
         "retry_backoff_ms": config.retry_backoff_ms,
         "metadata_cache_ttl_seconds": config.metadata_cache_ttl_seconds,

@@ -48,14 +48,22 @@ class CommitInfo:
         return int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
 
 
-def table_exists(spark: SparkSession, location: TableLocation) -> bool:
-    if _is_local_path(location):
-        try:
-            from deltalake import DeltaTable
+def local_table_exists(location: TableLocation) -> bool | None:
+    """Whether a local path table exists, answered by delta-rs without Spark (None when the
+    table is not a local path)."""
+    if not _is_local_path(location):
+        return None
+    try:
+        from deltalake import DeltaTable
+    except ImportError:
+        return None
+    return bool(DeltaTable.is_deltatable(str(location.path)))
 
-            return bool(DeltaTable.is_deltatable(str(location.path)))
-        except ImportError:
-            pass
+
+def table_exists(spark: SparkSession, location: TableLocation) -> bool:
+    local = local_table_exists(location)
+    if local is not None:
+        return local
     if location.table_name:
         return bool(spark.catalog.tableExists(location.table_name))
     try:

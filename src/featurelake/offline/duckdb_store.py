@@ -135,7 +135,7 @@ class DuckDBFeatureReader:
             )
         with self._cursor() as cursor:
             result = latest_rows(cursor, groups, keys, ids=ids, point_in_time=point_in_time)
-        return result.to_pandas()
+        return _pandas(result)
 
     def get_historical_features(
         self,
@@ -219,7 +219,7 @@ class DuckDBFeatureReader:
             )
         with self._cursor() as cursor:
             result = point_in_time_rows(cursor, entities, groups, column, fill)
-        return result.to_pandas()
+        return _pandas(result)
 
     # -- rows of one group ----------------------------------------------------------------------
 
@@ -392,6 +392,11 @@ def _ids_table(entity_ids: Any, keys: Sequence[str]) -> pa.Table | None:
                 fix="pass dicts like {'key': value, ...} or tuples in key order.",
             )
     return pa.table({k: pa.array([r[i] for r in rows]) for i, k in enumerate(keys)})
+
+
+def _pandas(table: pa.Table) -> pd.DataFrame:
+    """As Spark's `toPandas()` gives it (timestamps in nanoseconds)."""
+    return table.to_pandas(coerce_temporal_nanoseconds=True)
 
 
 def _plain(value: Any) -> Any:

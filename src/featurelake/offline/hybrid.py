@@ -20,6 +20,13 @@ source tables that survive pruning on the request's entity ids and times (Delta 
 read by delta-rs, `featurelake.offline.estimates`); when those are unknown, the Gold table's
 statistics stand in. `explain()` gives every decision with these numbers; every read records a
 `RouterMetric` (kept in memory and appended to the registry as `router_metrics` events).
+
+The engine is a choice too (`offline.engines`): the pandas reads (`get_features_pandas`,
+`get_historical_features_pandas`) run on DuckDB over the same Delta tables, without a Spark
+session, when the request's estimated rows are under `duckdb_threshold_rows` and DuckDB can read
+every group (Gold tables at local paths, virtual groups defined in DuckDB SQL); otherwise on
+Spark. Reads that return a Spark DataFrame always run on Spark. `explain()` gives the engine a
+pandas read would use, and why.
 """
 
 from __future__ import annotations
@@ -41,6 +48,14 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError, VirtualizationQueryError
 from featurelake.offline import delta_ops
 from featurelake.offline.base import BaseFeatureStore
+from featurelake.offline.engines import (
+    Engine,
+    EngineArg,
+    EngineDecision,
+    GroupFacts,
+    choose_engine,
+    requested_engine,
+)
 from featurelake.offline.estimates import Estimate, PruneSpec, estimate_tables
 from featurelake.offline.estimates import prune_spec as request_prune_spec
 from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
@@ -56,8 +71,10 @@ from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
 
 if TYPE_CHECKING:
+    import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
+    from featurelake.offline.duckdb_store import DuckDBFeatureReader
     from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
 
 ROUTER_METRICS = "router_metrics"
@@ -100,6 +117,10 @@ class RoutingDecision:
     auto_materialize: bool = False
     """True when this read materializes the group first (or would, in `explain`)."""
     gold_write_version: int | None = None
+    engine: str = Engine.SPARK.value
+    """The engine of the request (`explain` and the pandas reads; Spark DataFrame reads are
+    always `spark`)."""
+    engine_reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +144,8 @@ class RoutingDecision:
             ),
             "requested": self.requested.value if self.requested else None,
             "auto_materialize": self.auto_materialize,
+            "engine": self.engine,
+            "engine_reason": self.engine_reason,
         }
 
 
@@ -147,6 +170,7 @@ class RouterMetric:
     duration_seconds: float
     auto_materialized: bool
     at: str
+    engine: str = Engine.SPARK.value
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -177,11 +201,24 @@ class HybridFeatureStore(BaseFeatureStore):
         self._metrics: list[RouterMetric] = []
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
+        self._duckdb_reader: DuckDBFeatureReader | None = None
         self._lock = threading.Lock()
 
     @property
     def spark(self) -> SparkSession:
         return self.materialized.spark
+
+    @property
+    def duckdb_reader(self) -> DuckDBFeatureReader:
+        """The Spark-free reader over this store's tables (needs the `[duckdb]` extra)."""
+        with self._lock:
+            if self._duckdb_reader is None:
+                from featurelake.offline.duckdb_store import DuckDBFeatureReader
+
+                self._duckdb_reader = DuckDBFeatureReader(
+                    self.config, self.registry, virtual=self.virtual
+                )
+            return self._duckdb_reader
 
     # -- groups, writes, definitions (handed to the store that owns them) ----------------------
 
@@ -240,12 +277,14 @@ class HybridFeatureStore(BaseFeatureStore):
         strategy: StrategyArg = None,
         timestamp_column: str | None = None,
         ttl: timedelta | str | None = None,
+        engine: EngineArg = "auto",
     ) -> dict[str, RoutingDecision]:
         """The decision per group for this request, without reading or writing anything.
 
         `entity_ids` as for `get_features`; a pandas entity DataFrame with a time column
         (`timestamp_column`, or the group's timestamp key) gives the decision of a
-        point-in-time read of those rows.
+        point-in-time read of those rows. Each decision also names the engine a pandas read
+        of the request would use (`engine`, `engine_reason`).
         """
         selected = self.resolve_refs(feature_refs)
         ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
@@ -253,7 +292,72 @@ class HybridFeatureStore(BaseFeatureStore):
         for schema, _ in selected.values():
             spec = self._spec(schema, entity_ids, point_in_time, timestamp_column, ttl_override)
             decisions[schema.name] = self._decide(schema, spec, _requested(strategy, schema))
-        return decisions
+        chosen = self._choose_engine(selected, decisions, requested_engine(engine), strict=False)
+        return {
+            name: dataclasses.replace(d, engine=chosen.engine.value, engine_reason=chosen.reason)
+            for name, d in decisions.items()
+        }
+
+    def _choose_engine(
+        self,
+        selected: Mapping[str, tuple[FeatureGroupSchema, list[str]]],
+        decisions: Mapping[str, RoutingDecision],
+        requested: Engine | None,
+        *,
+        strict: bool = True,
+    ) -> EngineDecision:
+        """The engine of a request whose groups were routed as `decisions`.
+
+        DuckDB reads the pruned Gold rows of a materialized group, and every source row of a
+        virtual one (its query runs whole). With `strict=False` (explain), asking for an
+        engine that cannot serve gives a Spark decision saying why instead of raising.
+        """
+        from featurelake.offline.duckdb import duckdb_installed
+
+        threshold = self.config.duckdb_threshold_rows
+        available = duckdb_installed()
+        facts = []
+        for schema, _ in selected.values():
+            decision = decisions[schema.name]
+            blocker: str | None
+            if decision.strategy is Strategy.VIRTUAL:
+                estimate = decision.virtual_estimate
+                rows = estimate.rows_total if estimate is not None else None
+                blocker = self._virtual_blocker(schema) if available else None
+            else:
+                estimate = decision.gold_estimate
+                rows = estimate.rows if estimate is not None else None
+                blocker = self._gold_blocker(schema, decision) if available else None
+            facts.append(GroupFacts(schema.name, rows, blocker))
+        try:
+            return choose_engine(requested, facts, threshold, duckdb_available=available)
+        except FeatureStoreError as error:
+            if strict:
+                raise
+            return EngineDecision(
+                Engine.SPARK,
+                f"engine='duckdb' cannot serve: {error.message}",
+                None,
+                threshold,
+                requested,
+            )
+
+    def _gold_blocker(self, schema: FeatureGroupSchema, decision: RoutingDecision) -> str | None:
+        if not decision.gold_exists and not decision.auto_materialize:
+            return "it has no Gold table"
+        if decision.auto_materialize:
+            return None  # materialized (on Spark) first, then read
+        return self.duckdb_reader.gold_unreadable(schema)
+
+    def _virtual_blocker(self, schema: FeatureGroupSchema) -> str | None:
+        definition = self.virtual.find_definition(schema)
+        if definition is None:
+            return "it has no virtual definition"
+        if definition.engine != Engine.DUCKDB.value:
+            return f"its virtual query is {definition.engine} SQL"
+        if not definition.source_paths:
+            return "its virtual query reads no Delta table featurelake knows"
+        return None
 
     def _spec(
         self,
@@ -286,7 +390,9 @@ class HybridFeatureStore(BaseFeatureStore):
         threshold = self.config.hybrid_threshold_rows
         location = self.materialized.location(schema)
         definition = self.virtual.find_definition(schema)
-        table_exists = delta_ops.table_exists(self.spark, location)
+        table_exists = delta_ops.local_table_exists(location)
+        if table_exists is None:  # a catalog or remote table: Spark knows
+            table_exists = delta_ops.table_exists(self.spark, location)
         gold_estimate = (
             estimate_tables([location.path], spec) if location.path and table_exists else None
         )
@@ -517,6 +623,51 @@ class HybridFeatureStore(BaseFeatureStore):
         """The latest value per entity of the referenced features, as of `point_in_time`,
         each group read from its Gold table or its virtual query as the router decides."""
         started = time.perf_counter()
+        selected, routed = self._route_latest(feature_refs, entity_ids, point_in_time, strategy)
+        result = self._spark_latest(selected, routed, entity_ids, point_in_time)
+        self._record("get_features", routed, started, whole=entity_ids is None)
+        return result
+
+    def get_features_pandas(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        strategy: StrategyArg = None,
+        engine: EngineArg = "auto",
+    ) -> pd.DataFrame:
+        """`get_features` as a pandas DataFrame, on the engine the router picks for it.
+
+        With `engine="auto"`, DuckDB answers (no Spark session is started) when the request
+        is small (`duckdb_threshold_rows`) and DuckDB can read every group; `"spark"` or
+        `"duckdb"` force one. The rows are the same either way.
+        """
+        started = time.perf_counter()
+        selected, routed = self._route_latest(feature_refs, entity_ids, point_in_time, strategy)
+        chosen = self._choose_engine(
+            selected, {n: d for n, (d, _) in routed.items()}, requested_engine(engine)
+        )
+        if chosen.engine is Engine.DUCKDB:
+            virtual = {n for n, (d, _) in routed.items() if d.strategy is Strategy.VIRTUAL}
+            result = self.duckdb_reader.get_features(
+                feature_refs, entity_ids, point_in_time, virtual_groups=virtual
+            )
+        else:
+            result = self._spark_latest(selected, routed, entity_ids, point_in_time).toPandas()
+        self._record("get_features", routed, started, whole=entity_ids is None, engine=chosen)
+        return result
+
+    def _route_latest(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any,
+        point_in_time: datetime | None,
+        strategy: StrategyArg,
+    ) -> tuple[
+        dict[str, tuple[FeatureGroupSchema, list[str]]],
+        dict[str, tuple[RoutingDecision, WriteResult | None]],
+    ]:
         selected = self.resolve_refs(feature_refs)
         keys = shared_entity_keys(selected)
         routed: dict[str, tuple[RoutingDecision, WriteResult | None]] = {}
@@ -525,13 +676,19 @@ class HybridFeatureStore(BaseFeatureStore):
                 keys, schema.timestamp_key, entity_ids=entity_ids, point_in_time=point_in_time
             )
             routed[schema.name] = self._route(schema, spec, _requested(strategy, schema))
+        return selected, routed
 
+    def _spark_latest(
+        self,
+        selected: dict[str, tuple[FeatureGroupSchema, list[str]]],
+        routed: Mapping[str, tuple[RoutingDecision, WriteResult | None]],
+        entity_ids: Any,
+        point_in_time: datetime | None,
+    ) -> DataFrame:
         def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
             return self._frame(schema, routed[schema.name][0])
 
-        result = latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
-        self._record("get_features", routed, started, whole=entity_ids is None)
-        return result
+        return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
 
     def get_historical_features(
         self,
@@ -586,6 +743,58 @@ class HybridFeatureStore(BaseFeatureStore):
         self._record("get_historical_features", source.routed, started, whole=False)
         return built
 
+    def get_historical_features_pandas(
+        self,
+        entity_df: pd.DataFrame,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        *,
+        strategy: StrategyArg = None,
+        engine: EngineArg = "auto",
+    ) -> pd.DataFrame:
+        """Point-in-time-correct features for the rows of a pandas `entity_df`, as pandas, on
+        the engine the router picks (see `get_features_pandas`). On DuckDB the rows keep the
+        order of `entity_df`."""
+        from featurelake.offline.training import build_training_set
+
+        started = time.perf_counter()
+        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        source = _RoutedSource(
+            self,
+            lambda schema: self._spec(schema, entity_df, None, timestamp_column, ttl_override),
+            strategy,
+        )
+        selected = self.resolve_refs(feature_refs)
+        for schema, _ in selected.values():
+            source.route(schema)
+        chosen = self._choose_engine(
+            selected, {n: d for n, (d, _) in source.routed.items()}, requested_engine(engine)
+        )
+        if chosen.engine is Engine.DUCKDB:
+            virtual = {n for n, (d, _) in source.routed.items() if d.strategy is Strategy.VIRTUAL}
+            result = self.duckdb_reader.get_historical_features(
+                entity_df,
+                feature_refs,
+                ttl=ttl,
+                timestamp_column=timestamp_column,
+                fill=fill,
+                virtual_groups=virtual,
+            )
+        else:
+            built = build_training_set(
+                source,
+                entity_df,
+                feature_refs,
+                ttl=ttl,
+                timestamp_column=timestamp_column,
+                fill=fill,
+            )
+            result = built.df.toPandas()
+        self._record("get_historical_features", source.routed, started, whole=False, engine=chosen)
+        return result
+
     def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
         """Rebuild a training set: Gold tables at the Delta versions it read, virtual groups
         computed again (their sources as they are now)."""
@@ -612,6 +821,7 @@ class HybridFeatureStore(BaseFeatureStore):
         started: float,
         *,
         whole: bool,
+        engine: EngineDecision | None = None,
     ) -> None:
         duration = round(time.perf_counter() - started, 6)
         request_id = uuid.uuid4().hex[:12]
@@ -638,6 +848,7 @@ class HybridFeatureStore(BaseFeatureStore):
                 duration_seconds=duration,
                 auto_materialized=written is not None,
                 at=at,
+                engine=engine.engine.value if engine else Engine.SPARK.value,
             )
             with self._lock:
                 self._metrics.append(metric)
@@ -688,14 +899,19 @@ class _RoutedSource:
     ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
         return self.store.resolve_refs(feature_refs)
 
+    def route(self, schema: FeatureGroupSchema) -> RoutingDecision:
+        """The group's decision for this request (routed once, on first ask)."""
+        if schema.name not in self.routed:
+            requested = _requested(self.strategy, schema)
+            self.routed[schema.name] = self.store._route(schema, self.spec_for(schema), requested)
+        return self.routed[schema.name][0]
+
     def group_frame(
         self, schema: FeatureGroupSchema, features: Sequence[str], *, version: int | None = None
     ) -> tuple[DataFrame, TableRead | None]:
         if version is not None:
             return self.store.materialized.group_frame(schema, features, version=version)
-        requested = _requested(self.strategy, schema)
-        decision, written = self.store._route(schema, self.spec_for(schema), requested)
-        self.routed[schema.name] = (decision, written)
+        decision = self.route(schema)
         if decision.strategy is Strategy.VIRTUAL:
             return self.store.virtual.group_frame(schema, features)
         return self.store.materialized.group_frame(schema, features)

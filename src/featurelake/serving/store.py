@@ -3,7 +3,9 @@
 Offline calls go to a `MaterializedFeatureStore` (`.offline`), online reads and syncs to the
 online store built from the config (`.online`), services to `FeatureService` (`.services`).
 Both stores are created on first use, so a process that only serves never starts Spark until
-it syncs or falls back to the offline store.
+it syncs or falls back to the offline store. The pandas reads (`get_features_pandas`,
+`get_historical_features_pandas`) answer small requests on DuckDB over the same Delta tables,
+also without a Spark session (see `offline.engines`).
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.hybrid import HybridFeatureStore
+    from featurelake.offline.engines import EngineArg
+    from featurelake.offline.hybrid import HybridFeatureStore, RoutingDecision
     from featurelake.offline.materialized import MaterializedFeatureStore, WriteResult
     from featurelake.serving.service import FeatureService
 
@@ -160,6 +163,68 @@ class FeatureStore:
         return self.reader.get_historical_features(
             entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
         )
+
+    # -- pandas reads (Spark-free when DuckDB serves) -------------------------------------------
+
+    def get_features_pandas(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        *,
+        engine: EngineArg = "auto",
+    ) -> pd.DataFrame:
+        """The latest value per entity as a pandas DataFrame (the rows `get_features` gives).
+
+        With `engine="auto"` a request estimated under `duckdb_threshold_rows` rows runs on
+        DuckDB over the same Delta tables, and no Spark session is started; larger ones run on
+        Spark. `"spark"` / `"duckdb"` force the engine; `explain` tells which one and why.
+        """
+        return self.hybrid.get_features_pandas(
+            feature_refs, entity_ids, point_in_time, strategy=self._strategy, engine=engine
+        )
+
+    def get_historical_features_pandas(
+        self,
+        entity_df: pd.DataFrame,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        *,
+        engine: EngineArg = "auto",
+    ) -> pd.DataFrame:
+        """Point-in-time-correct features for a pandas `entity_df`, as pandas (the rows
+        `get_historical_features` gives), Spark-free when DuckDB serves it (see
+        `get_features_pandas`)."""
+        return self.hybrid.get_historical_features_pandas(
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            strategy=self._strategy,
+            engine=engine,
+        )
+
+    def explain(
+        self,
+        feature_refs: str | Sequence[str],
+        entity_ids: Any = None,
+        point_in_time: datetime | None = None,
+        **options: Any,
+    ) -> dict[str, RoutingDecision]:
+        """How each group of a read is served (Gold table or virtual query) and on which
+        engine a pandas read runs, with the numbers behind it; reads and writes nothing."""
+        options.setdefault("strategy", self._strategy)
+        return self.hybrid.explain(feature_refs, entity_ids, point_in_time, **options)
+
+    @property
+    def _strategy(self) -> str | None:
+        """MATERIALIZED (and ONLINE) stores read Gold tables only; the router chooses else."""
+        if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
+            return None
+        return "materialized"
 
     # -- online --------------------------------------------------------------------------------
 
