@@ -268,6 +268,7 @@ def _register_scheduling() -> None:
     app.command("freshness")(schedule.freshness)
     app.command("refresh")(schedule.refresh)
     app.add_typer(schedule.schedule_app, name="schedule")
+    app.add_typer(schedule.stream_app, name="stream")
 
 
 _register()

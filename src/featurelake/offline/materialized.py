@@ -88,6 +88,16 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             self._spark = self.registry.spark
         return self._spark
 
+    def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
+        """This store on another Spark session (e.g. a streaming micro-batch's), sharing the
+        registry, write listeners and batch hooks."""
+        if spark is self._spark:
+            return self
+        other = MaterializedFeatureStore(self.config, spark, self.registry)
+        other._listeners = self._listeners
+        other._batch_hooks = self._batch_hooks
+        return other
+
     def add_write_listener(self, listener: WriteListener) -> None:
         """Call `listener(result)` after every successful write (e.g. to sync online)."""
         self._listeners.append(listener)

@@ -194,6 +194,25 @@ def sync_to_online(
     return result
 
 
+def push_latest(
+    store: OnlineStore,
+    schema: FeatureGroupSchema,
+    frame: DataFrame,
+    *,
+    batch_rows: int = BATCH_ROWS,
+) -> tuple[int, int]:
+    """Write the latest row per entity of `frame` (rows of the group's table) into `store`.
+
+    For writers that already hold the rows they wrote (a streaming micro-batch): no Gold read
+    and no watermark. The store's compare-and-set on event time makes replays harmless.
+    Returns (written, rejected as older than the stored value).
+    """
+    store.resolve_group(schema)
+    pusher = _Pusher(store, schema, batch_rows)
+    _push_frame(pusher, frame, force=False)
+    return pusher.written, pusher.rejected
+
+
 def last_sync(
     registry: Registry, store: OnlineStore, group: str | FeatureGroupSchema
 ) -> dict[str, Any] | None:

@@ -1,0 +1,311 @@
+"""Structured Streaming into a group: each micro-batch validated, merged into Gold, pushed online.
+
+`start_stream(store, group, source, trigger=...)` reads a Delta table (or Kafka, or any
+streaming format, with the reader options passed through), applies the source's query and
+Python transform to each micro-batch, and writes it with the same validation as every write
+(`store.write_features(..., mode="merge")`, upsert on entity keys + event time). When an
+online store is given or enabled in the config, the latest row per entity of the batch is
+pushed to it. The checkpoint lives under the store.
+
+Exactly once: a micro-batch that fails or is killed before Spark records it in the checkpoint
+is read again on restart; its merge then finds its own rows and changes nothing, and online
+writes only keep newer events. A batch that breaks the schema stops the stream with the
+`SchemaValidationError` (nothing of it is written); fix the source and start again.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from featurelake.errors import ConfigurationError, MaterializationError
+from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
+from featurelake.online import OnlineStore, create_online_store
+from featurelake.online.sync import push_latest
+from featurelake.registry import Lineage, side_location
+from featurelake.scheduling import sources
+from featurelake.schema import FeatureGroupSchema
+from featurelake.schema.materialization import MaterializationSource
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
+    from pyspark.sql.streaming import StreamingQuery
+
+STOP_MARKER = "_featurelake_stop"
+AVAILABLE_NOW = "available_now"
+
+
+@dataclass(frozen=True)
+class StreamBatch:
+    """One micro-batch written: Gold rows written and version, online writes, duration."""
+
+    batch_id: int
+    rows_written: int
+    gold_version: int | None
+    online_written: int
+    duration_seconds: float
+
+
+def checkpoint_path(store: MaterializedFeatureStore, schema: FeatureGroupSchema) -> str:
+    """Where a group version's stream keeps its checkpoint: `{storage_path}/_checkpoints/...`."""
+    location = side_location(store.config, "checkpoints", f"{schema.name}_v{schema.version}")
+    if location.path is None:
+        raise ConfigurationError(
+            f"The store keeps tables in a catalog, so group '{schema.name}' has no default "
+            "checkpoint folder.",
+            fix="pass checkpoint='<a path Spark can write>' to start_stream (--checkpoint).",
+        )
+    return location.path
+
+
+def _trigger(trigger: str | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(trigger, Mapping):
+        return dict(trigger)
+    if trigger == AVAILABLE_NOW:
+        return {"availableNow": True}
+    if trigger == "once":
+        return {"once": True}
+    if isinstance(trigger, str) and trigger.strip():
+        return {"processingTime": trigger}
+    raise ConfigurationError(
+        f"The stream trigger {trigger!r} is not understood.",
+        fix="use 'available_now', an interval such as '10 seconds', or {'processingTime': ...}.",
+    )
+
+
+class FeatureStream:
+    """A running stream of one group; `stop()`, `await_termination()`, `batches`."""
+
+    def __init__(
+        self,
+        store: MaterializedFeatureStore,
+        schema: FeatureGroupSchema,
+        source: MaterializationSource,
+        *,
+        source_format: str,
+        online: OnlineStore | None,
+        checkpoint: str,
+        on_batch: Callable[[StreamBatch], None] | None,
+    ) -> None:
+        self.store = store
+        self.schema = schema
+        self.source = source
+        self.source_format = source_format
+        self.online = online
+        self.checkpoint = checkpoint
+        self.on_batch = on_batch
+        self.batches: list[StreamBatch] = []
+        self.error: BaseException | None = None
+        self.query: StreamingQuery | None = None
+        self._watcher: threading.Thread | None = None
+
+    # -- the micro-batch -----------------------------------------------------------------------
+
+    def process(self, batch: DataFrame, batch_id: int) -> None:
+        """Validate, merge into Gold, push online (Spark calls this for each micro-batch)."""
+        started = time.perf_counter()
+        try:
+            rows = sources.transform_rows(batch.sparkSession, self.source, batch)
+            # The batch belongs to a session of its own: write through it.
+            result = self.store.on_session(batch.sparkSession).write_features(
+                self.schema,
+                rows,
+                WriteMode.MERGE,
+                lineage=Lineage(
+                    sources=tuple(s for s in (self.source.table,) if s),
+                    job=f"stream batch {batch_id}",
+                    query=self.source.query,
+                ),
+            )
+            online_written = 0
+            if self.online is not None:
+                online_written, _ = push_latest(self.online, self.schema, rows)
+            done = StreamBatch(
+                batch_id,
+                result.rows_written,
+                result.delta_version,
+                online_written,
+                round(time.perf_counter() - started, 3),
+            )
+            self.batches.append(done)
+            logger.info(
+                "stream {} batch {}: {} rows, Gold version {}, {} online",
+                self.schema.name,
+                batch_id,
+                result.rows_written,
+                result.delta_version,
+                online_written,
+            )
+            if self.on_batch is not None:
+                self.on_batch(done)
+        except BaseException as error:
+            self.error = error
+            logger.error("stream {} batch {} failed: {}", self.schema.name, batch_id, error)
+            raise
+
+    # -- control -------------------------------------------------------------------------------
+
+    @property
+    def is_active(self) -> bool:
+        return self.query is not None and self.query.isActive
+
+    def stop(self) -> None:
+        """Stop after the running micro-batch (its checkpoint stays consistent)."""
+        if self.query is not None:
+            self.query.stop()
+
+    def await_termination(self, timeout: float | None = None) -> bool:
+        """Wait for the stream to end (True) or `timeout` seconds (False).
+
+        A micro-batch that failed raises its own error here (e.g. SchemaValidationError).
+        """
+        assert self.query is not None
+        try:
+            if timeout is None:
+                self.query.awaitTermination()
+                finished = True
+            else:
+                finished = bool(self.query.awaitTermination(max(1, math.ceil(timeout))))
+        except Exception as error:
+            if isinstance(self.error, Exception):
+                raise self.error from None
+            raise MaterializationError(
+                f"The stream of group '{self.schema.name}' stopped: {_first_line(error)}",
+                fix="correct the cause above and start the stream again; it resumes from its "
+                f"checkpoint {self.checkpoint}.",
+                group=self.schema.name,
+            ) from error
+        return finished
+
+    def _watch_stop_marker(self) -> None:
+        marker = Path(self.checkpoint) / STOP_MARKER
+        while self.is_active:
+            if marker.exists():
+                logger.info("stream {}: stop requested", self.schema.name)
+                marker.unlink(missing_ok=True)
+                self.stop()
+                return
+            time.sleep(0.5)
+
+
+def start_stream(
+    store: MaterializedFeatureStore,
+    group: str | FeatureGroupSchema,
+    source: str | MaterializationSource | None = None,
+    *,
+    trigger: str | Mapping[str, Any] = "10 seconds",
+    source_format: str = "delta",
+    options: Mapping[str, str] | None = None,
+    online: OnlineStore | None = None,
+    checkpoint: str | None = None,
+    on_batch: Callable[[StreamBatch], None] | None = None,
+) -> FeatureStream:
+    """Start streaming `source` into the group (see the module docstring).
+
+    `source`: a Delta path or table name, a MaterializationSource (table + query / transform),
+    or None for the group's declared source. `source_format`: `delta` (default), `kafka` or
+    any streaming source, with `options` passed to the reader (e.g. `kafka.bootstrap.servers`,
+    `subscribe`, `maxFilesPerTrigger`); give a query or transform that turns its records into
+    the group's columns. `trigger`: `"available_now"` (process what is there, then stop), an
+    interval such as `"10 seconds"`, or Spark's trigger keywords as a dict. `online`: the store
+    to push to; by default the configured one when `enable_online_store` is on.
+    """
+    schema = store.resolve_group(group)
+    chosen = _source(schema, source)
+    if online is None and store.config.enable_online_store:
+        online = create_online_store(store.config, store.registry)
+    folder = checkpoint or checkpoint_path(store, schema)
+    stream = FeatureStream(
+        store,
+        schema,
+        chosen,
+        source_format=source_format,
+        online=online,
+        checkpoint=folder,
+        on_batch=on_batch,
+    )
+    reader = store.spark.readStream.format(source_format)
+    for key, value in {**chosen.options, **(options or {})}.items():
+        reader = reader.option(key, value)
+    if source_format == "delta":
+        assert chosen.table is not None
+        location = sources.source_location(chosen.table)
+        frame = (
+            reader.table(location.table_name) if location.table_name else reader.load(location.path)
+        )
+    else:
+        frame = reader.load()
+    local = "://" not in folder or folder.startswith("file:")
+    if local:
+        (Path(folder.removeprefix("file:")) / STOP_MARKER).unlink(missing_ok=True)
+    stream.query = (
+        frame.writeStream.foreachBatch(stream.process)
+        .option("checkpointLocation", folder)
+        .queryName(f"featurelake_{schema.name}_v{schema.version}")
+        .trigger(**_trigger(trigger))
+        .start()
+    )
+    if local:
+        stream._watcher = threading.Thread(
+            target=stream._watch_stop_marker, name="featurelake-stream-stop", daemon=True
+        )
+        stream._watcher.start()
+    logger.info(
+        "stream of {} v{} started from {} ({}), checkpoint {}",
+        schema.name,
+        schema.version,
+        chosen.table or source_format,
+        trigger,
+        folder,
+    )
+    return stream
+
+
+def request_stop(
+    store: MaterializedFeatureStore,
+    group: str | FeatureGroupSchema,
+    checkpoint: str | None = None,
+) -> Path:
+    """Ask a stream of the group running in another process to stop after its current batch
+    (a marker file in its local checkpoint folder, which the stream watches)."""
+    schema = store.resolve_group(group)
+    folder = Path((checkpoint or checkpoint_path(store, schema)).removeprefix("file:"))
+    if not folder.is_dir():
+        raise ConfigurationError(
+            f"No stream of group '{schema.name}' v{schema.version} has run on this store "
+            f"(no checkpoint at {folder}).",
+            fix="start one first: featurelake stream start GROUP.",
+        )
+    marker = folder / STOP_MARKER
+    marker.touch()
+    return marker
+
+
+def _source(
+    schema: FeatureGroupSchema, source: str | MaterializationSource | None
+) -> MaterializationSource:
+    if isinstance(source, MaterializationSource):
+        return source
+    if isinstance(source, str):
+        declared = schema.source
+        if declared is not None and declared.table == source:
+            return declared
+        return MaterializationSource(table=source)
+    if schema.source is None:
+        raise ConfigurationError(
+            f"Group '{schema.name}' declares no source and none was given to stream from.",
+            fix="pass a source (a Delta path or table) or declare 'source' in the group's YAML.",
+        )
+    return schema.source
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
