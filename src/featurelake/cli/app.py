@@ -260,6 +260,7 @@ def _register() -> None:
     app.command("health")(health.health)
     app.command("report")(quality.report)
     _register_scheduling()
+    _register_server()
 
 
 def _register_scheduling() -> None:
@@ -269,6 +270,13 @@ def _register_scheduling() -> None:
     app.command("refresh")(schedule.refresh)
     app.add_typer(schedule.schedule_app, name="schedule")
     app.add_typer(schedule.stream_app, name="stream")
+
+
+def _register_server() -> None:
+    from featurelake.cli import server
+
+    app.command("serve")(server.serve)
+    app.add_typer(server.api_keys, name="api-key")
 
 
 _register()

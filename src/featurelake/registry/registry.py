@@ -99,6 +99,11 @@ class Registry:
         return self._spark
 
     @property
+    def started_spark(self) -> SparkSession | None:
+        """The session given or started so far (None: no Spark yet)."""
+        return self._spark
+
+    @property
     def engine(self) -> str:
         """`delta-rs` (no Spark needed) or `spark`, from `registry_engine` in the config."""
         return registry_engine(self.config)

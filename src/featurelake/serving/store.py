@@ -109,6 +109,11 @@ class FeatureStore:
         return self.offline
 
     @property
+    def spark_session(self) -> SparkSession | None:
+        """The Spark session the store uses, or None while nothing has needed one yet."""
+        return self._spark or self.registry.started_spark
+
+    @property
     def online(self) -> OnlineStore:
         """The online store named by `online_backend` (needs `enable_online_store: true`)."""
         with self._lock:

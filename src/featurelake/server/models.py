@@ -1,0 +1,248 @@
+"""Request and response bodies of the HTTP API (pydantic), with their size limits.
+
+Lists are capped (entities, features, records) so one request cannot ask for unbounded work;
+the whole body is also capped in bytes before it is parsed (`ServerSettings.max_body_bytes`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+
+MAX_ENTITIES = 1_000
+MAX_FEATURES = 200
+MAX_BATCH_ROWS = 5_000
+MAX_HISTORICAL_ENTITIES = 10_000
+MAX_NAME = 128
+MAX_KEY_TEXT = 512
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+GroupName = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_NAME,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]{1,9})?$",
+        description="`group` (latest version) or `group@2`.",
+    ),
+]
+FeatureRefText = Annotated[
+    str,
+    Field(
+        min_length=3,
+        max_length=2 * MAX_NAME + 12,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]{1,9})?\.(\*|[A-Za-z_][A-Za-z0-9_]*)$",
+        description="`group.feature`, `group.*` or `group@2.feature`.",
+    ),
+]
+KeyValue = Annotated[StrictInt | Annotated[StrictStr, Field(max_length=MAX_KEY_TEXT)], Field()]
+Entity = Annotated[
+    KeyValue | Annotated[dict[Name, KeyValue], Field(min_length=1, max_length=16)],
+    Field(description="One key value (single-key groups) or an object {key: value}."),
+]
+Record = Annotated[dict[str, Any], Field(max_length=1_000)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- errors --------------------------------------------------------------------------------------
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. `feature_forbidden`.")
+    message: str
+    fix: str | None = None
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+# -- serve ---------------------------------------------------------------------------------------
+
+
+class ServeRequest(Body):
+    """Feature references or a feature service, and the entities to read."""
+
+    features: (
+        Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)] | None
+    ) = None
+    service: Name | None = None
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_ENTITIES)]
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ServeRequest:
+        if (self.features is None) == (self.service is None):
+            raise ValueError("give either 'features' or 'service', not both or neither")
+        return self
+
+
+class ServedVector(BaseModel):
+    entity: dict[str, Any]
+    values: dict[str, Any]
+    event_times: dict[str, datetime | None] = Field(
+        description="Event time of each value (null where the feature was not found)."
+    )
+    missing: list[str] = Field(description="Features with no value online for this entity.")
+
+
+class ServeMetadata(BaseModel):
+    latency_ms: float
+    cache_hits: int = Field(description="Feature values found in the online store.")
+    cache_misses: int = Field(description="Feature values not found (null or default).")
+    missing_features: list[str] = Field(description="Features missing for at least one entity.")
+    source: str
+    service: str | None = None
+
+
+class ServeResponse(BaseModel):
+    features: list[str]
+    vectors: list[ServedVector]
+    metadata: ServeMetadata
+
+
+# -- writes --------------------------------------------------------------------------------------
+
+
+class WriteRequest(Body):
+    """One record of a group: entity keys, event time (ISO-8601) and feature values."""
+
+    group: GroupName
+    record: Record
+
+
+class WriteBatchRequest(Body):
+    """Records of one group."""
+
+    group: GroupName
+    records: Annotated[list[Record], Field(min_length=1, max_length=MAX_BATCH_ROWS)]
+
+
+class WriteResponse(BaseModel):
+    group: str
+    version: int
+    received: int
+    staged: int
+    staging_version: int
+    online: Literal["written", "disabled"]
+    online_written: int
+    online_rejected_older: int
+
+
+# -- historical ----------------------------------------------------------------------------------
+
+Aggregation = Literal["latest", "avg", "sum", "min", "max", "count"]
+
+
+class HistoricalRequest(Body):
+    """Aggregations of features of one group over a time range, per entity (and window)."""
+
+    features: Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)]
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_HISTORICAL_ENTITIES)]
+    start: datetime = Field(description="Inclusive start of the range (naive means UTC).")
+    end: datetime = Field(description="Exclusive end of the range.")
+    aggregations: Annotated[list[Aggregation], Field(min_length=1, max_length=6)] = ["latest"]
+    window: Annotated[str, Field(max_length=32)] | None = Field(
+        default=None,
+        description="Tumbling window length such as `1h` or `7d` (aligned to the Unix epoch); "
+        "without it, one row per entity over the whole range.",
+    )
+
+
+class HistoricalRow(BaseModel):
+    entity: dict[str, Any]
+    window_start: datetime
+    window_end: datetime
+    values: dict[str, Any] = Field(description="`feature__aggregation` -> value.")
+
+
+class HistoricalResponse(BaseModel):
+    group: str
+    version: int
+    rows: list[HistoricalRow]
+    metadata: dict[str, Any]
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+class FeatureBody(Body):
+    name: Name
+    type: Annotated[str, Field(min_length=1, max_length=512)]
+    feature_type: str | None = None
+    description: Annotated[str, Field(max_length=4096)] = ""
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    unit: Annotated[str, Field(max_length=64)] | None = None
+    allowed_values: (
+        Annotated[list[StrictStr | StrictInt | float | bool], Field(max_length=1000)] | None
+    ) = None
+    metadata: dict[str, Any] | None = None
+
+
+class GroupBody(Body):
+    """A feature group schema, as in `conf/features/*.yaml`."""
+
+    name: Name
+    version: Annotated[int, Field(ge=1, le=1_000_000)] = 1
+    entity_keys: Annotated[list[Name], Field(min_length=1, max_length=16)]
+    timestamp_key: Name = "event_timestamp"
+    features: Annotated[list[FeatureBody], Field(min_length=1, max_length=1000)]
+    description: Annotated[str, Field(max_length=4096)] = ""
+    owner: Annotated[str, Field(max_length=MAX_NAME)] | None = None
+    tags: (
+        dict[Annotated[str, Field(max_length=MAX_NAME)], Annotated[str, Field(max_length=512)]]
+        | None
+    ) = None
+    ttl: Annotated[str, Field(max_length=32)] | None = None
+    freshness: Annotated[str, Field(max_length=32)] | None = None
+    partition_columns: Annotated[list[Name], Field(max_length=8)] | None = None
+    entity_key_types: dict[Name, Annotated[str, Field(max_length=64)]] | None = None
+    checks: dict[str, Any] | None = None
+
+
+class RegisterResponse(BaseModel):
+    group: str
+    version: int
+    action: str = Field(description="`created`, `unchanged` or `updated` (compatible change).")
+
+
+class GroupSummary(BaseModel):
+    name: str
+    version: int
+    versions: list[int]
+    entity_keys: list[str]
+    features: list[str]
+    description: str
+    owner: str | None
+    tags: dict[str, str]
+
+
+class GroupList(BaseModel):
+    groups: list[GroupSummary]
+    total: int
+    offset: int
+    limit: int
+
+
+class GroupDescription(BaseModel):
+    group: str
+    version: int
+    versions: list[int]
+    schema_: dict[str, Any] = Field(alias="schema")
+    state: dict[str, Any]
+    freshness: dict[str, Any]
+    staged_pending: int | None = None
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class HealthResponse(BaseModel):
+    healthy: bool
+    checks: dict[str, Any]

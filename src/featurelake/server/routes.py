@@ -1,0 +1,387 @@
+"""The routes under `/v1`: register, list, describe, stats, write, serve, historical, health."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import APIKeyHeader
+
+from featurelake.errors import SchemaValidationError
+from featurelake.quality.stats import statistics_history
+from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.server.app import API_PREFIX, ServerState, jsonable, server_state
+from featurelake.server.auth import Access, ApiKey, Role, parse_token
+from featurelake.server.errors import NotFoundError
+from featurelake.server.historical import build_query, run_query
+from featurelake.server.metrics import CONTENT_TYPE
+from featurelake.server.models import (
+    ErrorResponse,
+    GroupBody,
+    GroupDescription,
+    GroupList,
+    GroupSummary,
+    HealthResponse,
+    HistoricalRequest,
+    HistoricalResponse,
+    RegisterResponse,
+    ServeRequest,
+    ServeResponse,
+    WriteBatchRequest,
+    WriteRequest,
+    WriteResponse,
+)
+
+API_KEY_HEADER = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    description="An API key from 'featurelake api-key create' (or 'Authorization: Bearer KEY').",
+)
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorResponse, "description": text}
+    for status, text in (
+        (401, "No API key, or an unknown, wrong or revoked one."),
+        (403, "The key's role or feature patterns do not allow this."),
+        (404, "An unknown group, feature or service."),
+        (413, "The request body is over the size limit."),
+        (422, "The request does not match its schema or the group's schema."),
+    )
+}
+
+router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
+
+State = Annotated[ServerState, Depends(server_state)]
+
+
+def authenticate(
+    request: Request,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> ApiKey:
+    """The key of the request (X-API-Key or Authorization: Bearer), verified."""
+    token = api_key
+    if not token:
+        scheme, _, value = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() == "bearer":
+            token = value.strip()
+    if token:
+        request.state.claimed_key_id = parse_token(token)
+    key = server_state(request).keys.verify(token)
+    request.state.principal = key
+    return key
+
+
+Key = Annotated[ApiKey, Depends(authenticate)]
+
+
+def audited(request: Request, action: str, resource: str) -> None:
+    """Mark the request for the audit log (recorded with its result when it completes)."""
+    request.state.audit = (action, resource)
+
+
+# -- registry ------------------------------------------------------------------------------------
+
+
+@router.post("/features/register", response_model=RegisterResponse, tags=["groups"])
+def register(body: GroupBody, request: Request, state: State, key: Key) -> RegisterResponse:
+    """Register a feature group version (admin): created, unchanged, or a compatible update."""
+    audited(request, "register", f"{body.name}@{body.version}")
+    key.require_role(Role.ADMIN, "registering feature groups")
+    try:
+        schema = FeatureGroupSchema.from_dict(body.model_dump(exclude_none=True))
+    except (TypeError, ValueError, OverflowError) as error:
+        raise SchemaValidationError(
+            f"The group schema is not valid: {error}", fix="correct the schema."
+        ) from None
+    result = state.store.register_features(schema)
+    return RegisterResponse(group=result.group, version=result.version, action=result.action)
+
+
+@router.get("/features", response_model=GroupList, tags=["groups"])
+def list_groups(
+    state: State,
+    key: Key,
+    entity: Annotated[str | None, Query(max_length=128, description="An entity key name.")] = None,
+    group: Annotated[str | None, Query(max_length=128, description="Name contains.")] = None,
+    tag: Annotated[str | None, Query(max_length=256, description="`key` or `key=value`.")] = None,
+    owner: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> GroupList:
+    """Registered groups (latest versions) with the features this key may read."""
+    registry = state.store.registry
+    summaries = []
+    for schema in registry.list_groups():
+        readable = [f for f in schema.feature_names if key.can(Access.READ, schema.name, f)]
+        if not readable or not _matches(schema, entity, group, tag, owner):
+            continue
+        summaries.append(
+            GroupSummary(
+                name=schema.name,
+                version=schema.version,
+                versions=registry.versions(schema.name),
+                entity_keys=list(schema.entity_keys),
+                features=readable,
+                description=schema.description,
+                owner=schema.owner,
+                tags=dict(schema.tags),
+            )
+        )
+    return GroupList(
+        groups=summaries[offset : offset + limit], total=len(summaries), offset=offset, limit=limit
+    )
+
+
+def _matches(
+    schema: FeatureGroupSchema,
+    entity: str | None,
+    group: str | None,
+    tag: str | None,
+    owner: str | None,
+) -> bool:
+    if entity and entity not in schema.entity_keys:
+        return False
+    if group and group.lower() not in schema.name.lower():
+        return False
+    if owner and schema.owner != owner:
+        return False
+    if tag:
+        name, has_value, value = tag.partition("=")
+        if name not in schema.tags or (has_value and schema.tags[name] != value):
+            return False
+    return True
+
+
+def _readable_group(state: ServerState, key: ApiKey, group: str) -> FeatureGroupSchema:
+    name, _, version = group.partition("@")
+    if not version.isdigit() and version:
+        raise SchemaValidationError(
+            f"'{group}' is not a group name.", fix="use 'group' or 'group@VERSION'."
+        )
+    schema = state.store.registry.get_group(name, int(version) if version else None)
+    if not any(key.can(Access.READ, schema.name, f) for f in schema.feature_names):
+        key.require(Access.READ, [(schema.name, f) for f in schema.feature_names])
+    return schema
+
+
+@router.get("/features/{group}", response_model=GroupDescription, tags=["groups"])
+def describe(group: str, state: State, key: Key) -> JSONResponse:
+    """Schema, versions, write state (rows, Delta version, last update) and freshness."""
+    schema = _readable_group(state, key, group)
+    registry = state.store.registry
+    group_state = registry.group_state(schema.name, schema.version)
+    now = datetime.now(UTC).replace(tzinfo=None)
+    last = group_state.last_updated
+    age = (now - last).total_seconds() if last is not None else None
+    sla = schema.freshness.total_seconds() if schema.freshness is not None else None
+    body = {
+        "group": schema.name,
+        "version": schema.version,
+        "versions": registry.versions(schema.name),
+        "schema": schema.to_dict(),
+        "state": {
+            "last_updated": last,
+            "delta_version": group_state.delta_version,
+            "row_count": group_state.row_count,
+            "writes": group_state.writes,
+            "last_mode": group_state.last_mode,
+            "lineage": group_state.lineage[-5:],
+        },
+        "freshness": {
+            "age_seconds": age,
+            "sla_seconds": sla,
+            "fresh": None if age is None or sla is None else age <= sla,
+        },
+        "staged_pending": state.staging.pending(registry, schema.name, schema.version),
+    }
+    return JSONResponse(jsonable(body))
+
+
+@router.get("/features/{group}/stats", tags=["groups"])
+def stats(group: str, state: State, key: Key) -> JSONResponse:
+    """The latest statistics of the group's Gold table (recorded on each write)."""
+    schema = _readable_group(state, key, group)
+    history = statistics_history(state.store.registry, schema.name, schema.version)
+    if not history:
+        raise NotFoundError(
+            f"Group '{schema.name}' v{schema.version} has no statistics yet.",
+            code="no_statistics",
+            fix="write data to the group (statistics are computed on each Gold write with "
+            "quality_on_write: true), or compact the staged records.",
+        )
+    latest = list(history.values())[-1].to_dict()
+    features = {
+        name: value
+        for name, value in latest.get("features", {}).items()
+        if key.can(Access.READ, schema.name, name)
+    }
+    return JSONResponse(jsonable({**latest, "features": features}))
+
+
+# -- writes --------------------------------------------------------------------------------------
+
+
+@router.post("/features/write", response_model=WriteResponse, tags=["writes"])
+def write(body: WriteRequest, request: Request, state: State, key: Key) -> WriteResponse:
+    """Write one record: validated, staged for Gold, and written to the online store."""
+    return _write(state, request, key, body.group, [body.record])
+
+
+@router.post("/features/write-batch", response_model=WriteResponse, tags=["writes"])
+def write_batch(body: WriteBatchRequest, request: Request, state: State, key: Key) -> WriteResponse:
+    """Write records of one group; one bad record refuses the whole batch."""
+    return _write(state, request, key, body.group, body.records)
+
+
+def _write(
+    state: ServerState,
+    request: Request,
+    key: ApiKey,
+    group: str,
+    records: Sequence[Mapping[str, Any]],
+) -> WriteResponse:
+    audited(request, "write", f"{group} ({len(records)} record(s))")
+    key.require_role(Role.WRITER, "writing features")
+    name, _, version = group.partition("@")
+    store = state.store
+    schema = store.registry.get_group(name, int(version) if version else None)
+    audited(request, "write", f"{schema.name}@{schema.version} ({len(records)} record(s))")
+    written = {c for r in records for c in r if c in set(schema.feature_names)}
+    key.require(Access.WRITE, [(schema.name, f) for f in sorted(written)])
+    typed = state.checker(schema).check(records)
+    staging_version = state.staging.append(
+        schema,
+        records,
+        typed,
+        request_id=getattr(request.state, "request_id", None),
+        key_id=key.id,
+    )
+    online_written = online_rejected = 0
+    online: Literal["written", "disabled"] = "disabled"
+    if store.config.enable_online_store:
+        result = store.online.write_batch(schema, typed)
+        online_written, online_rejected, online = result.written, result.rejected, "written"
+    return WriteResponse(
+        group=schema.name,
+        version=schema.version,
+        received=len(records),
+        staged=len(typed),
+        staging_version=staging_version,
+        online=online,
+        online_written=online_written,
+        online_rejected_older=online_rejected,
+    )
+
+
+# -- reads ---------------------------------------------------------------------------------------
+
+
+@router.post("/features/serve", response_model=ServeResponse, tags=["serving"])
+def serve(body: ServeRequest, state: State, key: Key) -> JSONResponse:
+    """The latest values of features (or of a service) for each entity, from the online store."""
+    started = time.perf_counter()
+    store = state.store
+    definition = None
+    if body.service is not None:
+        definition = store.services.get(body.service)
+        refs = list(definition.features)
+    else:
+        refs = list(body.features or [])
+    plan = store.online.plan(refs)
+    key.require(Access.READ, [(g.schema.name, f) for g in plan.groups for f in g.features])
+    entities: list[Any] = list(body.entities)
+    if definition is not None:
+        vectors = store.services.get_features(definition, entities)
+    else:
+        vectors = store.get_online_features(refs, entities)
+    assert isinstance(vectors, list)
+    out = []
+    hits = misses = 0
+    missing_any: dict[str, None] = {}
+    for vector in vectors:
+        missing = [n for n in vector.names if not vector.found(n)]
+        misses += len(missing)
+        hits += len(vector.names) - len(missing)
+        missing_any.update(dict.fromkeys(missing))
+        out.append(
+            {
+                "entity": vector.entity,
+                "values": vector.to_dict(),
+                "event_times": {n: vector.event_time(n) for n in vector.names},
+                "missing": missing,
+            }
+        )
+    state.metrics.cache(hits, misses)
+    body_out = {
+        "features": list(plan.names),
+        "vectors": out,
+        "metadata": {
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "cache_hits": hits,
+            "cache_misses": misses,
+            "missing_features": list(missing_any),
+            "source": vectors[0].source if vectors else "online",
+            "service": body.service,
+        },
+    }
+    return JSONResponse(jsonable(body_out))
+
+
+@router.post("/features/historical", response_model=HistoricalResponse, tags=["serving"])
+def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
+    """Aggregates (latest, avg, sum, min, max, count) per entity over a time range or windows."""
+    refs = parse_refs(body.features)
+    names = sorted({r.group for r in refs})
+    versions = sorted({r.version for r in refs if r.version is not None})
+    if len(names) != 1 or len(versions) > 1:
+        raise SchemaValidationError(
+            f"A historical request reads one version of one group; this one names {names}"
+            + (f" at versions {versions}." if len(versions) > 1 else "."),
+            fix="send one request per group version.",
+        )
+    name, version = names[0], (versions[0] if versions else None)
+    schema = state.store.registry.get_group(name, version)
+    features: list[str] = []
+    for ref in refs:
+        wanted = schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
+        features.extend(f for f in wanted if f not in features)
+    key.require(Access.READ, [(schema.name, f) for f in features])
+    query = build_query(
+        schema,
+        features,
+        list(body.entities),
+        body.start,
+        body.end,
+        body.aggregations,
+        body.window,
+    )
+    rows, metadata = run_query(state.store, query)
+    return JSONResponse(
+        jsonable(
+            {"group": schema.name, "version": schema.version, "rows": rows, "metadata": metadata}
+        )
+    )
+
+
+# -- operations ----------------------------------------------------------------------------------
+
+
+@router.get("/health", response_model=HealthResponse, tags=["operations"])
+def health(state: State) -> JSONResponse:
+    """Registry, storage, online store (Redis) and Spark; 503 when a required part is down."""
+    from featurelake.server.health import health_checks
+
+    checks = health_checks(state)
+    healthy = all(part.get("healthy", True) for part in checks.values())
+    return JSONResponse(
+        jsonable({"healthy": healthy, "checks": checks}), status_code=200 if healthy else 503
+    )
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+def metrics(state: State) -> Response:
+    """Prometheus text: latency histograms and quantiles, errors, online cache hit ratio."""
+    return Response(content=state.metrics.render(), media_type=CONTENT_TYPE)
