@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,11 +22,13 @@ from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
 from featurelake.registry import Registry
+from featurelake.schema import load_groups
 from featurelake.server import ServerSettings, create_app
 from featurelake.server.app import ServerState
 from featurelake.server.auth import ApiKeyStore
 from featurelake.serving import FeatureStore
 
+EXAMPLE_FEATURES = Path(__file__).resolve().parents[2] / "conf" / "features"
 REDIS_DB = 7  # other suites flush db 0 of the shared server
 PROFILE = {
     "name": "profile",
@@ -114,6 +117,8 @@ def live_server(
     live = LiveServer(
         f"http://127.0.0.1:{port}", store, app.state.server, keys, admin, writer, reader
     )
+    for schema in load_groups(EXAMPLE_FEATURES):  # the groups the OpenAPI examples use
+        store.register_features(schema)
     with live.client(admin) as client:
         for group in (PROFILE, ORDERS):
             response = client.post("/v1/features/register", json=group)

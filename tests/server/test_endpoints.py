@@ -67,9 +67,9 @@ def test_list_filters_and_pages(live_server: LiveServer) -> None:
     names = [g["name"] for g in everything["groups"]]
     assert {"profile", "orders"} <= set(names) and names == sorted(names)
     assert [g["name"] for g in by_entity["groups"]] == ["orders"]
-    assert [g["name"] for g in by_tag["groups"]] == ["profile"]
+    assert [g["name"] for g in by_tag["groups"]] == ["customer_profile", "profile"]
     assert [g["name"] for g in by_owner["groups"]] == ["orders"]
-    assert [g["name"] for g in by_name["groups"]] == ["profile"]
+    assert [g["name"] for g in by_name["groups"]] == ["customer_profile", "profile"]
     assert page["total"] == everything["total"] and page["groups"] == everything["groups"][1:2]
     assert bad_limit.status_code == 422 and _error(bad_limit)["code"] == "invalid_request"
 

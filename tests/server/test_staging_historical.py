@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from collections import defaultdict
 from datetime import datetime, timedelta
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+import yaml
 
 from featurelake.server.staging import StagingTable, compact_staging, compacted_version
 
@@ -15,6 +19,7 @@ from .conftest import LiveServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.spark]
 
+JOBS = Path(__file__).resolve().parents[2] / "jobs"
 VISITS = {
     "name": "visits",
     "entity_keys": ["user_id"],
@@ -66,7 +71,17 @@ def _expected(records: list[dict[str, Any]], start: datetime, end: datetime) -> 
     return out
 
 
-def test_staged_writes_compact_into_gold_and_read_historically(live_server: LiveServer) -> None:
+def load_job(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"job_{name}", JOBS / f"{name}.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_staged_writes_compact_into_gold_and_read_historically(
+    live_server: LiveServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = live_server.store
     staging = StagingTable.for_store(store.config)
     records = _records()
@@ -82,9 +97,20 @@ def test_staged_writes_compact_into_gold_and_read_historically(live_server: Live
     assert first.status_code == 200 and second.status_code == 200, second.text
     assert pending == len(records) + 1
 
-    result = compact_staging(store)
-    visits = [g for g in result.groups if g.group == "visits"]
-    assert len(visits) == 1 and visits[0].records == len(records) + 1
+    config_file = tmp_path / "featurelake.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "storage_path": store.config.storage_path,
+                "metadata_cache_ttl_seconds": 0,
+                "spark_shuffle_partitions": 2,
+            }
+        )
+    )
+    assert load_job("compact_staging").main(["--config", str(config_file)]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    visits = [g for g in result["groups"] if g["group"] == "visits"]
+    assert len(visits) == 1 and visits[0]["records"] == len(records) + 1
     assert compacted_version(store.registry) == staging.version()
     assert compact_staging(store).from_version is None  # nothing new: up to date
 
@@ -126,6 +152,18 @@ def test_staged_writes_compact_into_gold_and_read_historically(live_server: Live
         two_groups = admin.post(
             "/v1/features/historical", json={**body, "features": ["visits.clicks", "profile.age"]}
         )
+        all_time = admin.post(
+            "/v1/features/historical",
+            json={
+                **body,
+                "start": "0001-01-01T00:00:00",
+                "end": "9999-12-31T23:59:59+00:00",
+                "aggregations": ["count"],
+            },
+        )
+        too_many_windows = admin.post(
+            "/v1/features/historical", json={**body, **numeric_only, "window": "1s"}
+        )
         stats = admin.get("/v1/features/visits/stats")
         described = admin.get("/v1/features/visits").json()
     with live_server.client(live_server.reader) as reader:
@@ -162,6 +200,10 @@ def test_staged_writes_compact_into_gold_and_read_historically(live_server: Live
         assert row["values"]["clicks__sum"] == want[row["entity"]["user_id"]]["clicks__sum"]
         assert datetime.fromisoformat(row["window_end"]) - day_start == timedelta(days=1)
 
+    assert all_time.status_code == 200, all_time.text
+    counts = {r["entity"]["user_id"]: r["values"]["clicks__count"] for r in all_time.json()["rows"]}
+    assert counts == {1: 12, 2: 12, 3: 12}
+    assert too_many_windows.status_code == 422 and "windows" in too_many_windows.text
     assert avg_of_text.status_code == 422
     assert avg_of_text.json()["error"]["code"] == "schema_validation_failed"
     assert empty_range.status_code == 422

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr, model_validator
 
 MAX_ENTITIES = 1_000
 MAX_FEATURES = 200
@@ -69,6 +69,19 @@ class ErrorResponse(BaseModel):
 class ServeRequest(Body):
     """Feature references or a feature service, and the entities to read."""
 
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "features": ["customer_profile.age", "customer_profile.segment"],
+                    "entities": [1, 2],
+                },
+                {"features": ["customer_profile.*"], "entities": [{"customer_id": 1}]},
+            ]
+        },
+    )
+
     features: (
         Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)] | None
     ) = None
@@ -109,8 +122,22 @@ class ServeResponse(BaseModel):
 # -- writes --------------------------------------------------------------------------------------
 
 
+EXAMPLE_RECORD: dict[str, JsonValue] = {
+    "customer_id": 1,
+    "event_timestamp": "2024-03-01T12:00:00Z",
+    "age": 41,
+    "segment": "gold",
+    "lifetime_value": 1250.5,
+}
+
+
 class WriteRequest(Body):
     """One record of a group: entity keys, event time (ISO-8601) and feature values."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"group": "customer_profile", "record": EXAMPLE_RECORD}]},
+    )
 
     group: GroupName
     record: Record
@@ -118,6 +145,18 @@ class WriteRequest(Body):
 
 class WriteBatchRequest(Body):
     """Records of one group."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "group": "customer_profile@1",
+                    "records": [EXAMPLE_RECORD, {**EXAMPLE_RECORD, "customer_id": 2, "age": 35}],
+                }
+            ]
+        },
+    )
 
     group: GroupName
     records: Annotated[list[Record], Field(min_length=1, max_length=MAX_BATCH_ROWS)]
@@ -141,6 +180,22 @@ Aggregation = Literal["latest", "avg", "sum", "min", "max", "count"]
 
 class HistoricalRequest(Body):
     """Aggregations of features of one group over a time range, per entity (and window)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "features": ["customer_profile.age", "customer_profile.lifetime_value"],
+                    "entities": [1, 2],
+                    "start": "2024-01-01T00:00:00Z",
+                    "end": "2024-04-01T00:00:00Z",
+                    "aggregations": ["latest", "avg", "max"],
+                    "window": "30d",
+                }
+            ]
+        },
+    )
 
     features: Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)]
     entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_HISTORICAL_ENTITIES)]
@@ -188,6 +243,31 @@ class FeatureBody(Body):
 
 class GroupBody(Body):
     """A feature group schema, as in `conf/features/*.yaml`."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "customer_profile",
+                    "version": 1,
+                    "entity_keys": ["customer_id"],
+                    "entity_key_types": {"customer_id": "bigint"},
+                    "timestamp_key": "event_timestamp",
+                    "ttl": "365d",
+                    "features": [
+                        {"name": "age", "type": "int", "min": 18, "max": 110},
+                        {
+                            "name": "segment",
+                            "type": "string",
+                            "allowed_values": ["bronze", "silver", "gold", "platinum"],
+                        },
+                        {"name": "lifetime_value", "type": "double", "min": 0},
+                    ],
+                }
+            ]
+        },
+    )
 
     name: Name
     version: Annotated[int, Field(ge=1, le=1_000_000)] = 1

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request, Security
+from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
@@ -55,6 +55,14 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
 
 State = Annotated[ServerState, Depends(server_state)]
+GroupPath = Annotated[
+    str,
+    Path(
+        max_length=140,
+        description="`group` (latest version) or `group@VERSION`.",
+        examples=["customer_profile", "customer_profile@1"],
+    ),
+]
 
 
 def authenticate(
@@ -168,7 +176,7 @@ def _readable_group(state: ServerState, key: ApiKey, group: str) -> FeatureGroup
 
 
 @router.get("/features/{group}", response_model=GroupDescription, tags=["groups"])
-def describe(group: str, state: State, key: Key) -> JSONResponse:
+def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
     """Schema, versions, write state (rows, Delta version, last update) and freshness."""
     schema = _readable_group(state, key, group)
     registry = state.store.registry
@@ -201,7 +209,7 @@ def describe(group: str, state: State, key: Key) -> JSONResponse:
 
 
 @router.get("/features/{group}/stats", tags=["groups"])
-def stats(group: str, state: State, key: Key) -> JSONResponse:
+def stats(group: GroupPath, state: State, key: Key) -> JSONResponse:
     """The latest statistics of the group's Gold table (recorded on each write)."""
     schema = _readable_group(state, key, group)
     history = statistics_history(state.store.registry, schema.name, schema.version)
