@@ -285,6 +285,8 @@ class GroupBody(Body):
     partition_columns: Annotated[list[Name], Field(max_length=8)] | None = None
     entity_key_types: dict[Name, Annotated[str, Field(max_length=64)]] | None = None
     checks: dict[str, Any] | None = None
+    materialization_schedule: Annotated[str, Field(max_length=128)] | None = None
+    source: dict[str, Any] | None = None
 
 
 class RegisterResponse(BaseModel):
