@@ -15,12 +15,14 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.errors import PointInTimeError
+from featurelake.offline.composites import finish_request
 from featurelake.offline.frames import to_spark
 from featurelake.offline.pit import PitSource, point_in_time_join
 from featurelake.offline.reads import output_names
 from featurelake.registry import side_location
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import FeatureGroupSchema, parse_duration
+from featurelake.schema.composites import expand_composites
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -179,7 +181,8 @@ def build_training_set(
             fix="use fill='none' (the latest event's values, nulls included) or "
             "fill='last_non_null'.",
         )
-    selected = store.resolve_refs(feature_refs)
+    expanded = expand_composites(feature_refs, store.registry.get_group)
+    selected = store.resolve_refs(list(expanded.refs))
     entities = to_spark(store.spark, entity_df, what="entity_df")
     ts_column = _timestamp_column(entities, timestamp_column, selected)
     ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
@@ -221,6 +224,7 @@ def build_training_set(
         else:
             reads.append(read)
     result = point_in_time_join(entities, sources, ts_column, fill=fill)  # type: ignore[arg-type]
+    result = finish_request(result, entities.columns, expanded, names)
     entity_location = None
     if name:
         location = side_location(store.config, "training_sets", name)
@@ -237,7 +241,7 @@ def build_training_set(
         created_at=utc_now().isoformat(),
         name=name,
         entity_location=entity_location,
-        output_columns=tuple(names.values()),
+        output_columns=tuple(result.columns[len(entities.columns) :]),
         virtual_groups=tuple(virtual_groups),
     )
     if name:

@@ -16,7 +16,7 @@ import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
@@ -39,6 +39,7 @@ from featurelake.online.values import (
 )
 from featurelake.online.vector import FeatureVector
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, parse_refs
+from featurelake.schema.composites import ExpandedRequest, expand_composites
 
 SchemaResolver = Callable[[str, int | None], FeatureGroupSchema]
 MAX_REPORTED = 20
@@ -114,6 +115,8 @@ class ReadPlan:
     names: tuple[str, ...]
     index: dict[str, int]
     expires: float
+    composites: ExpandedRequest | None = None
+    """Set when the request has composite features: computed from the stored features."""
 
 
 class OnlineStore(ABC):
@@ -285,6 +288,12 @@ class OnlineStore(ABC):
         """
         started = time.perf_counter()
         plan = self._plan(feature_refs)
+        if plan.composites is not None:
+            from featurelake.online.composites import compose_vectors
+
+            return compose_vectors(
+                plan.composites, lambda refs: self.get(refs, entity_keys), defaults
+            )
         entities = entity_list(entity_keys)
         requests = [
             ReadRequest(
@@ -378,6 +387,13 @@ class OnlineStore(ABC):
 
     def _build_plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
         """Output positions follow the references (a wildcard in the group's feature order)."""
+        expanded = expand_composites(feature_refs, self._schema)
+        if expanded.has_composites:
+            from featurelake.online.composites import output_layout
+
+            outputs, positions = output_layout(expanded)
+            stored = self._build_plan(list(expanded.refs))
+            return replace(stored, names=outputs, index=positions, composites=expanded)
         schemas: dict[str, FeatureGroupSchema] = {}
         ordered: list[tuple[str, str]] = []  # (group, feature), each once, in request order
         for ref in parse_refs(feature_refs):

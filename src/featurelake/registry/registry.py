@@ -21,6 +21,7 @@ from featurelake.registry.deltars_kv import DeltaRsKeyValueTables
 from featurelake.registry.locations import TableLocation, gold_location, registry_location
 from featurelake.retry import with_retries
 from featurelake.schema import FeatureGroupSchema, SchemaChange, classify_change
+from featurelake.schema.composites import check_composite_sources
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -212,6 +213,7 @@ class Registry:
         An incompatible change to a registered version raises SchemaValidationError explaining
         the version bump.
         """
+        check_composite_sources(schema, self.get_group)  # cross-group inputs must exist
         with self._lock:
             self.invalidate()
             key = group_key(schema.name, schema.version)

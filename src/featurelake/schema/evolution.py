@@ -35,6 +35,7 @@ def classify_change(old: FeatureGroupSchema, new: FeatureGroupSchema) -> SchemaC
         )
     if old.partition_columns != new.partition_columns:
         problems.append("partition columns changed")
+    problems += _aggregation_changes(old, new)
     new_features = {f.name: f for f in new.features}
     for feature in old.features:
         replacement = new_features.get(feature.name)
@@ -63,3 +64,23 @@ def classify_change(old: FeatureGroupSchema, new: FeatureGroupSchema) -> SchemaC
             problems=problems,
         )
     return SchemaChange.COMPATIBLE
+
+
+def _aggregation_changes(old: FeatureGroupSchema, new: FeatureGroupSchema) -> list[str]:
+    """An aggregated feature keeps its meaning: same source, column, function and filter."""
+    problems = []
+    if old.source != new.source:
+        problems.append(f"the source changed from {old.source} to {new.source}")
+    meaning = {
+        name: (a.column, a.function, a.filter) for a in new.aggregations for name, _ in a.outputs()
+    }
+    for aggregation in old.aggregations:
+        for name, _ in aggregation.outputs():
+            now = meaning.get(name)
+            if now is not None and now != (
+                aggregation.column,
+                aggregation.function,
+                aggregation.filter,
+            ):
+                problems.append(f"aggregated feature '{name}' changed its definition")
+    return problems

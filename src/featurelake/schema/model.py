@@ -12,6 +12,13 @@ from enum import StrEnum
 from typing import Any
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
+from featurelake.schema.aggregations import (
+    Aggregation,
+    AggregationSource,
+    CompositeFeature,
+    aggregation_parts,
+    check_composites,
+)
 from featurelake.schema.durations import format_duration, parse_duration
 from featurelake.schema.materialization import MaterializationSource, check_cron
 from featurelake.schema.types import DataType, FeatureType, SqlType
@@ -420,6 +427,11 @@ class FeatureGroupSchema:
     checks: GroupChecks | None = None
     materialization_schedule: str | None = None
     source: MaterializationSource | None = None
+    event_source: AggregationSource | None = None
+    """Event source of an aggregation group (its features are `aggregations`' outputs)."""
+    aggregations: tuple[Aggregation, ...] = ()
+    composites: tuple[CompositeFeature, ...] = ()
+    """Features computed from other features by an expression (not stored)."""
 
     def __init__(
         self,
@@ -438,6 +450,9 @@ class FeatureGroupSchema:
         checks: GroupChecks | Mapping[str, Any] | None = None,
         materialization_schedule: str | None = None,
         source: MaterializationSource | Mapping[str, Any] | str | None = None,
+        event_source: AggregationSource | str | Mapping[str, str] | None = None,
+        aggregations: Iterable[Aggregation | Mapping[str, Any]] = (),
+        composites: Iterable[CompositeFeature | Mapping[str, Any]] = (),
     ) -> None:
         check_identifier(name, "feature group")
         keys = (entity_keys,) if isinstance(entity_keys, str) else tuple(entity_keys)
@@ -461,6 +476,9 @@ class FeatureGroupSchema:
                 "timestamp key.",
                 fix="choose a separate event-time column.",
             )
+        agg_source, aggs, features = aggregation_parts(
+            name, event_source, aggregations, tuple(features)
+        )
         feats = tuple(
             f if isinstance(f, FeatureSchema) else FeatureSchema.from_dict(f) for f in features
         )
@@ -556,6 +574,9 @@ class FeatureGroupSchema:
             ),
         )
         set_(self, "source", MaterializationSource.from_value(source))
+        set_(self, "event_source", agg_source)
+        set_(self, "aggregations", aggs)
+        set_(self, "composites", check_composites(name, seen, composites))
 
     def __hash__(self) -> int:
         return hash(self.fingerprint())
@@ -618,6 +639,12 @@ class FeatureGroupSchema:
             out["materialization_schedule"] = self.materialization_schedule
         if self.source is not None:
             out["source"] = self.source.to_dict()
+        if self.event_source is not None:
+            out["event_source"] = self.event_source.to_dict()
+            out["aggregations"] = [a.to_dict() for a in self.aggregations]
+            del out["features"]  # they follow from the aggregations
+        if self.composites:
+            out["composites"] = [c.to_dict() for c in self.composites]
         return out
 
     @classmethod
@@ -644,6 +671,9 @@ class FeatureGroupSchema:
             "checks",
             "materialization_schedule",
             "source",
+            "event_source",
+            "aggregations",
+            "composites",
         }
         unknown = sorted(set(data) - allowed)
         if unknown:
@@ -677,6 +707,9 @@ class FeatureGroupSchema:
             checks=data.get("checks"),
             materialization_schedule=data.get("materialization_schedule"),
             source=data.get("source"),
+            event_source=data.get("event_source"),
+            aggregations=data.get("aggregations") or (),
+            composites=data.get("composites") or (),
         )
 
     def to_json(self) -> str:

@@ -301,6 +301,14 @@ class FeatureStore:
     ) -> list[FeatureVector]:
         """Vectors built from the offline store's latest values (the explicit fallback)."""
         plan = self.online.plan(feature_refs)
+        if plan.composites is not None:
+            from featurelake.online.composites import compose_vectors
+
+            return compose_vectors(
+                plan.composites,
+                lambda refs: self._offline_vectors(refs, entity_keys, None),
+                defaults,
+            )
         entities = entity_list(entity_keys)
         width = len(plan.names)
         values: list[list[Any]] = [[None] * width for _ in entities]
