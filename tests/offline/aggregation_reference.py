@@ -1,0 +1,58 @@
+"""An independent pandas reference for windowed aggregations (per key, one window at a time)."""
+
+from __future__ import annotations
+
+import math
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+
+def reference(
+    entities: pd.DataFrame,
+    events: pd.DataFrame,
+    key: str,
+    column: str,
+    function: str,
+    window: timedelta,
+    keep: Any = None,
+) -> list[Any]:
+    """The value for each entity row: events of its key with t - window < ts <= t, where
+    `keep(events)` (a boolean Series) holds."""
+    chosen = events if keep is None else events[keep(events)]
+    by_key = {k: frame.sort_values("ts") for k, frame in chosen.groupby(key)}
+    out: list[Any] = []
+    for _, row in entities.iterrows():
+        t = row["t"]
+        frame = by_key.get(row[key])
+        if frame is None or pd.isna(t):
+            out.append(0 if function in ("count", "approx_count_distinct") else None)
+            continue
+        inside = frame[(frame["ts"] > t - window) & (frame["ts"] <= t)]
+        values = inside if column == "*" else inside[inside[column].notna()]
+        series = values[column] if column != "*" else None
+        n = len(values)
+        if function == "count":
+            out.append(n)
+        elif function == "approx_count_distinct":
+            out.append(int(series.nunique()) if series is not None else n)
+        elif n == 0 or series is None:
+            out.append(None)
+        elif function == "sum":
+            out.append(math.fsum(series))
+        elif function == "avg":
+            out.append(math.fsum(series) / n)
+        elif function == "stddev":
+            out.append(float(np.std(series.to_numpy(), ddof=1)) if n > 1 else None)
+        elif function == "min":
+            out.append(series.min())
+        elif function == "max":
+            out.append(series.max())
+        elif function == "last":
+            latest = values[values["ts"] == values["ts"].max()]
+            out.append(latest[column].max())
+        else:
+            raise ValueError(function)
+    return out
