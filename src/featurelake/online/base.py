@@ -387,7 +387,14 @@ class OnlineStore(ABC):
 
     def _build_plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
         """Output positions follow the references (a wildcard in the group's feature order)."""
-        expanded = expand_composites(feature_refs, self._schema)
+        resolved: dict[tuple[str, int | None], FeatureGroupSchema] = {}
+
+        def lookup(name: str, version: int | None) -> FeatureGroupSchema:
+            if (name, version) not in resolved:
+                resolved[(name, version)] = self._schema(name, version)
+            return resolved[(name, version)]
+
+        expanded = expand_composites(feature_refs, lookup)
         if expanded.has_composites:
             from featurelake.online.composites import output_layout
 
@@ -397,7 +404,7 @@ class OnlineStore(ABC):
         schemas: dict[str, FeatureGroupSchema] = {}
         ordered: list[tuple[str, str]] = []  # (group, feature), each once, in request order
         for ref in parse_refs(feature_refs):
-            schema = schemas.setdefault(ref.group, self._schema(ref.group, ref.version))
+            schema = schemas.setdefault(ref.group, lookup(ref.group, ref.version))
             if ref.version is not None and schema.version != ref.version:
                 raise SchemaValidationError(
                     f"Group '{ref.group}' is referenced at two versions ({schema.version} and "
