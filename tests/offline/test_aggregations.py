@@ -14,8 +14,6 @@ from pyspark.sql import SparkSession
 from featurelake.errors import PointInTimeError
 from featurelake.offline.windows import WindowOutput, window_aggregates
 
-from .aggregation_reference import reference
-
 pytestmark = pytest.mark.spark
 
 T0 = datetime(2024, 3, 1)
@@ -84,7 +82,9 @@ def close(got: Any, expected: Any, function: str) -> bool:
     return got == expected
 
 
-def test_every_function_and_window_matches_the_reference(spark: SparkSession) -> None:
+def test_every_function_and_window_matches_the_reference(
+    spark: SparkSession, window_reference: Any
+) -> None:
     entities, events = random_data()
     entity_df, event_df = spark_frames(spark, entities, events)
     outputs = []
@@ -108,7 +108,7 @@ def test_every_function_and_window_matches_the_reference(spark: SparkSession) ->
             keep = lambda f: f["category"] == "a"  # noqa: E731
         elif output.filter:
             keep = lambda f: f["category"] != "c"  # noqa: E731
-        expected = reference(
+        expected = window_reference(
             entities, events, "k", output.column, output.function, output.window, keep
         )
         for i, (value, want) in enumerate(zip(got[output.name], expected, strict=True)):
@@ -117,3 +117,32 @@ def test_every_function_and_window_matches_the_reference(spark: SparkSession) ->
                 assert value is None, output.name
                 continue
             assert close(value, want, output.function), (output.name, row.to_dict(), value, want)
+
+
+def test_bad_inputs_raise_before_any_job(spark: SparkSession) -> None:
+    entities, events = random_data()
+    entity_df, event_df = spark_frames(spark, entities, events)
+    total = WindowOutput("total", "amount", "sum", WINDOWS[1])
+    with pytest.raises(PointInTimeError, match="no column 'price'"):
+        window_aggregates(
+            entity_df,
+            event_df,
+            ["k"],
+            "ts",
+            "t",
+            [WindowOutput("total", "price", "sum", WINDOWS[1])],
+        )
+    with pytest.raises(PointInTimeError, match="sum of 'category'"):
+        bad = WindowOutput("bad", "category", "sum", WINDOWS[1])
+        window_aggregates(entity_df, event_df, ["k"], "ts", "t", [bad])
+    with pytest.raises(PointInTimeError, match=r"'k'.*string"):
+        window_aggregates(
+            entity_df.withColumn("k", entity_df["k"].cast("string")),
+            event_df,
+            ["k"],
+            "ts",
+            "t",
+            [total],
+        )
+    with pytest.raises(PointInTimeError, match="no event time column 'when'"):
+        window_aggregates(entity_df, event_df, ["k"], "when", "t", [total])

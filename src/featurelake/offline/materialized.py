@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -395,6 +395,30 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             *schema.entity_keys, schema.timestamp_key, *features, INGESTED_AT
         )
         return frame, TableRead(schema.name, schema.version, version, str(location))
+
+    # -- aggregation groups --------------------------------------------------------------------
+
+    def materialize_aggregations(
+        self, group: str | FeatureGroupSchema, as_of: datetime | None = None
+    ) -> WriteResult:
+        """Write an aggregation group's window values as of `as_of` (default now, UTC) for every
+        entity of its source to its Gold table (what the online store serves)."""
+        from featurelake.offline import aggregations
+
+        return aggregations.materialize(self, group, as_of)
+
+    def backfill_aggregations(
+        self,
+        group: str | FeatureGroupSchema,
+        start: datetime,
+        end: datetime,
+        every: str | timedelta = "1d",
+    ) -> WriteResult:
+        """Replace an aggregation group's Gold rows in `[start, end)` by its values as of
+        `start`, `start + every`, ... for every entity of its source."""
+        from featurelake.offline import aggregations
+
+        return aggregations.backfill(self, group, start, end, every)
 
     # -- training sets -------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.errors import PointInTimeError
+from featurelake.offline.aggregations import is_aggregation_group, join_aggregations
 from featurelake.offline.composites import finish_request
 from featurelake.offline.frames import to_spark
 from featurelake.offline.pit import PitSource, point_in_time_join
@@ -58,7 +59,8 @@ class TrainingSetManifest:
     entity_location: str | None = None
     output_columns: tuple[str, ...] = field(default_factory=tuple)
     virtual_groups: tuple[str, ...] = field(default_factory=tuple)
-    """`group@version` of groups computed by a virtual query (no Delta version to pin)."""
+    """`group@version` of groups computed at build time: virtual queries, and aggregation groups
+    (whose registered source groups are in `tables`, pinned)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -204,7 +206,11 @@ def build_training_set(
     sources = []
     reads = []
     virtual_groups = []
+    aggregated = []
     for schema, features in selected.values():
+        if is_aggregation_group(schema):  # computed from events below, not joined as rows
+            aggregated.append((schema, features))
+            continue
         frame, read = store.group_frame(
             schema, features, version=(pinned_versions or {}).get(schema.name)
         )
@@ -224,6 +230,20 @@ def build_training_set(
         else:
             reads.append(read)
     result = point_in_time_join(entities, sources, ts_column, fill=fill)  # type: ignore[arg-type]
+    for schema, features in aggregated:
+        source = schema.source.name.partition("@")[0] if schema.source else ""
+        result, read = join_aggregations(
+            store,
+            result,
+            schema,
+            features,
+            ts_column,
+            names,
+            version=(pinned_versions or {}).get(source),
+        )
+        if read is not None:
+            reads.append(read)
+        virtual_groups.append(f"{schema.name}@{schema.version}")
     result = finish_request(result, entities.columns, expanded, names)
     entity_location = None
     if name:

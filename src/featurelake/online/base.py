@@ -117,6 +117,9 @@ class ReadPlan:
     expires: float
     composites: ExpandedRequest | None = None
     """Set when the request has composite features: computed from the stored features."""
+    empty_values: dict[int, Any] = field(default_factory=dict)
+    """Values of features an entity without any stored row has: 0 for the counts of an
+    aggregation group (an entity without events counts 0, as in training sets)."""
 
 
 class OnlineStore(ABC):
@@ -305,7 +308,7 @@ class OnlineStore(ABC):
             f"reading {len(plan.names)} feature(s) of {len(entities)} entit(ies)",
             lambda: self._read(requests),
         )
-        fill = self._fill_values(plan, defaults)
+        fill = {**plan.empty_values, **self._fill_values(plan, defaults)}
         now = now_micros()
         width = len(plan.names)
         vectors = []
@@ -434,7 +437,14 @@ class OnlineStore(ABC):
             GroupPlan(schemas[g], tuple(features), tuple(positions))
             for g, (features, positions) in per_group.items()
         )
-        return ReadPlan(groups, tuple(names), index, time.monotonic() + self._plan_cache_seconds)
+        empty = {
+            position: 0
+            for group in groups
+            for feature, position in zip(group.features, group.positions, strict=True)
+            if feature in _counted(group.schema)
+        }
+        expires = time.monotonic() + self._plan_cache_seconds
+        return ReadPlan(groups, tuple(names), index, expires, empty_values=empty)
 
     # -- deletes, health, lifecycle ------------------------------------------------------------
 
@@ -561,6 +571,16 @@ class OnlineStore(ABC):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+
+def _counted(schema: FeatureGroupSchema) -> set[str]:
+    """Features of an aggregation group that count (0 when there is nothing to count)."""
+    return {
+        name
+        for aggregation in schema.aggregations
+        if aggregation.function in ("count", "approx_count_distinct")
+        for name, _ in aggregation.outputs()
+    }
 
 
 def _ttl_ms(schema: FeatureGroupSchema) -> int:

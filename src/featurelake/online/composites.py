@@ -36,12 +36,12 @@ def compose_vectors(
             request = by_key.get((group, name))
             if request is None:
                 value = base.feature(f"{group}.{name}")
-                values.append(value.value if value.found else None)
+                values.append(value.value)  # None, or 0 for a count without events
                 events.append(_micros(value.event_time) if value.found else None)
                 continue
             inputs = {ref: base.feature(f"{g}.{f}") for ref, (g, f) in request.inputs.items()}
             found = [v for v in inputs.values() if v.found]
-            row = {ref: (v.value if v.found else None) for ref, v in inputs.items()}
+            row = {ref: v.value for ref, v in inputs.items()}
             values.append(evaluators[(group, name)](row))
             times = [t for t in (_micros(v.event_time) for v in found) if t is not None]
             events.append(min(times) if times else None)

@@ -231,6 +231,14 @@ class FeatureStore:
             return None
         return "materialized"
 
+    def materialize_aggregations(
+        self, group: str | FeatureGroupSchema, as_of: datetime | None = None
+    ) -> WriteResult:
+        """Compute an aggregation group's window values as of `as_of` (default now) into its
+        Gold table; with `sync_to_online` they go online too (the age is the time since
+        `as_of`)."""
+        return self.offline.materialize_aggregations(group, as_of)
+
     # -- online --------------------------------------------------------------------------------
 
     def get_online_features(

@@ -1,4 +1,4 @@
-"""An independent pandas reference for windowed aggregations (per key, one window at a time)."""
+"""Fixtures of the offline tests: an independent pandas reference for windowed aggregations."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def reference(
@@ -56,3 +57,9 @@ def reference(
         else:
             raise ValueError(function)
     return out
+
+
+@pytest.fixture(scope="session")
+def window_reference() -> Any:
+    """`reference(entities, events, key, column, function, window, keep)`: per key, one window."""
+    return reference
