@@ -33,7 +33,7 @@ SPEND = FeatureGroupSchema.from_dict(
     {
         "name": "customer_spend",
         "entity_keys": ["customer_id"],
-        "source": "purchases",
+        "event_source": "purchases",
         "aggregations": [
             {"column": "amount", "function": f, "windows": ["1d", "7d"]}
             for f in FUNCTIONS

@@ -14,7 +14,7 @@ from featurelake.schema.evolution import classify_change
 YAML = """
 name: customer_purchases
 entity_keys: [customer_id]
-source: purchases
+event_source: purchases
 aggregations:
   - {column: amount, function: sum, windows: [1d, 7d, 30d]}
   - {column: amount, function: max, windows: [7d], type: double}
@@ -30,7 +30,7 @@ def test_yaml_group_with_aggregations_and_composites(tmp_path: Path) -> None:
     path = tmp_path / "purchases.yaml"
     path.write_text(YAML)
     (group,) = load_group_file(path)
-    assert group.source == AggregationSource("group", "purchases")
+    assert group.event_source == AggregationSource("group", "purchases")
     assert group.feature_names == (
         "amount_sum_1d",
         "amount_sum_7d",
@@ -80,17 +80,17 @@ def test_bad_aggregations_are_refused(change: dict[str, object], message: str) -
 def test_bad_groups_are_refused() -> None:
     base = {"name": "g", "entity_keys": ["k"]}
     aggs = [{"column": "x", "function": "sum", "windows": ["1d"]}]
-    with pytest.raises(SchemaValidationError, match="no source"):
+    with pytest.raises(SchemaValidationError, match="no event_source"):
         FeatureGroupSchema.from_dict({**base, "aggregations": aggs})
     with pytest.raises(SchemaValidationError, match="no aggregations"):
         FeatureGroupSchema.from_dict(
-            {**base, "source": "s", "features": [{"name": "a", "type": "int"}]}
+            {**base, "event_source": "s", "features": [{"name": "a", "type": "int"}]}
         )
     with pytest.raises(SchemaValidationError, match="beside aggregations"):
         FeatureGroupSchema.from_dict(
             {
                 **base,
-                "source": "s",
+                "event_source": "s",
                 "aggregations": aggs,
                 "features": [{"name": "a", "type": "int"}],
             }
@@ -99,7 +99,7 @@ def test_bad_groups_are_refused() -> None:
         FeatureGroupSchema.from_dict(
             {
                 **base,
-                "source": "s",
+                "event_source": "s",
                 "aggregations": aggs,
                 "composites": [{"name": "c", "expression": "y * 2"}],
             }
@@ -108,7 +108,7 @@ def test_bad_groups_are_refused() -> None:
         FeatureGroupSchema.from_dict(
             {
                 **base,
-                "source": "s",
+                "event_source": "s",
                 "aggregations": aggs,
                 "composites": [
                     {"name": "c", "expression": "x_sum_1d * 2"},
@@ -123,7 +123,7 @@ def test_bad_groups_are_refused() -> None:
 
 
 def test_changing_what_an_aggregation_means_needs_a_new_version() -> None:
-    base = {"name": "g", "entity_keys": ["k"], "source": "s"}
+    base = {"name": "g", "entity_keys": ["k"], "event_source": "s"}
     old = FeatureGroupSchema.from_dict(
         {**base, "aggregations": [{"column": "x", "function": "sum", "windows": ["1d"]}]}
     )
@@ -141,5 +141,5 @@ def test_changing_what_an_aggregation_means_needs_a_new_version() -> None:
     )
     with pytest.raises(SchemaValidationError, match="x_sum_1d"):
         classify_change(old, refiltered)
-    with pytest.raises(SchemaValidationError, match="source"):
-        classify_change(old, old.with_changes(source="other"))
+    with pytest.raises(SchemaValidationError, match="event_source"):
+        classify_change(old, old.with_changes(event_source="other"))

@@ -65,11 +65,11 @@ def source_events(
 ) -> tuple[DataFrame, str, TableRead | None]:
     """The events of an aggregation group, their event-time column, and the Delta read behind
     them (for a registered group source; None for a table or path)."""
-    source = schema.source
+    source = schema.event_source
     if source is None:
         raise SchemaValidationError(
             f"Group '{schema.name}' is not an aggregation group.",
-            fix="declare 'source' and 'aggregations' in the group schema.",
+            fix="declare 'event_source' and 'aggregations' in the group schema.",
         )
     if source.kind == "group":
         name, _, pinned = source.name.partition("@")
@@ -88,7 +88,7 @@ def source_events(
         raise MaterializationError(
             f"The source {source.kind} '{source.name}' of aggregation group '{schema.name}' "
             f"cannot be read: {str(error).strip().splitlines()[0]}",
-            fix="create the table, or correct 'source' in the group schema.",
+            fix="create the table, or correct 'event_source' in the group schema.",
             group=schema.name,
         ) from error
     return frame, schema.timestamp_key, None
@@ -211,7 +211,7 @@ def _aggregation_group(
         raise MaterializationError(
             f"Group '{schema.name}' has no aggregations to compute.",
             fix="write its rows with store.write_features; materialize_aggregations is for "
-            "groups declaring 'source' and 'aggregations'.",
+            "groups declaring 'event_source' and 'aggregations'.",
             group=schema.name,
         )
     return schema

@@ -231,7 +231,7 @@ def build_training_set(
             reads.append(read)
     result = point_in_time_join(entities, sources, ts_column, fill=fill)  # type: ignore[arg-type]
     for schema, features in aggregated:
-        source = schema.source.name.partition("@")[0] if schema.source else ""
+        source = schema.event_source.name.partition("@")[0] if schema.event_source else ""
         result, read = join_aggregations(
             store,
             result,

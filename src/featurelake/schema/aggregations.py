@@ -75,7 +75,7 @@ class AggregationSource:
                 if kind == "group" and not _GROUP_REF.match(name):
                     raise SchemaValidationError(
                         f"The source group '{name}' is not a group name.",
-                        fix="write 'source: {group: purchases}' or 'purchases@2'.",
+                        fix="write 'event_source: {group: purchases}' or 'purchases@2'.",
                     )
                 return cls(str(kind), name.strip())
         if isinstance(value, str) and value.strip():
@@ -87,8 +87,9 @@ class AggregationSource:
             return cls("table", text)
         raise SchemaValidationError(
             f"The aggregation source {value!r} is not a group, table or path.",
-            fix="write 'source: purchases' (a registered group), 'source: {table: db.events}' "
-            "or 'source: {path: /lake/silver/events}'.",
+            fix="write 'event_source: purchases' (a registered group), "
+            "'event_source: {table: db.events}' "
+            "or 'event_source: {path: /lake/silver/events}'.",
         )
 
     def to_dict(self) -> dict[str, str]:
@@ -370,14 +371,14 @@ def aggregation_parts(
     if not aggs:
         if source is not None:
             raise SchemaValidationError(
-                f"Group '{group}' names a source but no aggregations.",
-                fix="add 'aggregations:' (column, function, windows) or remove 'source'.",
+                f"Group '{group}' names an event_source but no aggregations.",
+                fix="add 'aggregations:' (column, function, windows) or remove 'event_source'.",
             )
         return None, (), features
     if source is None:
         raise SchemaValidationError(
-            f"Group '{group}' declares aggregations but no source of events.",
-            fix="add 'source: <registered group>' (or {table: ...} / {path: ...}).",
+            f"Group '{group}' declares aggregations but no event_source.",
+            fix="add 'event_source: <registered group>' (or {table: ...} / {path: ...}).",
         )
     parsed_source = AggregationSource.parse(source)
     derived = []

@@ -69,8 +69,8 @@ def classify_change(old: FeatureGroupSchema, new: FeatureGroupSchema) -> SchemaC
 def _aggregation_changes(old: FeatureGroupSchema, new: FeatureGroupSchema) -> list[str]:
     """An aggregated feature keeps its meaning: same source, column, function and filter."""
     problems = []
-    if old.source != new.source:
-        problems.append(f"the source changed from {old.source} to {new.source}")
+    if old.event_source != new.event_source:
+        problems.append(f"the event_source changed from {old.event_source} to {new.event_source}")
     meaning = {
         name: (a.column, a.function, a.filter) for a in new.aggregations for name, _ in a.outputs()
     }
