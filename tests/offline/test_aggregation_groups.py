@@ -168,6 +168,9 @@ def test_online_values_equal_training_set_values(store: FeatureStore, spark: Spa
         if vector.entity["customer_id"] != 10:
             assert vector.event_time("amount_sum_7d") == AS_OF  # the age is measured from here
     assert vectors[9].get("amount_count_7d") == 0 and not vectors[9].found("amount_count_7d")
+    pandas_read = store.get_historical_features_pandas(entities, refs)  # Spark: windows, composite
+    pandas_read = pandas_read.sort_values("customer_id").reset_index(drop=True)
+    assert pandas_read.astype(object).where(pandas_read.notna(), None).equals(offline)
     assert vectors[1].get("amount_last_1d") == 25.0  # the purchase exactly at AS_OF counts
 
 

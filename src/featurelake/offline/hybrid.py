@@ -69,6 +69,7 @@ from featurelake.offline.virtualized import (
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
+from featurelake.schema.composites import expand_composites
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -328,6 +329,8 @@ class HybridFeatureStore(BaseFeatureStore):
                 estimate = decision.gold_estimate
                 rows = estimate.rows if estimate is not None else None
                 blocker = self._gold_blocker(schema, decision) if available else None
+            if schema.aggregations and available:
+                blocker = "its windowed aggregations are computed on Spark"
             facts.append(GroupFacts(schema.name, rows, blocker))
         try:
             return choose_engine(requested, facts, threshold, duckdb_available=available)
@@ -766,11 +769,14 @@ class HybridFeatureStore(BaseFeatureStore):
             lambda schema: self._spec(schema, entity_df, None, timestamp_column, ttl_override),
             strategy,
         )
-        selected = self.resolve_refs(feature_refs)
+        expanded = expand_composites(feature_refs, self.registry.get_group)
+        selected = self.resolve_refs(list(expanded.refs))
         for schema, _ in selected.values():
             source.route(schema)
         chosen = self._choose_engine(
-            selected, {n: d for n, (d, _) in source.routed.items()}, requested_engine(engine)
+            selected,
+            {n: d for n, (d, _) in source.routed.items()},
+            Engine.SPARK if expanded.has_composites else requested_engine(engine),
         )
         if chosen.engine is Engine.DUCKDB:
             virtual = {n for n, (d, _) in source.routed.items() if d.strategy is Strategy.VIRTUAL}
