@@ -27,6 +27,7 @@ AGGREGATIONS = ("latest", "avg", "sum", "min", "max", "count")
 MAX_WINDOWS = 10_000
 NUMERIC_ONLY = ("avg", "sum")
 ORDERED_ONLY = ("min", "max")
+PRUNE_RANGE = (datetime(1700, 1, 1), datetime(2200, 1, 1))
 
 
 @dataclass(frozen=True)
@@ -99,14 +100,41 @@ def build_query(
 
 
 def run_query(
-    store: FeatureStore, query: HistoricalQuery
+    store: FeatureStore, query: HistoricalQuery, engine: str = "auto"
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows `{entity, window_start, window_end, values}` and metadata, ordered by entity, window."""
+    """Rows `{entity, window_start, window_end, values}` and metadata, ordered by entity, window.
+
+    The engine is the store's choice for a read of these rows (`FeatureStore.explain`): DuckDB
+    over the Gold table for small reads (no Spark session), Spark otherwise; `engine` forces
+    one (`spark`, `duckdb`) where it can serve.
+    """
+    started = time.perf_counter()
+    schema = query.schema
+    refs = [f"{schema.name}@{schema.version}.{f}" for f in query.features]
+    decision = store.explain(
+        refs,
+        query.entities,
+        query.end,
+        strategy="materialized",
+        engine=engine,
+    )[schema.name]
+    read = _duckdb_rows if decision.engine == "duckdb" else _spark_rows
+    rows = read(store, query)
+    metadata = {
+        "engine": decision.engine,
+        "engine_reason": decision.engine_reason,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+        "entities": len(query.entities),
+        "window": None if query.window is None else query.window.total_seconds(),
+    }
+    return rows, metadata
+
+
+def _spark_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, Any]]:
     from pyspark.sql import functions as F
 
     from featurelake.offline.frames import entity_filter_frame
 
-    started = time.perf_counter()
     schema = query.schema
     keys = list(schema.entity_keys)
     ts = schema.timestamp_key
@@ -134,23 +162,117 @@ def run_query(
         for agg in query.aggregations
     ]
     frame = grouped.agg(*aggregates).select(*keys, *bounds, *query.columns)
-    collected = frame.orderBy(*keys, "_start").collect()
-    rows = [
+    return [
         {
             "entity": {k: row[k] for k in keys},
             "window_start": row["_start"],
             "window_end": row["_end"],
             "values": {c: row[c] for c in query.columns},
         }
-        for row in collected
+        for row in frame.orderBy(*keys, "_start").collect()
     ]
-    metadata = {
-        "engine": "spark",
-        "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-        "entities": len(query.entities),
-        "window": None if query.window is None else query.window.total_seconds(),
-    }
-    return rows, metadata
+
+
+def _duckdb_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, Any]]:
+    """The same aggregation in DuckDB, over the Gold rows delta-rs reads for the request."""
+    import pyarrow as pa
+
+    from featurelake.offline.delta_reader import ScanFilter, quote, read_arrow
+    from featurelake.offline.duckdb import connect
+    from featurelake.online.values import entity_dict
+
+    schema = query.schema
+    keys = list(schema.entity_keys)
+    ts = schema.timestamp_key
+    ids = [entity_dict(keys, e) for e in query.entities]
+    for number, entity in enumerate(ids):
+        if len(entity) != len(keys):
+            raise SchemaValidationError(
+                f"Entity {number} ({query.entities[number]!r}) does not give every key of {keys}.",
+                fix="pass one value for single-key groups, else an object {key: value}.",
+            )
+    snapshot = store.hybrid.duckdb_reader.snapshot(schema)
+    scan = ScanFilter(
+        values={k: sorted({e[k] for e in ids}, key=str) for k in keys},
+        time_column=ts,
+        time_min=_prunable(query.start),
+        time_max=_prunable(query.end),
+    )
+    table = read_arrow(snapshot, [*keys, ts, *query.features, INGESTED_AT], scan)
+    try:
+        id_table = pa.Table.from_pylist(
+            ids, schema=pa.schema([table.schema.field(k) for k in keys])
+        )
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as error:
+        raise SchemaValidationError(
+            f"The entities do not have the types of the keys {keys} of group '{schema.name}': "
+            f"{error}",
+            fix="send key values of the types the group's table holds.",
+        ) from None
+    key_list = ", ".join(quote(k) for k in keys)
+    column = quote(ts)
+    if query.window is not None:
+        width = int(query.window.total_seconds()) * 1_000_000
+        bucket = (
+            f"make_timestamp(epoch_us({column}) - "
+            f"((epoch_us({column}) % {width}) + {width}) % {width})"
+        )
+    else:
+        bucket = "NULL::TIMESTAMP"
+    aggregates = ", ".join(
+        f"{_duckdb_aggregate(schema, f, a, column)} AS {quote(f + '__' + a)}"
+        for f in query.features
+        for a in query.aggregations
+    )
+    sql = (
+        f"SELECT {key_list}, {bucket} AS _start, {aggregates} FROM fl_rows "
+        f"SEMI JOIN fl_ids USING ({key_list}) "
+        f"WHERE {column} >= ? AND {column} < ? GROUP BY ALL ORDER BY {key_list}, _start"
+    )
+    connection = connect()
+    try:
+        connection.register("fl_rows", table)
+        connection.register("fl_ids", id_table)
+        cursor = connection.execute(sql, [query.start, query.end])
+        names = [d[0] for d in cursor.description]
+        found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    finally:
+        connection.close()
+    out = []
+    for row in found:
+        start = row["_start"] if query.window is not None else query.start
+        end = start + query.window if query.window is not None else query.end
+        out.append(
+            {
+                "entity": {k: row[k] for k in keys},
+                "window_start": start,
+                "window_end": end,
+                "values": {c: row[c] for c in query.columns},
+            }
+        )
+    return out
+
+
+def _prunable(value: datetime) -> datetime | None:
+    """A time bound the delta-rs scan can take (nanosecond range); else no pruning on it (the
+    exact range is applied in DuckDB either way)."""
+    return value if PRUNE_RANGE[0] <= value <= PRUNE_RANGE[1] else None
+
+
+def _duckdb_aggregate(schema: FeatureGroupSchema, feature: str, agg: str, ts: str) -> str:
+    from featurelake.offline.delta_reader import quote
+
+    column = quote(feature)
+    kind = schema.feature(feature).data_type.kind
+    if agg == "latest":
+        return f"arg_max_null({column}, {{'t': {ts}, 'i': {quote(INGESTED_AT)}}})"
+    if agg == "sum" and kind in (DataType.INT, DataType.BIGINT):
+        return f"CAST(sum({column}) AS BIGINT)"
+    if agg == "avg":
+        return f"avg({column})"
+    if agg == "count":
+        return f"count({column})"
+    return f"{agg}({column})"
 
 
 def _aggregate(feature: str, agg: str, ts: str) -> Column:

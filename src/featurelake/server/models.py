@@ -207,6 +207,11 @@ class HistoricalRequest(Body):
         description="Tumbling window length such as `1h` or `7d` (aligned to the Unix epoch); "
         "without it, one row per entity over the whole range.",
     )
+    engine: Literal["auto", "spark", "duckdb"] = Field(
+        default="auto",
+        description="`auto`: DuckDB for small reads (estimated from Delta statistics), else "
+        "Spark; or force one.",
+    )
 
 
 class HistoricalRow(BaseModel):

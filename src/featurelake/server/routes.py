@@ -366,7 +366,7 @@ def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
         body.aggregations,
         body.window,
     )
-    rows, metadata = run_query(state.store, query)
+    rows, metadata = run_query(state.store, query, body.engine)
     return JSONResponse(
         jsonable(
             {"group": schema.name, "version": schema.version, "rows": rows, "metadata": metadata}
