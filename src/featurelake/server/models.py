@@ -278,7 +278,10 @@ class GroupBody(Body):
     version: Annotated[int, Field(ge=1, le=1_000_000)] = 1
     entity_keys: Annotated[list[Name], Field(min_length=1, max_length=16)]
     timestamp_key: Name = "event_timestamp"
-    features: Annotated[list[FeatureBody], Field(min_length=1, max_length=1000)]
+    features: Annotated[list[FeatureBody], Field(max_length=1000)] = Field(
+        default_factory=list,
+        description="The features; an aggregation group may derive them from `aggregations`.",
+    )
     description: Annotated[str, Field(max_length=4096)] = ""
     owner: Annotated[str, Field(max_length=MAX_NAME)] | None = None
     tags: (
@@ -292,6 +295,9 @@ class GroupBody(Body):
     checks: dict[str, Any] | None = None
     materialization_schedule: Annotated[str, Field(max_length=128)] | None = None
     source: dict[str, Any] | None = None
+    event_source: str | dict[str, Any] | None = None
+    aggregations: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
+    composites: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
 
 
 class RegisterResponse(BaseModel):

@@ -100,7 +100,7 @@ def register(body: GroupBody, request: Request, state: State, key: Key) -> Regis
     key.require_role(Role.ADMIN, "registering feature groups")
     try:
         schema = FeatureGroupSchema.from_dict(body.model_dump(exclude_none=True))
-    except (TypeError, ValueError, OverflowError) as error:
+    except (TypeError, ValueError, OverflowError, KeyError, AttributeError) as error:
         raise SchemaValidationError(
             f"The group schema is not valid: {error}", fix="correct the schema."
         ) from None
