@@ -254,8 +254,8 @@ class FeatureStore:
 
         When the online store does not answer within `online_timeout_ms`, an
         `OnlineStoreUnavailableError` is raised, unless `fallback_to_offline=True`, which
-        reads the latest values from the Gold tables instead (slow; vectors say
-        `source == "offline"`).
+        reads the latest values from the Gold tables instead (on DuckDB when installed and the
+        read is small, else Spark; vectors say `source == "offline"`).
         """
         try:
             vectors = self.online.get(feature_refs, entity_keys, defaults=defaults)
@@ -326,9 +326,11 @@ class FeatureStore:
             keys = schema.entity_keys
             refs = [f"{schema.name}@{schema.version}.{f}" for f in group.features]
             ids = [entity_dict(keys, e) for e in entities]
-            frame = self.offline.get_features(
-                refs, [i[keys[0]] for i in ids] if len(keys) == 1 else ids
-            ).toPandas()
+            frame = self.hybrid.get_features_pandas(  # DuckDB for small reads: no Spark
+                refs,
+                [i[keys[0]] for i in ids] if len(keys) == 1 else ids,
+                strategy="materialized",
+            )
             found: dict[str, dict[Any, Any]] = {}
             for row in frame.to_dict("records"):
                 found[entity_id(keys, row)] = row
