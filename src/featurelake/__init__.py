@@ -41,6 +41,8 @@ _EXPORTS: dict[str, str] = {
     "FeatureSchema": "featurelake.schema",
     "FeatureGroupSchema": "featurelake.schema",
     "load_groups": "featurelake.schema",
+    "Aggregation": "featurelake.schema",
+    "CompositeFeature": "featurelake.schema",
     "Registry": "featurelake.registry",
     "Lineage": "featurelake.registry",
     "MaterializedFeatureStore": "featurelake.offline.materialized",

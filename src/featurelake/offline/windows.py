@@ -18,7 +18,8 @@ How it runs, without joining entity rows to events:
   (the same running aggregate in reverse time order, read at the probe); the two parts are
   merged (stddev with Chan's formula over count, mean and squared deviations). Two running
   aggregates per such window: each row and event is touched a constant number of times.
-- One small group-by on the row id puts each row's values and its probes' values together.
+- A group-by on (keys, row id) puts each row's values and its probes' values together; the
+  rows are already partitioned by the keys, so it needs no second shuffle.
 
 Every aggregate runs over a frame from the partition start to the current row, which Spark
 computes incrementally, so the cost grows with entity rows plus events, never with their
@@ -149,7 +150,7 @@ def window_aggregates(
     )
     unioned = entity_side.unionByName(event_side)
     computed = _running(unioned, key_columns, feeds, outputs, windows)
-    collected = _per_row(computed, feeds, outputs, windows)
+    collected = _per_row(computed, key_columns, feeds, outputs, windows)
     return _finish(collected, entity_df, entity_time, keys, feeds, outputs, windows)
 
 
@@ -324,6 +325,7 @@ def _running(
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
     columns: list[Column] = [
+        *[F.col(k) for k in key_columns],
         F.col(_RID),
         F.col(_ROLE),
         F.col(_ROW),
@@ -381,6 +383,7 @@ def _running(
 
 def _per_row(
     computed: DataFrame,
+    key_columns: Sequence[str],
     feeds: dict[str, _Value],
     outputs: Sequence[WindowOutput],
     windows: Sequence[timedelta],
@@ -419,7 +422,8 @@ def _per_row(
         else:
             take(f"{value.name}_{output.function}_f{role}", 0)
             take(f"{value.name}_{output.function}_b{role}", role)
-    return computed.groupBy(_RID).agg(*aggregations)
+    # Grouped by the keys too: the rows are already partitioned by them, so no new shuffle.
+    return computed.groupBy(*key_columns, _RID).agg(*aggregations)
 
 
 def _finish(
