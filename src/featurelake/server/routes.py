@@ -16,6 +16,7 @@ from featurelake.quality.stats import statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.server.app import API_PREFIX, ServerState, jsonable, server_state
 from featurelake.server.auth import Access, ApiKey, Role, parse_token
+from featurelake.server.encoding import FastJSONResponse, json_value
 from featurelake.server.errors import NotFoundError
 from featurelake.server.historical import build_query, run_query
 from featurelake.server.metrics import CONTENT_TYPE
@@ -288,7 +289,7 @@ def _write(
 
 
 @router.post("/features/serve", response_model=ServeResponse, tags=["serving"])
-def serve(body: ServeRequest, state: State, key: Key) -> JSONResponse:
+def serve(body: ServeRequest, state: State, key: Key) -> Response:
     """The latest values of features (or of a service) for each entity, from the online store."""
     started = time.perf_counter()
     store = state.store
@@ -309,33 +310,50 @@ def serve(body: ServeRequest, state: State, key: Key) -> JSONResponse:
     out = []
     hits = misses = 0
     missing_any: dict[str, None] = {}
+    iso: dict[datetime, str] = {}
     for vector in vectors:
-        missing = [n for n in vector.names if not vector.found(n)]
+        names = vector.names
+        values = vector.to_dict()
+        times: dict[str, str | None] = {}
+        missing = []
+        for name in names:
+            event = vector.event_time(name)
+            if event is None:
+                missing.append(name)
+                times[name] = None
+            else:
+                text = iso.get(event)
+                if text is None:
+                    text = iso[event] = event.isoformat()
+                times[name] = text
+            values[name] = json_value(values[name])
         misses += len(missing)
-        hits += len(vector.names) - len(missing)
-        missing_any.update(dict.fromkeys(missing))
+        hits += len(names) - len(missing)
+        if missing:
+            missing_any.update(dict.fromkeys(missing))
         out.append(
             {
-                "entity": vector.entity,
-                "values": vector.to_dict(),
-                "event_times": {n: vector.event_time(n) for n in vector.names},
+                "entity": {k: json_value(v) for k, v in vector.entity.items()},
+                "values": values,
+                "event_times": times,
                 "missing": missing,
             }
         )
     state.metrics.cache(hits, misses)
-    body_out = {
-        "features": list(plan.names),
-        "vectors": out,
-        "metadata": {
-            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
-            "cache_hits": hits,
-            "cache_misses": misses,
-            "missing_features": list(missing_any),
-            "source": vectors[0].source if vectors else "online",
-            "service": body.service,
-        },
-    }
-    return JSONResponse(jsonable(body_out))
+    return FastJSONResponse(
+        {
+            "features": list(plan.names),
+            "vectors": out,
+            "metadata": {
+                "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                "cache_hits": hits,
+                "cache_misses": misses,
+                "missing_features": list(missing_any),
+                "source": vectors[0].source if vectors else "online",
+                "service": body.service,
+            },
+        }
+    )
 
 
 @router.post("/features/historical", response_model=HistoricalResponse, tags=["serving"])

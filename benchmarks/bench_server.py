@@ -1,0 +1,284 @@
+"""The HTTP feature server: requests/s and latency of POST /v1/features/serve under a bounded load.
+
+    .venv/bin/python benchmarks/bench_server.py                       # 10k entities x 20 features
+    .venv/bin/python benchmarks/bench_server.py --requests 4000 --concurrency 16
+
+Starts its own redis-server and `featurelake serve` (one uvicorn process) on free loopback
+ports, both stopped at the end; no Spark is started. It fills the Redis online store with a
+20-feature group, then measures, for 1 entity x 20 features and 100 entities x 20 features:
+  1. the baseline: `FeatureStore.get_online_features` in this process, same Redis, same
+     entities (p50 / p99, and calls/s of one caller);
+  2. the server: `--concurrency` clients (asyncio + httpx, keep-alive) sending `--requests`
+     requests in total (p50 / p99 per request, requests/s of the whole load).
+Reports the server's p50 / p99 as ratios to the in-process read. Every loop is bounded by
+--requests; all traffic stays on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+import yaml
+
+from featurelake.config import FeatureStoreConfig, OnlineBackend
+from featurelake.registry import Registry
+from featurelake.schema import FeatureGroupSchema
+from featurelake.server.auth import ApiKeyStore
+from featurelake.serving import FeatureStore
+
+GROUP = "bench_features"
+FEATURES = (
+    [{"name": f"amount_{i}", "type": "double"} for i in range(12)]
+    + [{"name": f"count_{i}", "type": "bigint"} for i in range(5)]
+    + [{"name": "segment", "type": "string"}, {"name": "city", "type": "string"}]
+    + [{"name": "active", "type": "boolean"}]
+)
+SCHEMA = FeatureGroupSchema(GROUP, ["entity_id"], FEATURES)
+REFS = [f"{GROUP}.{f['name']}" for f in FEATURES]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install -y redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=workdir,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = redis.Redis(port=port, socket_timeout=0.5)
+    for _ in range(200):
+        try:
+            if client.ping():
+                client.close()
+                return process, f"redis://127.0.0.1:{port}/0"
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    process.kill()
+    raise SystemExit("redis-server did not start")
+
+
+def fill(store: FeatureStore, entities: int) -> None:
+    rng = random.Random(7)
+    start = datetime(2024, 1, 1)
+    batch = []
+    for entity in range(entities):
+        row: dict[str, Any] = {
+            "entity_id": entity,
+            "event_timestamp": start + timedelta(seconds=entity),
+            "segment": rng.choice(["a", "b", "c"]),
+            "city": rng.choice(["paris", "lyon", "nice"]),
+            "active": rng.random() < 0.5,
+        }
+        row.update({f"amount_{i}": rng.random() * 100 for i in range(12)})
+        row.update({f"count_{i}": rng.randrange(1000) for i in range(5)})
+        batch.append(row)
+        if len(batch) == 5_000:
+            store.online.write_batch(SCHEMA, batch)
+            batch = []
+    if batch:
+        store.online.write_batch(SCHEMA, batch)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def direct(store: FeatureStore, batches: list[list[int]]) -> dict[str, float]:
+    """The in-process read: one caller, one batch after the other."""
+    for entities in batches[:20]:  # warm the plan cache and the connection pool
+        store.get_online_features(REFS, entities)
+    times = []
+    started = time.perf_counter()
+    for entities in batches:
+        t0 = time.perf_counter()
+        store.get_online_features(REFS, entities)
+        times.append(time.perf_counter() - t0)
+    wall = time.perf_counter() - started
+    return summary(times, wall)
+
+
+def summary(times: list[float], wall: float) -> dict[str, float]:
+    return {
+        "p50_ms": percentile(times, 0.50) * 1000,
+        "p99_ms": percentile(times, 0.99) * 1000,
+        "per_s": len(times) / wall,
+    }
+
+
+async def over_http(
+    url: str, token: str, batches: list[list[int]], concurrency: int
+) -> dict[str, float]:
+    """`concurrency` clients share the batches; each waits for its answer before the next."""
+    queue: asyncio.Queue[list[int]] = asyncio.Queue()
+    for entities in batches:
+        queue.put_nowait(entities)
+    times: list[float] = []
+    headers = {"X-API-Key": token}
+
+    async def client() -> None:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+            for entities in batches[:5]:  # warm-up, not timed
+                (await http.post("/v1/features/serve", json=body(entities))).raise_for_status()
+            while True:
+                try:
+                    entities = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    return
+                t0 = time.perf_counter()
+                response = await http.post("/v1/features/serve", json=body(entities))
+                times.append(time.perf_counter() - t0)
+                response.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(concurrency)))
+    return summary(times, time.perf_counter() - started)
+
+
+def server_side(url: str) -> dict[str, float]:
+    """The server's own p50 / p99 of the serve route (its last 2048 requests, /v1/metrics)."""
+    out = {}
+    for line in httpx.get(f"{url}/v1/metrics", timeout=10).text.splitlines():
+        if line.startswith("featurelake_http_request_duration_quantile_seconds{") and (
+            'route="/v1/features/serve"' in line
+        ):
+            quantile = line.split('quantile="')[1].split('"')[0]
+            if quantile in ("0.5", "0.99"):
+                name = "server_p50_ms" if quantile == "0.5" else "server_p99_ms"
+                out[name] = float(line.rsplit(" ", 1)[1]) * 1000
+    return out
+
+
+def body(entities: list[int]) -> dict[str, Any]:
+    return {"features": REFS, "entities": entities}
+
+
+def start_server(config_file: Path, port: int) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [
+            str(VENV_BIN / "featurelake"),
+            "--config",
+            str(config_file),
+            "serve",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    for _ in range(600):
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=2).status_code == 200:
+                return process
+        except httpx.TransportError:
+            time.sleep(0.1)
+    process.kill()
+    raise SystemExit("featurelake serve did not start")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entities", type=int, default=10_000)
+    parser.add_argument("--requests", type=int, default=2_000, help="per scenario")
+    parser.add_argument("--concurrency", type=int, default=8)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="bench_server_"))
+    redis_process, redis_url = start_redis(workdir)
+    server = None
+    try:
+        config = FeatureStoreConfig(
+            storage_path=str(workdir / "store"),
+            enable_online_store=True,
+            online_backend=OnlineBackend.REDIS,
+            online_url=redis_url,
+            online_timeout_ms=5_000,
+        )
+        config_file = workdir / "featurelake.yaml"
+        config_file.write_text(
+            yaml.safe_dump(
+                {
+                    "storage_path": config.storage_path,
+                    "enable_online_store": True,
+                    "online_backend": "redis",
+                    "online_url": redis_url,
+                    "online_timeout_ms": 5_000,
+                }
+            )
+        )
+        store = FeatureStore(config)
+        store.registry.register_group(SCHEMA)
+        t0 = time.perf_counter()
+        fill(store, args.entities)
+        print(
+            f"filled Redis with {args.entities:,} entities x 20 features "
+            f"in {time.perf_counter() - t0:.1f} s"
+        )
+        token = ApiKeyStore(Registry(config)).create("bench", "reader").token
+        port = free_port()
+        server = start_server(config_file, port)
+        url = f"http://127.0.0.1:{port}"
+        rng = random.Random(11)
+        results: dict[str, Any] = {}
+        for size in (1, 100):
+            batches = [
+                [rng.randrange(args.entities) for _ in range(size)] for _ in range(args.requests)
+            ]
+            baseline = direct(store, batches)
+            served = asyncio.run(over_http(url, token, batches, args.concurrency))
+            served.update(server_side(url))
+            results[f"{size}x20"] = {
+                "direct": baseline,
+                "http": served,
+                "p50_ratio": served["p50_ms"] / baseline["p50_ms"],
+                "p99_ratio": served["p99_ms"] / baseline["p99_ms"],
+            }
+            print(
+                f"{size:>3} entities x 20 features: in-process p50 {baseline['p50_ms']:.2f} ms, "
+                f"p99 {baseline['p99_ms']:.2f} ms, {baseline['per_s']:.0f} calls/s | "
+                f"HTTP ({args.concurrency} clients) p50 {served['p50_ms']:.2f} ms, "
+                f"p99 {served['p99_ms']:.2f} ms, {served['per_s']:.0f} requests/s "
+                f"(server side p50 {served['server_p50_ms']:.2f} ms, "
+                f"p99 {served['server_p99_ms']:.2f} ms) | "
+                f"HTTP/in-process p50 {served['p50_ms'] / baseline['p50_ms']:.1f}x, "
+                f"p99 {served['p99_ms'] / baseline['p99_ms']:.1f}x"
+            )
+        store.close()
+        print(json.dumps(results, indent=2))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        redis_process.kill()
+        redis_process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
