@@ -12,6 +12,8 @@ demo: setup
 
 test: setup
 	@$(PY) -m pytest -q
+	@echo "== the Connect suites again, over a local Spark Connect server"
+	@$(PY) -m pytest -q --spark-mode=connect
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks jobs scripts notebooks

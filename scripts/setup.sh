@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV=".venv"
 JARS_DIR="${FEATURELAKE_JARS_DIR:-.jars}"
-EXTRAS="${FEATURELAKE_EXTRAS:-redis,server,duckdb,dev}"
+EXTRAS="${FEATURELAKE_EXTRAS:-redis,server,duckdb,connect,dev}"
 
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating $VENV"

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.connect_server import LocalConnectServer
 from featurelake.session import get_spark
 
 
@@ -22,26 +25,150 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
 
 
+# -- Spark: classic or Spark Connect ---------------------------------------------------------
+
+SPARK_MODES = ("classic", "connect")
+SPARK_MODE_ENV = "FEATURELAKE_TEST_SPARK_MODE"
+# The suites that must pass unchanged over Spark Connect (Databricks serverless, shared clusters).
+CONNECT_SUITES = ("offline", "quality", "registry", "serving", "pipeline")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--spark-mode",
+        choices=SPARK_MODES,
+        default=os.environ.get(SPARK_MODE_ENV, "classic"),
+        help="run the Spark tests on a classic local session or over a local Spark Connect "
+        "server (connect mode runs only the suites in CONNECT_SUITES)",
+    )
+
+
+def _spark_mode(config: pytest.Config) -> str:
+    return str(config.getoption("--spark-mode"))
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"spark mode: {_spark_mode(config)}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In connect mode keep the Spark tests of the Connect suites; one process, one mode."""
+    if _spark_mode(config) != "connect":
+        return
+    root = Path(__file__).parent
+    kept, dropped = [], []
+    for item in items:
+        suite = Path(item.path).relative_to(root).parts[0]
+        uses_spark = "spark" in getattr(item, "fixturenames", ())
+        (kept if suite in CONNECT_SUITES and uses_spark else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test on the `spark` fixture is parametrized by the run's mode (ids say which)."""
+    if "spark_mode" in metafunc.fixturenames:
+        mode = _spark_mode(metafunc.config)
+        metafunc.parametrize("spark_mode", [mode], indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkSession]:
-    """The one local Delta-enabled Spark session of the test run."""
-    warehouse = tmp_path_factory.mktemp("warehouse")
-    config = FeatureStoreConfig(
+def spark_mode(request: pytest.FixtureRequest) -> str:
+    """`classic` (a local session in this process) or `connect` (a local Connect server)."""
+    return str(getattr(request, "param", _spark_mode(request.config)))
+
+
+@pytest.fixture(scope="session")
+def connect_server(
+    spark_mode: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalConnectServer | None]:
+    """The local Spark Connect server of a connect-mode run (None in classic mode)."""
+    if spark_mode != "connect":
+        yield None
+        return
+    warehouse = tmp_path_factory.mktemp("connect-warehouse")
+    server = LocalConnectServer.start(
+        replace(_session_config(warehouse), spark_ui_enabled=True),  # for `spark_jobs`
+        log_dir=tmp_path_factory.mktemp("connect-logs"),
+    )
+    yield server
+    server.stop()
+
+
+def _session_config(warehouse: Path) -> FeatureStoreConfig:
+    return FeatureStoreConfig(
         storage_path=str(warehouse),
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         spark_warehouse_dir=str(warehouse),
         spark_conf={"spark.driver.memory": "2g", "spark.sql.adaptive.enabled": "true"},
     )
+
+
+@pytest.fixture(scope="session")
+def spark(
+    spark_mode: str,
+    connect_server: LocalConnectServer | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SparkSession]:
+    """The one Delta-enabled Spark session of the test run, classic or over Spark Connect."""
+    if connect_server is not None:
+        config = replace(_session_config(Path(".")), spark_remote=connect_server.url)
+    else:
+        config = _session_config(tmp_path_factory.mktemp("warehouse"))
     session = get_spark(config)
     yield session
     session.stop()
 
 
+class SparkJobs:
+    """The ids of the Spark jobs run so far: the status tracker of a classic session, the
+    REST API of the server's UI over Connect (which has no sparkContext)."""
+
+    def __init__(self, spark: SparkSession, ui_url: str | None) -> None:
+        self.spark = spark
+        self.ui_url = ui_url
+
+    def ids(self) -> set[int]:
+        if self.ui_url is None:
+            return set(self.spark.sparkContext.statusTracker().getJobIdsForGroup(None))
+        import json
+        from urllib.request import urlopen
+
+        with urlopen(f"{self.ui_url}/api/v1/applications", timeout=10) as response:
+            (application,) = json.load(response)
+        url = f"{self.ui_url}/api/v1/applications/{application['id']}/jobs"
+        with urlopen(url, timeout=10) as response:
+            return {int(job["jobId"]) for job in json.load(response)}
+
+    @contextlib.contextmanager
+    def started(self) -> Iterator[list[int]]:
+        """Collects the ids of the jobs started inside the block."""
+        before = self.ids()
+        started: list[int] = []
+        try:
+            yield started
+        finally:
+            started.extend(sorted(self.ids() - before))
+
+
+@pytest.fixture(scope="session")
+def spark_jobs(spark: SparkSession, connect_server: LocalConnectServer | None) -> SparkJobs:
+    """Counts the Spark jobs a block starts, in either mode (e.g. 'fails before any job')."""
+    return SparkJobs(spark, connect_server.ui_url if connect_server else None)
+
+
 @pytest.fixture
-def store_config(tmp_path: Path) -> FeatureStoreConfig:
-    """A config whose store lives in this test's own tmp folder."""
+def store_config(tmp_path: Path, request: pytest.FixtureRequest) -> FeatureStoreConfig:
+    """A config whose store lives in this test's own tmp folder (and on the run's Connect
+    server in connect mode)."""
+    remote = None
+    if _spark_mode(request.config) == "connect" and "spark" in request.fixturenames:
+        server = request.getfixturevalue("connect_server")
+        remote = server.url if server is not None else None
     return FeatureStoreConfig(
+        spark_remote=remote,
         storage_path=str(tmp_path / "store"),
         spark_master="local[2]",
         spark_shuffle_partitions=2,

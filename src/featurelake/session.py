@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from loguru import logger
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.errors import DependencyNotInstalledError, UnsupportedOperationError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -70,6 +71,7 @@ def get_spark(config: FeatureStoreConfig | None = None) -> SparkSession:
 
     remote = (config.spark_remote if config else None) or os.environ.get("SPARK_REMOTE")
     if remote:
+        _require_connect_client()
         logger.info("connecting to Spark Connect at {}", remote)
         return SparkSession.builder.remote(remote).getOrCreate()
 
@@ -105,3 +107,42 @@ def get_spark(config: FeatureStoreConfig | None = None) -> SparkSession:
 def is_connect_session(spark: SparkSession) -> bool:
     """True when `spark` talks to a Spark Connect server (no sparkContext there)."""
     return type(spark).__module__.startswith("pyspark.sql.connect")
+
+
+def _require_connect_client() -> None:
+    try:
+        import grpc  # noqa: F401
+        import pyspark.sql.connect.session  # noqa: F401
+    except ImportError as error:
+        raise DependencyNotInstalledError(
+            error.name or "grpcio", "connect", "A Spark Connect session (spark_remote)"
+        ) from error
+
+
+CONNECT_FIX = (
+    "use DataFrame and Spark SQL APIs only (spark.sql, spark.table, DataFrame methods), or run "
+    "on a classic session (a single-user cluster, or a local session without spark_remote)."
+)
+
+
+def jvm_attribute(error: BaseException) -> str | None:
+    """The JVM-only attribute (sparkContext, _jvm, ...) a Spark Connect error is about, else
+    None."""
+    condition = getattr(error, "getCondition", None) or getattr(error, "getErrorClass", None)
+    if condition is None or condition() != "JVM_ATTRIBUTE_NOT_SUPPORTED":
+        return None
+    parameters = getattr(error, "getMessageParameters", lambda: None)() or {}
+    return str(parameters.get("attr_name", "a JVM attribute"))
+
+
+def unsupported_over_connect(
+    what: str, attribute: str, **details: object
+) -> UnsupportedOperationError:
+    """The typed error for `what` needing `attribute`, which a Spark Connect session lacks."""
+    return UnsupportedOperationError(
+        f"{what} uses `{attribute}`, which Spark Connect does not have (it needs the JVM of a "
+        "classic Spark session; Databricks serverless and shared clusters are Spark Connect).",
+        fix=CONNECT_FIX,
+        operation=attribute,
+        **details,
+    )

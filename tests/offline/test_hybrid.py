@@ -85,12 +85,8 @@ def rows(frame: DataFrame) -> list[tuple[Any, ...]]:
     return sorted(tuple(r) for r in frame.collect())
 
 
-def job_count(spark: SparkSession) -> int:
-    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
-
-
-def test_explain_prunes_files_from_log_statistics_without_jobs(env: Env) -> None:
-    before = job_count(env.spark)
+def test_explain_prunes_files_from_log_statistics_without_jobs(env: Env, spark_jobs: Any) -> None:
+    before = spark_jobs.ids()
     hot = env.store.explain("hot.*", entity_ids=[1, 2])["hot"]
     assert (hot.strategy, hot.estimate_source) == (Strategy.VIRTUAL, "sources")
     assert (hot.estimated_rows, hot.files_total, hot.files_after_pruning) == (50, FILES, 1)
@@ -121,7 +117,7 @@ def test_explain_prunes_files_from_log_statistics_without_jobs(env: Env) -> None
         Strategy.MATERIALIZED,
         "the group has no virtual definition",
     )
-    assert job_count(env.spark) == before  # estimates read Delta logs, never the data
+    assert spark_jobs.ids() == before  # estimates read Delta logs, never the data
 
 
 def test_routing_flips_exactly_at_the_threshold(env: Env) -> None:

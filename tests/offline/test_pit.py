@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -483,20 +482,6 @@ def test_empty_entities_and_no_sources(spark: SparkSession) -> None:
 # -- validation: errors before any Spark job ----------------------------------------------------
 
 
-@contextlib.contextmanager
-def jobs_started(spark: SparkSession) -> Iterator[list[int]]:
-    """Collects the ids of the Spark jobs started inside the block."""
-    context = spark.sparkContext
-    group = f"pit-{uuid.uuid4().hex}"
-    started: list[int] = []
-    context.setLocalProperty("spark.jobGroup.id", group)
-    try:
-        yield started
-    finally:
-        context.setLocalProperty("spark.jobGroup.id", None)  # type: ignore[arg-type]
-        started.extend(context.statusTracker().getJobIdsForGroup(group))
-
-
 def _cases(spark: SparkSession) -> dict[str, tuple[DataFrame, list[PitSource], str, str, str]]:
     entity = _entity(spark, [(0, 1, BASE, 1.0)])
     events = _events(spark, [(1, BASE, BASE, 1, "a")])
@@ -604,18 +589,20 @@ CASE_NAMES = [
 
 
 @pytest.mark.parametrize("case", CASE_NAMES)
-def test_invalid_requests_raise_before_any_job(spark: SparkSession, case: str) -> None:
+def test_invalid_requests_raise_before_any_job(
+    spark: SparkSession, spark_jobs: Any, case: str
+) -> None:
     entity, sources, timestamp_column, fill, message = _cases(spark)[case]
-    with jobs_started(spark) as jobs, pytest.raises(PointInTimeError) as info:
+    with spark_jobs.started() as jobs, pytest.raises(PointInTimeError) as info:
         point_in_time_join(entity, sources, timestamp_column, fill=fill)  # type: ignore[arg-type]
     assert message in str(info.value)
     assert info.value.fix
     assert jobs == []
 
 
-def test_job_detector_sees_the_range_job(spark: SparkSession) -> None:
+def test_job_detector_sees_the_range_job(spark: SparkSession, spark_jobs: Any) -> None:
     entity, sources, _, _, _ = _cases(spark)["missing time column"]
-    with jobs_started(spark) as jobs:
+    with spark_jobs.started() as jobs:
         point_in_time_join(entity, sources, "ts")
     assert len(jobs) >= 1
 

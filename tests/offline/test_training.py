@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -127,10 +128,9 @@ def test_manifest_rebuilds_exactly(spark: SparkSession, store: MaterializedFeatu
 
 
 def test_bad_requests_fail_before_any_job(
-    spark: SparkSession, store: MaterializedFeatureStore
+    spark: SparkSession, store: MaterializedFeatureStore, spark_jobs: Any
 ) -> None:
-    tracker = spark.sparkContext.statusTracker()
-    jobs_before = len(tracker.getJobIdsForGroup(None))
+    jobs_before = spark_jobs.ids()
     entities = spark.createDataFrame(ENTITIES.drop(columns=["store_id"]))
     with pytest.raises(PointInTimeError, match=r"store_id"):
         store.get_historical_features(entities, ["store_stats.visits"])
@@ -142,6 +142,6 @@ def test_bad_requests_fail_before_any_job(
         store.get_historical_features(entities, ["profile.age"], fill="forward")
     with pytest.raises(PointInTimeError, match="no column 'ts'"):
         store.get_historical_features(entities, ["profile.age"], timestamp_column="ts")
-    assert len(tracker.getJobIdsForGroup(None)) == jobs_before
+    assert spark_jobs.ids() == jobs_before
     with pytest.raises(PointInTimeError, match="No training set named"):
         store.rebuild("never_built")

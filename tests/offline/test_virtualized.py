@@ -10,7 +10,11 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.errors import ConfigurationError, VirtualizationQueryError
+from featurelake.errors import (
+    ConfigurationError,
+    UnsupportedOperationError,
+    VirtualizationQueryError,
+)
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.offline.virtualized import (
     AnalysedQuery,
@@ -19,6 +23,7 @@ from featurelake.offline.virtualized import (
     VirtualizedFeatureStore,
     VirtualQuery,
     create_query_executor,
+    sql_relation_names,
 )
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 
@@ -94,14 +99,14 @@ def rows(frame: DataFrame) -> list[tuple[Any, ...]]:
     return sorted((tuple(r) for r in frame.collect()), key=repr)
 
 
-def job_count(spark: SparkSession) -> int:
-    return len(spark.sparkContext.statusTracker().getJobIdsForGroup(None))
-
-
-def test_definition_is_checked_without_jobs_and_persisted(env: Env) -> None:
-    before = job_count(env.spark)
-    definition = env.virtual.define_virtual_features(schema("spend_def"), QUERY)
-    assert job_count(env.spark) == before  # parsed and analysed only: no Spark job ran
+def test_definition_is_checked_without_jobs_and_persisted(
+    env: Env, spark_jobs: Any, spark_mode: str
+) -> None:
+    with spark_jobs.started() as jobs:
+        definition = env.virtual.define_virtual_features(schema("spend_def"), QUERY)
+    # Parsed and analysed only: no Spark job ran. Over Spark Connect there is no plan to read,
+    # so the folder behind a view comes from inputFiles(), a file listing.
+    assert jobs == [] or spark_mode == "connect"
     assert definition.sources == (VIEW,)
     assert definition.source_paths == (env.silver_path,)
     assert dict(definition.columns)["visits"] == "int"
@@ -111,6 +116,21 @@ def test_definition_is_checked_without_jobs_and_persisted(env: Env) -> None:
     lineage = fresh.registry.group_state("spend_def").lineage
     assert lineage[-1]["sources"] == [VIEW] and lineage[-1]["query"] == QUERY
     assert rows(fresh.get_features("spend_def.visits", [4])) == [(4, day(3), 7)]
+
+
+def test_query_text_names_its_sources_without_spark() -> None:
+    query = """
+        WITH recent AS (SELECT * FROM silver_orders WHERE ts > '2024-01-01')
+        SELECT r.customer_id, p.segment
+        FROM recent r JOIN main.crm.profiles p ON r.customer_id = p.customer_id
+        JOIN delta.`/data/silver/visits` v ON v.customer_id = r.customer_id
+    """
+    assert set(sql_relation_names(query)) == {
+        "silver_orders",
+        "main.crm.profiles",
+        "delta.`/data/silver/visits`",
+    }
+    assert sql_relation_names("SELECT 1 AS x") == ()
 
 
 def test_latest_values_match_the_materialized_group(env: Env) -> None:
@@ -215,6 +235,26 @@ def test_bad_queries_raise_the_typed_error(
         assert error.details[key] == value
     assert env.virtual.registry.versions("bad") == []  # nothing was registered
     assert env.spark.catalog.tableExists(VIEW)  # a statement is never run
+
+
+def jvm_query(spark: SparkSession) -> DataFrame:
+    """A query function that reaches for the JVM (fine on classic, absent over Connect)."""
+    spark.sparkContext.setLocalProperty("featurelake.test", "jvm")
+    return spark.sql(QUERY)
+
+
+def test_a_jvm_only_query_is_a_typed_error_over_connect(env: Env, spark_mode: str) -> None:
+    if spark_mode == "classic":
+        env.virtual.define_virtual_features(schema("spend_jvm"), jvm_query)
+        assert rows(env.virtual.get_features("spend_jvm.visits", [5])) == [(5, day(3), 8)]
+        return
+    with pytest.raises(UnsupportedOperationError) as info:
+        env.virtual.define_virtual_features(schema("spend_jvm"), jvm_query)
+    error = info.value
+    assert "`sparkContext`" in error.message and "Spark Connect" in error.message
+    assert error.details == {"operation": "sparkContext", "group": "spend_jvm"}
+    assert "spark.sql" in (error.fix or "")
+    assert env.virtual.registry.versions("spend_jvm") == []
 
 
 def test_query_functions_and_the_seed_call_shape(env: Env) -> None:

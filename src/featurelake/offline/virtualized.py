@@ -47,6 +47,7 @@ from featurelake.offline.training import TrainingSetMethods
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType, is_safe_cast
+from featurelake.session import jvm_attribute, unsupported_over_connect
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -155,6 +156,11 @@ class QueryExecutor(ABC):
             raise
         except Exception as error:
             failed = True
+            attribute = jvm_attribute(error)
+            if attribute is not None:
+                raise unsupported_over_connect(
+                    f"The virtual query of group '{group}'", attribute, group=group
+                ) from error
             why, message, fix, details = self._describe_error(error, query)
             raise VirtualizationQueryError(
                 f"The virtual query of group '{group}' {why} ({self.name} engine): {message}",
@@ -223,12 +229,14 @@ class SparkQueryExecutor(QueryExecutor):
                     "array<...>, map<...>, struct<...>).",
                     column=f.name,
                 ) from error
-        sources = relation_names(frame)
+        sources = relation_names(frame, query.sql)
         paths: set[str | None] = {delta_path_of(name) for name in sources}
         roots = plan_roots(frame)
-        if roots is None:  # no JVM plan to read (Spark Connect): ask Spark for the files
+        if roots is None and (not sources or None in paths):
+            # No JVM plan to read (Spark Connect) and a source that is not a Delta path (a
+            # view or a catalog table): ask Spark for the files (one file-listing job).
             roots = delta_roots(frame.inputFiles())
-        paths |= roots
+        paths |= roots or set()
         return AnalysedQuery(
             columns=tuple(columns),
             sources=sources,
@@ -796,19 +804,41 @@ _RELATION = re.compile(r"'UnresolvedRelation \[([^\]]*)\]")
 _CTE = re.compile(r"(?:CTE|UnresolvedWith) \[([^\]]*)\]")
 
 
-def relation_names(frame: DataFrame) -> tuple[str, ...]:
+def relation_names(frame: DataFrame, sql: str | None = None) -> tuple[str, ...]:
     """The tables and views a DataFrame's query names, from its parsed plan.
 
-    Needs a classic session (the plan is read through the JVM); elsewhere it returns ().
+    The plan is read through the JVM on a classic session. Over Spark Connect (no JVM, and
+    every plan-explaining call plans the scan, which runs jobs) the query text `sql` is parsed
+    instead; without it the names are unknown: ().
     """
     try:
         plan = str(frame._jdf.queryExecution().logical().toString())
     except Exception:
-        return ()
+        return sql_relation_names(sql) if sql is not None else ()
     ctes = {n.strip() for m in _CTE.finditer(plan) for n in m[1].split(",")}
+    relations = [[p.strip() for p in m[1].split(", ")] for m in _RELATION.finditer(plan)]
+    return _relation_names(relations, ctes)
+
+
+def sql_relation_names(sql: str) -> tuple[str, ...]:
+    """The tables and views a Spark SQL query names, parsed without Spark (sqlglot)."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="spark")
+    except sqlglot.errors.ParseError:
+        return ()
+    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+    relations = [
+        [part.name for part in table.parts] for table in tree.find_all(exp.Table, bfs=False)
+    ]
+    return _relation_names(relations, ctes)
+
+
+def _relation_names(relations: Sequence[Sequence[str]], ctes: set[str]) -> tuple[str, ...]:
     names: list[str] = []
-    for match in _RELATION.finditer(plan):
-        parts = [p.strip() for p in match[1].split(", ")]
+    for parts in relations:
         if len(parts) == 2 and parts[0].lower() in ("delta", "parquet") and "/" in parts[1]:
             name = f"{parts[0].lower()}.`{parts[1]}`"
         elif len(parts) == 1 and parts[0] in ctes:

@@ -81,12 +81,15 @@ def read_source(
 
 def _read(spark: SparkSession, source: str, fmt: str) -> DataFrame:
     if fmt == "table":
-        return spark.read.table(source)
-    reader = spark.read.format(fmt)
-    if fmt == "csv":
-        reader = reader.option("header", "true").option("inferSchema", "true")
-    frame = reader.load(source)
-    frame.columns  # noqa: B018 - analyse now, so a bad path fails here and not mid-write
+        frame = spark.read.table(source)
+    else:
+        reader = spark.read.format(fmt)
+        if fmt == "csv":
+            reader = reader.option("header", "true").option("inferSchema", "true")
+        frame = reader.load(source)
+    # Analyse now (Spark Connect is lazy even about missing tables), so a bad path or table
+    # name fails here and not mid-write.
+    frame.columns  # noqa: B018
     return frame
 
 
@@ -111,7 +114,9 @@ def write_output(df: DataFrame, out: str, fmt: str = "parquet", *, overwrite: bo
             f"The output format '{fmt}' is not supported.",
             fix=f"use one of: {', '.join(OUTPUT_FORMATS)}.",
         )
-    writer = df.write.mode("overwrite" if overwrite else "errorifexists")
+    writer = df.write.mode(
+        "overwrite" if overwrite else "error"
+    )  # Connect knows no "errorifexists"
     try:
         if fmt == "table":
             writer.format("delta").saveAsTable(out)
