@@ -10,6 +10,7 @@ The delta-rs engine in `deltars_kv` keeps the same tables without Spark.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -33,6 +34,9 @@ def to_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, default=str)
 
 
+CREATE_ATTEMPTS = 8
+
+
 class SparkKeyValueTables:
     """The `objects` and `events` tables of one registry, through a Spark session."""
 
@@ -44,9 +48,17 @@ class SparkKeyValueTables:
     def ensure_tables(self) -> None:
         """Create both tables when missing (safe to call from several processes)."""
         for location, columns in ((self.objects, OBJECT_COLUMNS), (self.events, EVENT_COLUMNS)):
-            self.spark.sql(
-                f"CREATE TABLE IF NOT EXISTS {location.sql_name} ({columns}) USING DELTA"
-            )
+            statement = f"CREATE TABLE IF NOT EXISTS {location.sql_name} ({columns}) USING DELTA"
+            for attempt in range(1, CREATE_ATTEMPTS + 1):
+                try:
+                    self.spark.sql(statement)
+                    break
+                except Exception as error:
+                    # Another writer is creating it: its files are there, its first commit
+                    # not yet. Once that commit lands, IF NOT EXISTS sees the table.
+                    if attempt == CREATE_ATTEMPTS or "not a Delta table" not in str(error):
+                        raise
+                    time.sleep(0.05 * attempt)
 
     def read_objects(self) -> dict[tuple[str, str], dict[str, Any]]:
         rows = self.spark.read.format("delta").load(self.objects.path).collect()
