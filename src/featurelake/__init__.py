@@ -58,6 +58,10 @@ _EXPORTS: dict[str, str] = {
     "FeatureStore": "featurelake.serving",
     "FeatureService": "featurelake.serving",
     "FeatureTransform": "featurelake.serving",
+    "MaterializationSource": "featurelake.scheduling",
+    "materialize_from_source": "featurelake.scheduling",
+    "start_stream": "featurelake.scheduling",
+    "Scheduler": "featurelake.scheduling",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

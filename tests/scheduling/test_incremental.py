@@ -39,20 +39,41 @@ def test_incremental_after_update_delete_insert_equals_full_rebuild(
     assert first.mode == "full" and first.rows_written == 20
     assert watermark(store, "spend")["source_version"] == 0
 
+    # One MERGE commit: a changed value (3), a row now filtered out by the query (4), a new
+    # event time, so a new Gold key (7), deletes (5, 6), inserts (20-24); then a commit that
+    # changes rows inserted in the same range (21 updated, 22 deleted).
+    changes = spark.createDataFrame(
+        [
+            (3, "set", 500.0),
+            (4, "set", -1.0),
+            (7, "shift", None),
+            (5, "del", None),
+            (6, "del", None),
+        ]
+        + [(i, "new", float(i)) for i in range(20, 25)],
+        "id BIGINT, op STRING, value DOUBLE",
+    )
+    changes.createOrReplaceTempView("silver_changes")
     table = f"delta.`{path}`"
-    spark.sql(f"UPDATE {table} SET amount = 500 WHERE id = 3")  # a changed value
-    spark.sql(f"UPDATE {table} SET amount = -1 WHERE id = 4")  # now filtered out by the query
-    spark.sql(f"UPDATE {table} SET ts = ts + INTERVAL 1 DAYS WHERE id = 7")  # a new Gold key
-    spark.sql(f"DELETE FROM {table} WHERE id IN (5, 6)")
-    spark.createDataFrame(
-        kit.rows(range(20, 25)), "id BIGINT, ts TIMESTAMP, amount DOUBLE, country STRING"
-    ).write.format("delta").mode("append").save(path)
-    spark.sql(f"UPDATE {table} SET amount = 7 WHERE id = 21")  # inserted, then updated
-    spark.sql(f"DELETE FROM {table} WHERE id = 22")  # inserted, then deleted
+    spark.sql(
+        f"MERGE INTO {table} t USING silver_changes s ON t.id = s.id "
+        "WHEN MATCHED AND s.op = 'del' THEN DELETE "
+        "WHEN MATCHED AND s.op = 'set' THEN UPDATE SET amount = s.value "
+        "WHEN MATCHED AND s.op = 'shift' THEN UPDATE SET ts = t.ts + INTERVAL 1 DAYS "
+        "WHEN NOT MATCHED THEN INSERT (id, ts, amount, country) "
+        f"VALUES (s.id, TIMESTAMP '2024-03-01 00:00:00' + make_interval(0, 0, 0, 0, 0, "
+        "CAST(s.id AS INT)), s.value, IF(s.id % 2 = 1, 'FR', 'DE'))"
+    )
+    spark.sql(
+        f"MERGE INTO {table} t USING (SELECT 21L AS id UNION ALL SELECT 22L) s ON t.id = s.id "
+        "WHEN MATCHED AND s.id = 21 THEN UPDATE SET amount = 7 "
+        "WHEN MATCHED THEN DELETE"
+    )
+    spark.catalog.dropTempView("silver_changes")
 
     second = materialize_from_source(store, "spend")
     assert second.mode == "incremental"
-    assert (second.from_version, second.to_version) == (1, 7)
+    assert (second.from_version, second.to_version) == (1, 2)
 
     rebuilt = make_store("rebuilt")
     rebuilt.register_features(schema)

@@ -212,3 +212,5 @@ def test_cli_exports_and_runs_due_groups(
     refreshed = cli("refresh", "spend", "--json")
     assert refreshed.exit_code == 0, refreshed.output
     assert json.loads(refreshed.stdout)["mode"] == "up_to_date"
+    not_streaming = cli("stream", "stop", "spend")
+    assert not_streaming.exit_code == 2 and "No stream of group 'spend'" in not_streaming.stderr

@@ -17,7 +17,6 @@ from featurelake.offline import delta_ops
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.online import RedisOnlineStore
 from featurelake.scheduling.streaming import StreamBatch, request_stop, start_stream
-from featurelake.schema.materialization import MaterializationSource
 
 pytestmark = pytest.mark.spark
 
@@ -126,7 +125,7 @@ def test_bad_micro_batch_stops_the_stream_and_writes_nothing(
     other = start_stream(
         store,
         "spend",
-        MaterializationSource(table=str(clean), query=kit.query),
+        str(clean),  # the declared query applies to it
         trigger="1 second",
         checkpoint=str(tmp_path / "ckpt"),
     )

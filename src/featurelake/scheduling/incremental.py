@@ -171,10 +171,13 @@ def _run(
     fallback = None
     if start is not None:
         try:
-            added, removed = sources.read_net_changes(
-                spark, location, start, current, source.options
-            )
-            result = _merge_changes(store, schema, source, added, removed, lineage)
+            changes = sources.read_net_changes(spark, location, start, current, source.options)
+            try:
+                result = _merge_changes(
+                    store, schema, source, changes.added, changes.removed, lineage
+                )
+            finally:
+                changes.release()
             mode = "incremental"
         except FeatureStoreError:
             raise

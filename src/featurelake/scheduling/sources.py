@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import MaterializationError
@@ -57,13 +58,25 @@ def read_snapshot(
     return _load(_reader(spark, options).option("versionAsOf", int(version)), location)
 
 
+@dataclass(frozen=True)
+class NetChanges:
+    """Rows added to and removed from a source; `release()` frees their cached form."""
+
+    added: DataFrame
+    removed: DataFrame
+    cached: DataFrame
+
+    def release(self) -> None:
+        self.cached.unpersist()
+
+
 def read_net_changes(
     spark: SparkSession,
     location: TableLocation,
     start: int,
     end: int,
     options: Mapping[str, str],
-) -> tuple[DataFrame, DataFrame]:
+) -> NetChanges:
     """The rows added to and removed from the source between versions `start - 1` and `end`.
 
     Read from the Change Data Feed of versions `start..end` and netted as a multiset: a row
@@ -83,8 +96,11 @@ def read_net_changes(
     data = [c for c in changes.columns if c not in CDF_COLUMNS]
     sign = F.when(F.col("_change_type").isin(*ADDED), F.lit(1)).otherwise(F.lit(-1))
     row = F.struct(*[F.col(c) for c in data])
-    netted = changes.groupBy(F.sha2(F.to_json(row), 256).alias("__fl_row")).agg(
-        F.sum(sign).alias("__fl_n"), F.first(row).alias("__fl_value")
+    netted = (
+        changes.groupBy(F.sha2(F.to_json(row), 256).alias("__fl_row"))
+        .agg(F.sum(sign).alias("__fl_n"), F.first(row).alias("__fl_value"))
+        .where(F.col("__fl_n") != 0)
+        .persist()  # read by both sides and by the write's passes: computed once
     )
 
     def side(condition: Any) -> DataFrame:
@@ -95,7 +111,7 @@ def read_net_changes(
             .select(*[F.col(f"__fl_value.{c}").alias(c) for c in data])
         )
 
-    return side(F.col("__fl_n") > 0), side(F.col("__fl_n") < 0)
+    return NetChanges(side(F.col("__fl_n") > 0), side(F.col("__fl_n") < 0), netted)
 
 
 def run_query(spark: SparkSession, query: str, source: DataFrame | None) -> DataFrame:

@@ -209,8 +209,9 @@ def start_stream(
 ) -> FeatureStream:
     """Start streaming `source` into the group (see the module docstring).
 
-    `source`: a Delta path or table name, a MaterializationSource (table + query / transform),
-    or None for the group's declared source. `source_format`: `delta` (default), `kafka` or
+    `source`: a Delta path or table name (read through the group's declared query and
+    transform, if any), a MaterializationSource (table + query / transform), or None for the
+    group's declared source. `source_format`: `delta` (default), `kafka` or
     any streaming source, with `options` passed to the reader (e.g. `kafka.bootstrap.servers`,
     `subscribe`, `maxFilesPerTrigger`); give a query or transform that turns its records into
     the group's columns. `trigger`: `"available_now"` (process what is there, then stop), an
@@ -295,9 +296,15 @@ def _source(
         return source
     if isinstance(source, str):
         declared = schema.source
-        if declared is not None and declared.table == source:
-            return declared
-        return MaterializationSource(table=source)
+        if declared is None or declared.table is None:
+            return MaterializationSource(table=source)
+        # Another table of the same shape: keep the declared query, transform and options.
+        return MaterializationSource(
+            table=source,
+            query=declared.query,
+            transform=declared.transform,
+            options=declared.options,
+        )
     if schema.source is None:
         raise ConfigurationError(
             f"Group '{schema.name}' declares no source and none was given to stream from.",
