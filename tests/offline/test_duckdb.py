@@ -207,6 +207,13 @@ def test_time_travel_reads_the_same_version(env: Env) -> None:
     for version in env.versions:
         duck = env.reader.get_features("profile.*", as_of_version=version)
         same(env.store.get_features("profile.*", as_of_version=version), duck, ["customer_id"])
+    commits = {c.version: c.timestamp for c in env.store.history("profile")}
+    when = commits[env.versions[1]]
+    same(
+        env.store.get_features("profile.*", as_of_timestamp=when),
+        env.reader.get_features("profile.*", as_of_timestamp=when),
+        ["customer_id"],
+    )
     first = env.reader.get_features("profile.*", as_of_version=env.versions[0])
     latest = env.reader.get_features("profile.*")
     assert 3 in set(first["customer_id"]) and 3 not in set(latest["customer_id"])

@@ -6,8 +6,9 @@ features. `define_virtual_features` parses and analyses it (no job over the data
 output against the group schema, and keeps it in the registry with the tables it reads, so any
 store on the same path can run it.
 
-Queries run through a `QueryExecutor` chosen by name (`EXECUTORS`: `spark` today; another
-engine is a new module plus one entry). The base class times and logs every call and turns
+Queries run through a `QueryExecutor` chosen by name (`EXECUTORS`: `spark`, and `duckdb` for
+DuckDB SQL over Delta tables read by delta-rs, in `offline.duckdb`; another engine is a new
+module plus one entry). The base class times and logs every call and turns
 every engine failure into a `VirtualizationQueryError` naming the group; an executor only talks
 to its engine.
 
@@ -481,7 +482,8 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         """Define (or redefine) a group as computed by `query`; registers the group if needed.
 
         `query` is Spark SQL over registered tables/views (or `delta.`/path``), or a function
-        `f(spark) -> DataFrame`; it must yield exactly the group's entity keys, event time and
+        `f(spark) -> DataFrame`; with `engine="duckdb"`, DuckDB SQL reading Delta tables with
+        `delta_scan('/path')` (analysed the same way, by DuckDB). It must yield exactly the group's entity keys, event time and
         features, with types equal to or safely castable to the declared ones. It is parsed and
         analysed now, without running a job over the data (on Spark Connect, finding the Delta
         folders of its tables asks Spark for their files). `sources` overrides the Delta folders
@@ -491,7 +493,7 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         accepted when every feature maps to the same query; write one SELECT that joins them
         otherwise.
 
-        Raises VirtualizationQueryError (with Spark's message and the offending part) for a
+        Raises VirtualizationQueryError (with the engine's message and the offending part) for a
         query that does not parse, names an unknown table or column, or does not match the
         group schema.
         """
