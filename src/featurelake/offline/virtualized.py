@@ -485,9 +485,9 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         `f(spark) -> DataFrame`; with `engine="duckdb"`, DuckDB SQL reading Delta tables with
         `delta_scan('/path')` (analysed the same way, by DuckDB). It must yield exactly the
         group's entity keys, event time and features, with types equal to or safely castable to
-        the declared ones. It is parsed and analysed now, without running a job over the data (on Spark Connect, finding the Delta
-        folders of its tables asks Spark for their files). `sources` overrides the Delta folders
-        whose statistics feed row estimates.
+        the declared ones. It is parsed and analysed now, without running a job over the data
+        (on Spark Connect, finding the Delta folders of its tables asks Spark for their files).
+        `sources` overrides the Delta folders whose statistics feed row estimates.
 
         One query per group is the model: `queries={feature: sql}` (the seed shape) is
         accepted when every feature maps to the same query; write one SELECT that joins them
