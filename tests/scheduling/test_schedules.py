@@ -132,7 +132,12 @@ def test_databricks_export_has_what_the_jobs_api_needs(kit: SimpleNamespace) -> 
     assert task["task_key"] and task["job_cluster_key"] == "featurelake"
     assert task["spark_python_task"] == {
         "python_file": "/Workspace/Repos/me/features/jobs/materialize_source.py",
-        "parameters": ["--config", "conf/featurelake.yaml", "--group", "daily_spend@1"],
+        "parameters": [
+            "--config",
+            "/Workspace/Repos/me/features/conf/featurelake.yaml",
+            "--group",
+            "daily_spend@1",
+        ],
     }
     (cluster,) = job["job_clusters"]
     assert {"spark_version", "node_type_id", "num_workers"} <= set(cluster["new_cluster"])

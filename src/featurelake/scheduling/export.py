@@ -10,9 +10,10 @@ every missed slot: the job reads all changes since the last run anyway).
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -106,7 +107,15 @@ def databricks_job(schema: FeatureGroupSchema, settings: ExportSettings) -> dict
         "description": f"Materialize {schema.name} v{schema.version} from its source",
         "spark_python_task": {
             "python_file": _job_path(settings),
-            "parameters": job_arguments(schema, settings),
+            # a task's working folder is not the project: a relative config path is made
+            # absolute under project_root
+            "parameters": job_arguments(
+                schema,
+                replace(
+                    settings,
+                    config_path=posixpath.join(settings.project_root, settings.config_path),
+                ),
+            ),
         },
         "libraries": [{"pypi": {"package": settings.library}}],
         "max_retries": 1,

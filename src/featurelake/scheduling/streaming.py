@@ -105,6 +105,7 @@ class FeatureStream:
         self.error: BaseException | None = None
         self.query: StreamingQuery | None = None
         self._watcher: threading.Thread | None = None
+        self._bound: MaterializedFeatureStore | None = None
 
     # -- the micro-batch -----------------------------------------------------------------------
 
@@ -114,7 +115,10 @@ class FeatureStream:
         try:
             rows = sources.transform_rows(batch.sparkSession, self.source, batch)
             # The batch belongs to a session of its own: write through it.
-            result = self.store.on_session(batch.sparkSession).write_features(
+            session = batch.sparkSession
+            if self._bound is None or self._bound.spark is not session:
+                self._bound = self.store.on_session(session)
+            result = self._bound.write_features(
                 self.schema,
                 rows,
                 WriteMode.MERGE,
