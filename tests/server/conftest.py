@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +55,27 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def start_server(app: Any) -> tuple[str, Callable[[], None]]:
+    """Serve `app` with uvicorn in a thread on a free loopback port: (url, stop)."""
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="featurelake-test-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return f"http://127.0.0.1:{port}", stop
 
 
 @dataclass
@@ -103,20 +124,8 @@ def live_server(
     admin = keys.create("admin", "admin").token
     writer = keys.create("profile-writer", "writer", read=["profile.*"]).token
     reader = keys.create("age-reader", "reader", read=["profile.age", "orders"]).token
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name="featurelake-test-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the test server did not start")
-        time.sleep(0.05)
-    live = LiveServer(
-        f"http://127.0.0.1:{port}", store, app.state.server, keys, admin, writer, reader
-    )
+    url, stop = start_server(app)
+    live = LiveServer(url, store, app.state.server, keys, admin, writer, reader)
     for schema in load_groups(EXAMPLE_FEATURES):  # the groups the OpenAPI examples use
         store.register_features(schema)
     with live.client(admin) as client:
@@ -124,6 +133,5 @@ def live_server(
             response = client.post("/v1/features/register", json=group)
             assert response.status_code == 200, response.text
     yield live
-    server.should_exit = True
-    thread.join(timeout=30)
+    stop()
     store.close()

@@ -15,10 +15,15 @@ import yaml
 from typer.testing import CliRunner
 
 from featurelake.cli import app
-from featurelake.config import FeatureStoreConfig
+from featurelake.config import FeatureStoreConfig, OnlineBackend
+from featurelake.registry import Registry
+from featurelake.server import ServerSettings, create_app
 from featurelake.server.audit import AuditLog
+from featurelake.server.auth import ApiKeyStore
+from featurelake.server.staging import StagingTable
+from featurelake.serving import FeatureStore
 
-from .conftest import free_port
+from .conftest import free_port, start_server
 
 pytestmark = [pytest.mark.redis]
 
@@ -132,3 +137,55 @@ def test_serve_starts_without_spark_and_serves(tmp_path: Path, redis_server: Any
     audit = AuditLog.for_store(FeatureStoreConfig.from_yaml(config, environ={}))
     events = audit.read(action="write")  # committed at shutdown at the latest
     assert [(e["result"], e["key_name"], e["status"]) for e in events] == [("ok", "ops", 200)]
+
+
+def test_a_write_while_redis_is_down_says_the_records_were_staged(
+    tmp_path: Path, redis_server_factory: Any
+) -> None:
+    redis = redis_server_factory()
+    config = FeatureStoreConfig(
+        storage_path=str(tmp_path / "store"),
+        enable_online_store=True,
+        online_backend=OnlineBackend.REDIS,
+        online_url=redis.url,
+        online_timeout_ms=300,
+    )
+    store = FeatureStore(config)
+    app = create_app(store, ServerSettings(key_cache_seconds=0, audit_flush_seconds=0.1))
+    token = ApiKeyStore(Registry(config)).create("ingest", "admin").token
+    url, stop = start_server(app)
+    record = {"device_id": "d-9", "event_timestamp": "2024-06-01T08:00:00", "battery": 50.0}
+    try:
+        with httpx.Client(base_url=url, headers={"X-API-Key": token}, timeout=30) as client:
+            assert client.post("/v1/features/register", json=GROUP).status_code == 200
+            assert (
+                client.post(
+                    "/v1/features/write", json={"group": "device", "record": record}
+                ).json()["online_written"]
+                == 1
+            )
+            redis.stop()
+            down = client.post(
+                "/v1/features/write",
+                json={"group": "device", "record": {**record, "battery": 40.0}},
+            )
+            health = client.get("/v1/health")
+            served = client.post(
+                "/v1/features/serve", json={"features": ["device.battery"], "entities": ["d-9"]}
+            )
+    finally:
+        stop()
+        store.close()
+    assert down.status_code == 503
+    error = down.json()["error"]
+    assert error["code"] == "online_store_unavailable"
+    assert "were staged" in error["message"] and "Traceback" not in down.text
+    assert health.status_code == 503 and health.json()["checks"]["online"]["healthy"] is False
+    assert served.status_code == 503
+    staged = StagingTable.for_store(config)
+    assert [
+        json.loads(r["payload"])["battery"] for r in staged.changes(1, staged.version() or 0)
+    ] == [
+        50.0,
+        40.0,
+    ]

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from featurelake.errors import SchemaValidationError
+from featurelake.errors import OnlineStoreError, SchemaValidationError
 from featurelake.quality.stats import statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.server.app import API_PREFIX, ServerState, jsonable, server_state
@@ -258,7 +258,8 @@ def _write(
     store = state.store
     schema = store.registry.get_group(name, int(version) if version else None)
     audited(request, "write", f"{schema.name}@{schema.version} ({len(records)} record(s))")
-    written = {c for r in records for c in r if c in set(schema.feature_names)}
+    features = set(schema.feature_names)
+    written = {c for r in records for c in r if c in features}
     key.require(Access.WRITE, [(schema.name, f) for f in sorted(written)])
     typed = state.checker(schema).check(records)
     staging_version = state.staging.append(
@@ -271,7 +272,18 @@ def _write(
     online_written = online_rejected = 0
     online: Literal["written", "disabled"] = "disabled"
     if store.config.enable_online_store:
-        result = store.online.write_batch(schema, typed)
+        try:
+            result = store.online.write_batch(schema, typed)
+        except OnlineStoreError as error:
+            # Staged already: Gold gets the records at the next compaction either way.
+            raise type(error)(
+                f"The {len(typed)} record(s) were staged (staging version {staging_version}) "
+                f"and reach Gold at the next compaction, but the online store did not take "
+                f"them: {error.message}",
+                fix="retry the write when the online store answers (staging the records "
+                "again is harmless: compaction keeps one per key and time), or sync the group "
+                "online after the next compaction.",
+            ) from error
         online_written, online_rejected, online = result.written, result.rejected, "written"
     return WriteResponse(
         group=schema.name,
