@@ -84,7 +84,8 @@ def test_describe_a_group(live_server: LiveServer) -> None:
     assert described["group"] == "orders" and described["versions"] == [1]
     assert described["schema"]["entity_keys"] == ["store_id", "day"]
     assert set(described["state"]) >= {"last_updated", "row_count", "delta_version", "writes"}
-    assert set(described["freshness"]) == {"age_seconds", "sla_seconds", "fresh"}
+    assert set(described["freshness"]) == {"age_seconds", "sla_seconds", "fresh", "last_event"}
+    assert described["statistics"] is None  # nothing written to Gold yet
     assert pinned.status_code == 200
     assert unknown.status_code == 404 and _error(unknown)["code"] == "group_not_found"
     assert unknown_version.status_code == 404

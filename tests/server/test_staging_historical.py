@@ -239,6 +239,8 @@ def test_staged_writes_compact_into_gold_and_read_historically(
     assert statistics["row_count"] == len(records)
     assert statistics["features"]["clicks"]["count"] == len(records)
     assert described["staged_pending"] == 0
+    assert described["statistics"]["row_count"] == len(records)
+    assert described["freshness"]["last_event"] is not None
     assert described["state"]["row_count"] == len(records) and described["state"]["writes"] >= 1
     staged = staging.changes(1, staging.version() or 0)
     assert json.loads(staged[-1]["payload"])["clicks"] in (99, records[-1]["clicks"])

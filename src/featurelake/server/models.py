@@ -331,6 +331,9 @@ class GroupDescription(BaseModel):
     schema_: dict[str, Any] = Field(alias="schema")
     state: dict[str, Any]
     freshness: dict[str, Any]
+    statistics: dict[str, Any] | None = Field(
+        default=None, description="The latest statistics' summary (full: `/stats`)."
+    )
     staged_pending: int | None = None
 
     model_config = ConfigDict(populate_by_name=True)

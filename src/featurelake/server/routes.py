@@ -186,6 +186,8 @@ def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
     last = group_state.last_updated
     age = (now - last).total_seconds() if last is not None else None
     sla = schema.freshness.total_seconds() if schema.freshness is not None else None
+    history = statistics_history(registry, schema.name, schema.version)
+    latest = list(history.values())[-1] if history else None
     body = {
         "group": schema.name,
         "version": schema.version,
@@ -203,6 +205,15 @@ def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
             "age_seconds": age,
             "sla_seconds": sla,
             "fresh": None if age is None or sla is None else age <= sla,
+            "last_event": latest.last_event if latest is not None else None,
+        },
+        "statistics": None
+        if latest is None
+        else {
+            "delta_version": latest.delta_version,
+            "row_count": latest.row_count,
+            "computed_at": latest.computed_at,
+            "features": sorted(f for f in latest.features if key.can(Access.READ, schema.name, f)),
         },
         "staged_pending": state.staging.pending(registry, schema.name, schema.version),
     }
