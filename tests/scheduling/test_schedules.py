@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import json
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import yaml
@@ -182,6 +184,15 @@ def test_airflow_dag_and_crontab_exports(kit: SimpleNamespace) -> None:
         assert f"--group {group.name}@1 >> logs/featurelake_{group.name}_v1.log 2>&1" in line
 
 
+def _load_job(name: str) -> Any:
+    path = Path(__file__).resolve().parents[2] / "jobs" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"job_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_cli_exports_and_runs_due_groups(
     kit: SimpleNamespace, make_store: Stores, tmp_path: Path
 ) -> None:
@@ -217,5 +228,10 @@ def test_cli_exports_and_runs_due_groups(
     refreshed = cli("refresh", "spend", "--json")
     assert refreshed.exit_code == 0, refreshed.output
     assert json.loads(refreshed.stdout)["mode"] == "up_to_date"
+    job = _load_job("materialize_source")
+    assert job.main(["--config", str(config), "--group", "spend@1"]) == 0
+    runs = store.registry.events(MATERIALIZATION_RUN, "spend@1")
+    assert [r["mode"] for r in runs] == ["full", "up_to_date", "up_to_date"]
+    assert job.main(["--config", str(config), "--group", "unscheduled"]) == 2  # no source
     not_streaming = cli("stream", "stop", "spend")
     assert not_streaming.exit_code == 2 and "No stream of group 'spend'" in not_streaming.stderr
