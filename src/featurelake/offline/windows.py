@@ -59,7 +59,6 @@ _KIND = f"{_P}kind"  # 0 event, 1 entity row or probe
 _RID = f"{_P}rid"
 _ROLE = f"{_P}role"  # 0 the entity row at t, i > 0 the probe at t - windows[i - 1]
 _ROW = f"{_P}row"
-_TIME_CAST = f"{_P}entity_t"
 
 
 @dataclass(frozen=True)
