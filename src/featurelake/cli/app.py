@@ -259,6 +259,9 @@ def _register() -> None:
     app.command("sync-online")(online.sync_online)
     app.command("health")(health.health)
     app.command("report")(quality.report)
+    from featurelake.cli.aggregate import aggregate
+
+    app.command("aggregate")(aggregate)
     _register_scheduling()
     _register_server()
 
