@@ -107,17 +107,13 @@ def test_bad_micro_batch_stops_the_stream_and_writes_nothing(
         stream.await_termination(timeout=120)
     assert not stream.is_active
     assert [b.batch_id for b in stream.batches] == [0]
-    location = store.location("spend")
-    version = delta_ops.current_version(spark, location)
+    # the bad batch committed nothing: the table is at the version batch 0 wrote
+    assert (
+        delta_ops.current_version(spark, store.location("spend")) == stream.batches[0].gold_version
+    )
     assert kit.gold(store.read_table("spend"), schema) == sorted(
         (i, ts, a * 2, c) for i, ts, a, c in kit.rows(range(5))
     )
-
-    # Started again, the same batch is refused again: nothing is skipped silently.
-    again = start_stream(store, "spend", trigger="1 second", options=ONE_FILE)
-    with pytest.raises(SchemaValidationError):
-        again.await_termination(timeout=120)
-    assert delta_ops.current_version(spark, location) == version
 
     # A stream of good data runs until asked to stop from outside (another process).
     clean = tmp_path / "clean"
