@@ -11,9 +11,7 @@ demo: setup
 	@$(PY) scripts/demo.py
 
 test: setup
-	@$(PY) -m pytest -q
-	@echo "== the Connect suites again, over a local Spark Connect server"
-	@$(PY) -m pytest -q --spark-mode=connect
+	@bash scripts/test.sh
 
 lint: setup
 	$(VENV)/bin/ruff check src tests benchmarks jobs scripts notebooks
@@ -25,4 +23,4 @@ bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf demo_store spark-warehouse metastore_db derby.log .pytest_cache .mypy_cache .ruff_cache
+	rm -rf demo_store .pytest-tmp spark-warehouse metastore_db derby.log .pytest_cache .mypy_cache .ruff_cache
