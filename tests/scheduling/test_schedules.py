@@ -7,11 +7,12 @@ import importlib.util
 import json
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pandas as pd
 import pytest
 import yaml
 from croniter import croniter
@@ -235,3 +236,47 @@ def test_cli_exports_and_runs_due_groups(
     assert job.main(["--config", str(config), "--group", "unscheduled"]) == 2  # no source
     not_streaming = cli("stream", "stop", "spend")
     assert not_streaming.exit_code == 2 and "No stream of group 'spend'" in not_streaming.stderr
+
+
+def test_a_scheduled_aggregation_group_writes_its_windows_as_of_each_slot(
+    make_store: Stores,
+) -> None:
+    store = make_store()
+    store.register_features(
+        FeatureGroupSchema(
+            "orders",
+            ["order_id"],
+            [{"name": "customer_id", "type": "bigint"}, {"name": "amount", "type": "double"}],
+        )
+    )
+    daily = FeatureGroupSchema.from_dict(
+        {
+            "name": "order_windows",
+            "entity_keys": ["customer_id"],
+            "event_source": "orders",
+            "materialization_schedule": "0 * * * *",
+            "aggregations": [{"column": "amount", "function": "sum", "windows": ["1d"]}],
+        }
+    )
+    store.register_features(daily)
+    slot = datetime(2024, 3, 2, 12)
+    orders = [  # order_id, event time, customer, amount
+        (1, slot - timedelta(hours=2), 1, 10.0),
+        (2, slot - timedelta(hours=25), 1, 99.0),  # older than the 1d window
+        (3, slot - timedelta(days=1), 2, 5.0),  # exactly on the window's open edge: out
+        (4, slot, 2, 7.0),  # exactly at the slot: in
+        (5, slot + timedelta(minutes=10), 2, 1000.0),  # after the slot: never
+    ]
+    frame = pd.DataFrame(orders, columns=["order_id", "event_timestamp", "customer_id", "amount"])
+    store.write_features("orders", frame)
+
+    (ran,) = Scheduler(store, owner="a").run_pending(slot + timedelta(minutes=20))
+    assert (ran.slot, ran.outcome) == (slot, "succeeded")
+    assert ran.run is not None and ran.run.mode == "windows"
+    assert ran.run.source == "group:orders" and ran.run.rows_written == 2
+    gold = store.read_table("order_windows").select(
+        "customer_id", "event_timestamp", "amount_sum_1d"
+    )
+    assert sorted(tuple(r) for r in gold.collect()) == [(1, slot, 10.0), (2, slot, 7.0)]
+    (recorded,) = store.registry.events(MATERIALIZATION_RUN, "order_windows@1")
+    assert recorded["outcome"] == "succeeded" and recorded["slot"] == slot.isoformat()

@@ -37,7 +37,8 @@ FAILED = "failed"
 
 @dataclass(frozen=True)
 class MaterializationRun:
-    """What one run did. `mode`: `incremental`, `full` or `up_to_date` (nothing new)."""
+    """What one run did. `mode`: `incremental`, `full`, `up_to_date` (nothing new) or
+    `windows` (an aggregation group's window values as of the slot)."""
 
     group: str
     version: int
@@ -78,7 +79,7 @@ def materialize_from_source(
     """
     schema = store.resolve_group(group)
     chosen = source or schema.source
-    if chosen is None:
+    if chosen is None and schema.event_source is None:
         raise MaterializationError(
             f"Group '{schema.name}' v{schema.version} declares no source to materialize from.",
             fix="add 'source: {table: <Silver Delta table>}' (or a query) to the group's YAML "
@@ -89,7 +90,10 @@ def materialize_from_source(
     started_at = _now()
     started = time.perf_counter()
     try:
-        run = _run(store, schema, chosen, full=full, started_at=started_at, job=job)
+        if chosen is None:
+            run = _run_windows(store, schema, as_of=slot or started_at, started_at=started_at)
+        else:
+            run = _run(store, schema, chosen, full=full, started_at=started_at, job=job)
     except Exception as error:
         store.registry.append_event(
             MATERIALIZATION_RUN,
@@ -110,6 +114,32 @@ def materialize_from_source(
         {**run.to_dict(), "outcome": SUCCEEDED, "slot": slot.isoformat() if slot else None},
     )
     return run
+
+
+def _run_windows(
+    store: MaterializedFeatureStore,
+    schema: FeatureGroupSchema,
+    *,
+    as_of: datetime,
+    started_at: datetime,
+) -> MaterializationRun:
+    """An aggregation group: its window values as of `as_of` (the slot) for every entity."""
+    assert schema.event_source is not None
+    started = time.perf_counter()
+    result = store.materialize_aggregations(schema, as_of)
+    return MaterializationRun(
+        group=schema.name,
+        version=schema.version,
+        mode="windows",
+        source=f"{schema.event_source.kind}:{schema.event_source.name}",
+        from_version=None,
+        to_version=None,
+        rows_written=result.rows_written,
+        gold_version=result.delta_version,
+        started_at=started_at.isoformat(),
+        ended_at=_now().isoformat(),
+        duration_seconds=round(time.perf_counter() - started, 3),
+    )
 
 
 def _run(
