@@ -31,7 +31,15 @@ from featurelake.offline.delta_reader import (
 )
 from featurelake.offline.duckdb_reads import GroupRows, latest_rows, point_in_time_rows
 from featurelake.offline.estimates import PruneSpec, prune_spec
-from featurelake.offline.reads import Selected, output_names, resolve_refs, shared_entity_keys
+from featurelake.offline.pit import check_fill
+from featurelake.offline.reads import (
+    Selected,
+    check_entity_keys,
+    entity_output_names,
+    output_names,
+    resolve_refs,
+    shared_entity_keys,
+)
 from featurelake.offline.virtualized import VirtualQuery, check_output
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
@@ -163,31 +171,13 @@ class DuckDBFeatureReader:
                 fix="pass a pandas DataFrame (spark_df.toPandas() for small sets), or use "
                 "engine='spark'.",
             )
-        if fill not in ("none", "last_non_null"):
-            raise PointInTimeError(
-                f"fill='{fill}' is not a fill mode.",
-                fix="use fill='none' (the latest event's values, nulls included) or "
-                "fill='last_non_null'.",
-            )
+        check_fill(fill)
         selected = resolve_refs(self.registry, feature_refs)
         entities = _entity_arrow(entity_df)
         column = _timestamp_column(entity_df, timestamp_column, selected)
         ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
-        for schema, _ in selected.values():
-            missing = [k for k in schema.entity_keys if k not in entities.column_names]
-            if missing:
-                raise PointInTimeError(
-                    f"entity_df has no column {missing} for the entity keys of group "
-                    f"'{schema.name}' ({list(schema.entity_keys)}).",
-                    fix=f"add the key column(s) {missing} to entity_df, or drop the refs of "
-                    f"'{schema.name}'.",
-                    group=schema.name,
-                )
-        names = output_names(selected)
-        taken = set(entities.column_names)
-        for (group, feature), name in list(names.items()):
-            if name in taken:
-                names[(group, feature)] = f"{group}__{feature}"
+        check_entity_keys(selected, entities.column_names)
+        names = entity_output_names(selected, set(entities.column_names))
         time_known = pd.api.types.is_datetime64_any_dtype(entity_df[column])
         groups = []
         for schema, features in selected.values():

@@ -37,6 +37,17 @@ if TYPE_CHECKING:
 INGESTED_AT = "_ingested_at"
 FILL_MODES = ("none", "last_non_null")
 
+
+def check_fill(fill: str) -> None:
+    """`fill` is a fill mode, or a PointInTimeError naming the two there are."""
+    if fill not in FILL_MODES:
+        raise PointInTimeError(
+            f"fill={fill!r} is not a fill mode.",
+            fix="pass fill='none' (a null in the latest event stays null) or "
+            "fill='last_non_null' (each feature takes its latest non-null value).",
+        )
+
+
 # Internal column names of the unioned frame. Entity columns travel inside _ROW, so user
 # column names can never clash with these.
 _PREFIX = "__pit_"
@@ -118,12 +129,7 @@ def _validate(
 ) -> _Plan:
     from pyspark.sql import types as T
 
-    if fill not in FILL_MODES:
-        raise PointInTimeError(
-            f"fill={fill!r} is not a fill mode.",
-            fix="pass fill='none' (a null in the latest event stays null) or "
-            "fill='last_non_null' (each feature takes its latest non-null value).",
-        )
+    check_fill(fill)
     entity_schema = entity_df.schema
     entity_columns = [f.name for f in entity_schema.fields]
     entity_types = {f.name: f.dataType for f in entity_schema.fields}

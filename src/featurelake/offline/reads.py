@@ -7,11 +7,11 @@ once, so materialized and virtual groups read alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from featurelake.errors import SchemaValidationError
+from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.offline.frames import entity_filter_frame
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_refs
 
@@ -55,6 +55,31 @@ def output_names(selected: Selected) -> dict[tuple[str, str], str]:
         for schema, features in selected.values()
         for feature in features
     }
+
+
+def check_entity_keys(selected: Selected, columns: Collection[str]) -> None:
+    """Every selected group's entity keys are among the entity rows' `columns`."""
+    for schema, _ in selected.values():
+        missing = [k for k in schema.entity_keys if k not in columns]
+        if missing:
+            raise PointInTimeError(
+                f"entity_df has no column {missing} for the entity keys of group "
+                f"'{schema.name}' ({list(schema.entity_keys)}).",
+                fix=f"add the key column(s) {missing} to entity_df, or drop the refs of "
+                f"'{schema.name}'.",
+                group=schema.name,
+            )
+
+
+def entity_output_names(
+    selected: Selected, entity_columns: Collection[str]
+) -> dict[tuple[str, str], str]:
+    """`output_names`, with `group__feature` where a name is already an entity column."""
+    names = output_names(selected)
+    for (group, feature), name in list(names.items()):
+        if name in entity_columns:
+            names[(group, feature)] = f"{group}__{feature}"
+    return names
 
 
 def shared_entity_keys(selected: Selected) -> tuple[str, ...]:

@@ -18,8 +18,8 @@ from featurelake.errors import PointInTimeError
 from featurelake.offline.aggregations import is_aggregation_group, join_aggregations
 from featurelake.offline.composites import finish_request
 from featurelake.offline.frames import to_spark
-from featurelake.offline.pit import PitSource, point_in_time_join
-from featurelake.offline.reads import output_names
+from featurelake.offline.pit import PitSource, check_fill, point_in_time_join
+from featurelake.offline.reads import check_entity_keys, entity_output_names
 from featurelake.registry import side_location
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import FeatureGroupSchema, parse_duration
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from featurelake.registry import Registry
 
 TRAINING_SET = "training_set"
-FILL_MODES = ("none", "last_non_null")
 
 
 @dataclass(frozen=True)
@@ -177,32 +176,14 @@ def build_training_set(
     With `name`, the entity rows are saved beside the store and the manifest is kept in the
     registry, so `rebuild(name)` needs nothing else.
     """
-    if fill not in FILL_MODES:
-        raise PointInTimeError(
-            f"fill='{fill}' is not a fill mode.",
-            fix="use fill='none' (the latest event's values, nulls included) or "
-            "fill='last_non_null'.",
-        )
+    check_fill(fill)
     expanded = expand_composites(feature_refs, store.registry.get_group)
     selected = store.resolve_refs(list(expanded.refs))
     entities = to_spark(store.spark, entity_df, what="entity_df")
     ts_column = _timestamp_column(entities, timestamp_column, selected)
     ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
-    for schema, _ in selected.values():
-        missing = [k for k in schema.entity_keys if k not in entities.columns]
-        if missing:
-            raise PointInTimeError(
-                f"entity_df has no column {missing} for the entity keys of group "
-                f"'{schema.name}' ({list(schema.entity_keys)}).",
-                fix=f"add the key column(s) {missing} to entity_df, or drop the refs of "
-                f"'{schema.name}'.",
-                group=schema.name,
-            )
-    names = output_names(selected)
-    taken = set(entities.columns)
-    for (group, feature), column in list(names.items()):
-        if column in taken:
-            names[(group, feature)] = f"{group}__{feature}"
+    check_entity_keys(selected, entities.columns)
+    names = entity_output_names(selected, set(entities.columns))
     sources = []
     reads = []
     virtual_groups = []
