@@ -33,9 +33,9 @@ from featurelake.offline.duckdb_reads import GroupRows, latest_rows, point_in_ti
 from featurelake.offline.estimates import PruneSpec, prune_spec
 from featurelake.offline.pit import check_fill
 from featurelake.offline.reads import (
-    Selected,
     check_entity_keys,
     entity_output_names,
+    entity_timestamp_column,
     output_names,
     resolve_refs,
     shared_entity_keys,
@@ -174,7 +174,8 @@ class DuckDBFeatureReader:
         check_fill(fill)
         selected = resolve_refs(self.registry, feature_refs)
         entities = _entity_arrow(entity_df)
-        column = _timestamp_column(entity_df, timestamp_column, selected)
+        typed = [c for c in entity_df.columns if pd.api.types.is_datetime64_any_dtype(entity_df[c])]
+        column = entity_timestamp_column(list(entity_df.columns), typed, timestamp_column, selected)
         ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
         check_entity_keys(selected, entities.column_names)
         names = entity_output_names(selected, set(entities.column_names))
@@ -403,30 +404,6 @@ def _entity_arrow(frame: pd.DataFrame) -> pa.Table:
         if isinstance(converted[column].dtype, pd.DatetimeTZDtype):
             converted[column] = converted[column].dt.tz_convert("UTC").dt.tz_localize(None)
     return pa.Table.from_pandas(converted, preserve_index=False)
-
-
-def _timestamp_column(frame: pd.DataFrame, column: str | None, selected: Selected) -> str:
-    """As `training._timestamp_column`, for a pandas entity frame."""
-    import pandas as pd
-
-    if column:
-        if column not in frame.columns:
-            raise PointInTimeError(
-                f"entity_df has no column '{column}'.",
-                fix=f"pass timestamp_column= one of {list(frame.columns)}.",
-            )
-        return column
-    candidates = {schema.timestamp_key for schema, _ in selected.values()}
-    for name in ("event_timestamp", *sorted(candidates)):
-        if name in frame.columns:
-            return name
-    typed = [c for c in frame.columns if pd.api.types.is_datetime64_any_dtype(frame[c])]
-    if len(typed) == 1:
-        return str(typed[0])
-    raise PointInTimeError(
-        "Cannot tell which column of entity_df holds the event time.",
-        fix="pass timestamp_column='...' (the time each entity row was observed).",
-    )
 
 
 __all__ = ["DuckDBFeatureReader"]

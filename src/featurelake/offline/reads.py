@@ -71,6 +71,33 @@ def check_entity_keys(selected: Selected, columns: Collection[str]) -> None:
             )
 
 
+def entity_timestamp_column(
+    columns: Sequence[str],
+    timestamp_typed: Sequence[str],
+    requested: str | None,
+    selected: Selected,
+) -> str:
+    """The entity rows' time column: `requested`; else `event_timestamp` or a selected group's
+    timestamp key; else the one column of a timestamp type (`timestamp_typed`)."""
+    if requested:
+        if requested not in columns:
+            raise PointInTimeError(
+                f"entity_df has no column '{requested}'.",
+                fix=f"pass timestamp_column= one of {list(columns)}.",
+            )
+        return requested
+    candidates = {schema.timestamp_key for schema, _ in selected.values()}
+    for name in ("event_timestamp", *sorted(candidates)):
+        if name in columns:
+            return name
+    if len(timestamp_typed) == 1:
+        return str(timestamp_typed[0])
+    raise PointInTimeError(
+        "Cannot tell which column of entity_df holds the event time.",
+        fix="pass timestamp_column='...' (the time each entity row was observed).",
+    )
+
+
 def entity_output_names(
     selected: Selected, entity_columns: Collection[str]
 ) -> dict[tuple[str, str], str]:

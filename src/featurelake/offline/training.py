@@ -19,7 +19,11 @@ from featurelake.offline.aggregations import is_aggregation_group, join_aggregat
 from featurelake.offline.composites import finish_request
 from featurelake.offline.frames import to_spark
 from featurelake.offline.pit import PitSource, check_fill, point_in_time_join
-from featurelake.offline.reads import check_entity_keys, entity_output_names
+from featurelake.offline.reads import (
+    check_entity_keys,
+    entity_output_names,
+    entity_timestamp_column,
+)
 from featurelake.registry import side_location
 from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import FeatureGroupSchema, parse_duration
@@ -180,7 +184,8 @@ def build_training_set(
     expanded = expand_composites(feature_refs, store.registry.get_group)
     selected = store.resolve_refs(list(expanded.refs))
     entities = to_spark(store.spark, entity_df, what="entity_df")
-    ts_column = _timestamp_column(entities, timestamp_column, selected)
+    typed = [f.name for f in entities.schema.fields if f.dataType.typeName() == "timestamp"]
+    ts_column = entity_timestamp_column(entities.columns, typed, timestamp_column, selected)
     ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
     check_entity_keys(selected, entities.columns)
     names = entity_output_names(selected, set(entities.columns))
@@ -306,28 +311,3 @@ def _pin_ref(ref: str, manifest: TrainingSetManifest) -> str:
 
 def _as_list(refs: str | Sequence[str]) -> list[str]:
     return [refs] if isinstance(refs, str) else list(refs)
-
-
-def _timestamp_column(
-    entities: DataFrame,
-    timestamp_column: str | None,
-    selected: Mapping[str, tuple[FeatureGroupSchema, list[str]]],
-) -> str:
-    if timestamp_column:
-        if timestamp_column not in entities.columns:
-            raise PointInTimeError(
-                f"entity_df has no column '{timestamp_column}'.",
-                fix=f"pass timestamp_column= one of {entities.columns}.",
-            )
-        return timestamp_column
-    candidates = {schema.timestamp_key for schema, _ in selected.values()}
-    for name in ("event_timestamp", *sorted(candidates)):
-        if name in entities.columns:
-            return name
-    typed = [f.name for f in entities.schema.fields if f.dataType.typeName() == "timestamp"]
-    if len(typed) == 1:
-        return typed[0]
-    raise PointInTimeError(
-        "Cannot tell which column of entity_df holds the event time.",
-        fix="pass timestamp_column='...' (the time each entity row was observed).",
-    )
