@@ -12,7 +12,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.errors import PointInTimeError
-from featurelake.offline.windows import WindowOutput, window_aggregates
+from featurelake.offline import windows
+from featurelake.offline.windows import Tiles, WindowOutput, tile_partials, window_aggregates
 
 pytestmark = pytest.mark.spark
 
@@ -82,11 +83,7 @@ def close(got: Any, expected: Any, function: str) -> bool:
     return got == expected
 
 
-def test_every_function_and_window_matches_the_reference(
-    spark: SparkSession, window_reference: Any
-) -> None:
-    entities, events = random_data()
-    entity_df, event_df = spark_frames(spark, entities, events)
+def every_output() -> list[WindowOutput]:
     outputs = []
     for function in FUNCTIONS:
         column = "item" if function == "approx_count_distinct" else "amount"
@@ -96,9 +93,17 @@ def test_every_function_and_window_matches_the_reference(
             outputs.append(WindowOutput(name, column, function, window, None, kind))
     filtered = WindowOutput("paid_7d", "amount", "sum", WINDOWS[2], "category = 'a'", "double")
     events_1d = WindowOutput("events_1d", "*", "count", WINDOWS[1], "category <> 'c'", "bigint")
-    outputs += [filtered, events_1d]
+    return [*outputs, filtered, events_1d]
 
-    result = window_aggregates(entity_df, event_df, ["k"], "ts", "t", outputs)
+
+def assert_matches_reference(
+    result: Any,
+    entities: pd.DataFrame,
+    events: pd.DataFrame,
+    window_reference: Any,
+    outputs: list[WindowOutput] | None = None,
+) -> None:
+    outputs = outputs or every_output()
     assert result.columns == ["k", "t", "label", *[o.name for o in outputs]]
     got = result.orderBy("label").toPandas().astype(object).where(lambda f: f.notna(), None)
     assert list(got["label"]) == list(entities["label"])
@@ -117,6 +122,45 @@ def test_every_function_and_window_matches_the_reference(
                 assert value is None, output.name
                 continue
             assert close(value, want, output.function), (output.name, row.to_dict(), value, want)
+
+
+def test_every_function_and_window_matches_the_reference(
+    spark: SparkSession, window_reference: Any
+) -> None:
+    entities, events = random_data()
+    entity_df, event_df = spark_frames(spark, entities, events)
+    result = window_aggregates(entity_df, event_df, ["k"], "ts", "t", every_output())
+    assert_matches_reference(result, entities, events, window_reference)
+
+
+def test_tiles_mixed_with_raw_events_match_the_reference(
+    spark: SparkSession, window_reference: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Entity times anywhere: the tiles they fall inside are read raw, the others as tiles."""
+    monkeypatch.setattr(windows, "RAW_SHARE", 1.0)  # use the tiles however many are hit
+    entities, events = random_data(seed=11)
+    entity_df, event_df = spark_frames(spark, entities, events)
+    size = timedelta(hours=1)
+    tiles = Tiles(tile_partials(event_df, ["k"], "ts", every_output(), size), size)
+    result = window_aggregates(entity_df, event_df, ["k"], "ts", "t", every_output(), tiles=tiles)
+    assert_matches_reference(result, entities, events, window_reference)
+
+
+def test_entity_times_on_tile_edges_read_the_tiles_alone(
+    spark: SparkSession, window_reference: Any
+) -> None:
+    """Daily snapshots over daily tiles need no raw event: the events passed are empty."""
+    entities, events = random_data(seed=5)
+    days = [T0 + timedelta(days=d) for d in range(0, 12, 2)]
+    entities = pd.DataFrame(
+        [(k, day) for k in range(0, 8) for day in days], columns=["k", "t"]
+    ).assign(label=lambda f: range(len(f)))
+    entity_df, event_df = spark_frames(spark, entities, events)
+    size = timedelta(days=1)
+    outputs = [o for o in every_output() if o.window >= size]
+    tiles = Tiles(tile_partials(event_df, ["k"], "ts", outputs, size), size)
+    result = window_aggregates(entity_df, event_df.limit(0), ["k"], "ts", "t", outputs, tiles=tiles)
+    assert_matches_reference(result, entities, events, window_reference, outputs)
 
 
 def test_bad_inputs_raise_before_any_job(spark: SparkSession) -> None:

@@ -7,19 +7,30 @@ How it runs, without joining entity rows to events:
 
 - Each entity row becomes one row at `t` plus one probe per window at `t - w` (all sharing a
   row id); they are unioned with the events and partitioned by the keys (one shuffle).
+- Every event is a *partial aggregate* of itself (count 1, sum, mean and squared deviations 0,
+  min, max, latest `(time, value)`), so pre-aggregated tiles (below) mix with raw events.
 - `count`, `sum` and `avg` come from running totals (count, sum) ordered by time, events
   before rows at equal times: the window's value is the total at `t` minus the total at
-  `t - w`. `last` is the latest non-null value carried forward to `t`, kept when its event time
-  is after `t - w`.
-- `min`, `max`, `stddev` and `approx_count_distinct` are not subtracted (stddev from
-  differences of sums of squares would lose precision). Time is cut into tiles as long as the
-  window (aligned on the epoch), so `(t - w, t]` is the head of the tile holding `t` (a running
-  aggregate from the tile's start up to `t`) plus the tail of the previous tile after `t - w`
-  (the same running aggregate in reverse time order, read at the probe); the two parts are
-  merged (stddev with Chan's formula over count, mean and squared deviations). Two running
-  aggregates per such window: each row and event is touched a constant number of times.
+  `t - w`. `last` is the running maximum of `(event time, value)` (at equal times the largest
+  value), kept when its event time is after `t - w`.
+- `min`, `max`, `stddev` and `approx_count_distinct` are not subtracted. Time is cut into
+  spans as long as the window (aligned on the epoch), so `(t - w, t]` is the head of the span
+  holding `t` (a running aggregate from the span's start up to `t`) plus the tail of the
+  previous span after `t - w` (the same running aggregate in reverse time order, read at the
+  probe); the two parts are merged (stddev with Chan's formula over count, mean and squared
+  deviations, each part's sums shifted by its first mean so they do not cancel). Each row and
+  event is touched a constant number of times.
 - A group-by on (keys, row id) puts each row's values and its probes' values together; the
   rows are already partitioned by the keys, so it needs no second shuffle.
+
+With `tiles` (`Tiles`: partials of the events per key and tile `(end - size, end]`, written by
+`tile_partials`), a tile that no entity time of its key falls strictly inside is read as one
+row at its end instead of its events: moving its events to the tile's end changes no window,
+since no `t` or `t - w` of that key lies between them. Only the events of the few tiles that
+hold an entity time are read raw (a filter on their tile ids, pushed to the scan); entity rows
+on tile boundaries (daily snapshots over hourly tiles) read no raw event at all. When entity
+times fall into more than `MAX_RAW_TILES` distinct tiles (or into over half the tiles of their span)
+the tiles would not save reading the events, and the events are read as they are.
 
 Every aggregate runs over a frame from the partition start to the current row, which Spark
 computes incrementally, so the cost grows with entity rows plus events, never with their
@@ -36,6 +47,7 @@ are, other types as their string form. Only DataFrame functions are used (no UDF
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -52,13 +64,33 @@ HLL_LG_CONFIG_K = 12
 
 INVERTIBLE = ("count", "sum", "avg")
 TILED = ("min", "max", "stddev", "approx_count_distinct")
+TILE_END = "tile_end"
+"""Column of a tiles frame: the end of the tile `(tile_end - size, tile_end]`."""
+MAX_RAW_TILES = 20_000
+"""Entity times falling into more distinct tiles than this read the events without tiles."""
+RAW_SHARE = 0.5
+"""...or into more than this share of the tiles their times span."""
 
 _P = "__win_"
 _T = f"{_P}t"  # time in epoch microseconds
-_KIND = f"{_P}kind"  # 0 event, 1 entity row or probe
+_KIND = f"{_P}kind"  # 0 event or tile, 1 entity row or probe
 _RID = f"{_P}rid"
 _ROLE = f"{_P}role"  # 0 the entity row at t, i > 0 the probe at t - windows[i - 1]
 _ROW = f"{_P}row"
+_SRC = f"{_P}src"  # 0 raw event, 1 tile, 2 entity row or probe (with tiles only)
+_TILE = f"{_P}tile"  # tile id: its end / size (with tiles only)
+
+# The partial aggregates each function reads.
+_PARTS = {
+    "count": ("n",),
+    "sum": ("n", "s"),
+    "avg": ("n", "s"),
+    "stddev": ("n", "mean", "m2"),
+    "min": ("min",),
+    "max": ("max",),
+    "last": ("last",),
+    "approx_count_distinct": ("hll",),
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +106,15 @@ class WindowOutput:
     result_type: str = "double"
 
 
+@dataclass(frozen=True)
+class Tiles:
+    """Partial aggregates of the events per key and tile `(tile_end - size, tile_end]`, as
+    `tile_partials` writes them, complete for the events they are read with."""
+
+    frame: DataFrame
+    size: timedelta
+
+
 def window_aggregates(
     entity_df: DataFrame,
     events: DataFrame,
@@ -83,12 +124,14 @@ def window_aggregates(
     outputs: Sequence[WindowOutput],
     *,
     what: str = "the aggregation",
+    tiles: Tiles | None = None,
 ) -> DataFrame:
     """Every row of `entity_df` once, with each output computed over its window as of the row's
     `entity_time`. Rows with a null key or time get null outputs.
 
     Checks columns, types and filters before any Spark job; one small aggregation reads the
-    latest entity time (events after it are not read).
+    latest entity time (events after it are not read), and with `tiles` one more lists the
+    tiles entity times fall inside.
     """
     from pyspark.sql import functions as F
 
@@ -96,8 +139,10 @@ def window_aggregates(
         return entity_df
     key_types = _check(entity_df, events, keys, event_time, entity_time, outputs, what)
     feeds = _value_columns(events, outputs, what)
-    values = list({v.name: v for v in feeds.values()}.values())
+    parts = _parts_of(feeds, outputs)
     windows = sorted({o.window for o in outputs})
+    if tiles is not None:
+        _check_tiles(tiles, keys, parts, what)
     latest = entity_df.select(F.max(F.col(_q(entity_time)).cast("timestamp")).alias("hi")).first()
     latest_time = latest["hi"] if latest is not None else None
 
@@ -125,7 +170,7 @@ def window_aggregates(
             F.col(_RID),
             F.col("probe.role").alias(_ROLE),
             F.when(F.col("probe.role") == 0, F.col(_ROW)).alias(_ROW),
-            *[F.lit(None).cast(v.spark_type).alias(v.name) for v in values],
+            *[F.lit(None).cast(kind).alias(name) for name, kind in parts.items()],
         )
         .where(F.col(_T).isNotNull() | (F.col(_ROLE) == 0))  # a row without time stays
     )
@@ -135,22 +180,100 @@ def window_aggregates(
         keep = keep & F.col(_q(key)).isNotNull()
     if latest_time is not None:
         keep = keep & (F.col(_q(event_time)) <= F.lit(latest_time))
+    event_time_us = F.unix_micros(F.col(_q(event_time)).cast("timestamp"))
+    raw_tiles = _raw_tiles(entity_side, tiles, latest_time) if tiles is not None else None
+    if tiles is not None and raw_tiles is not None:
+        size = _micros_int(tiles.size)
+        keep = keep & _tile_id(event_time_us, size).isin(raw_tiles)
     event_side = events.where(keep).select(
         *[
             F.col(_q(k)).cast(kind).alias(c)
             for k, kind, c in zip(keys, key_types, key_columns, strict=True)
         ],
-        F.unix_micros(F.col(_q(event_time)).cast("timestamp")).alias(_T),
+        event_time_us.alias(_T),
         F.lit(0).alias(_KIND),
         F.lit(None).cast("bigint").alias(_RID),
         F.lit(None).cast("int").alias(_ROLE),
         F.lit(None).cast(row_type).alias(_ROW),
-        *[v.expression.alias(v.name) for v in values],
+        *_raw_partials(feeds, parts, event_time_us),
     )
-    unioned = entity_side.unionByName(event_side)
-    computed = _running(unioned, key_columns, feeds, outputs, windows)
+    tiled = tiles is not None and raw_tiles is not None
+    if tiles is not None and tiled:
+        unioned = _with_tiles(
+            entity_side, event_side, tiles, keys, key_types, key_columns, parts, latest_time
+        )
+    else:  # one shuffle by the keys serves every window below
+        unioned = entity_side.unionByName(event_side).repartition(*key_columns)
+    computed = _running(unioned, key_columns, feeds, outputs, windows, parts, tiled)
     collected = _per_row(computed, key_columns, feeds, outputs, windows)
     return _finish(collected, entity_df, entity_time, keys, feeds, outputs, windows)
+
+
+def tile_partials(
+    events: DataFrame,
+    keys: Sequence[str],
+    event_time: str,
+    outputs: Sequence[WindowOutput],
+    size: timedelta,
+    *,
+    what: str = "the aggregation",
+) -> DataFrame:
+    """The partial aggregates `window_aggregates` reads as `Tiles`: one row per key and tile
+    `(tile_end - size, tile_end]` holding events (keys as in `events`, `tile_end`, partials)."""
+    from pyspark.sql import functions as F
+
+    if size <= timedelta(0) or size % timedelta(microseconds=1):
+        raise PointInTimeError(
+            f"The tile size {size} of {what} is not a positive whole number of microseconds.",
+            fix="use a tile size such as 1h or 1d.",
+        )
+    _check(events.select(*keys, event_time), events, keys, event_time, event_time, outputs, what)
+    feeds = _value_columns(events, outputs, what)
+    parts = _parts_of(feeds, outputs)
+    keep = F.col(_q(event_time)).isNotNull()
+    for key in keys:
+        keep = keep & F.col(_q(key)).isNotNull()
+    time_us = F.unix_micros(F.col(_q(event_time)).cast("timestamp"))
+    size_us = _micros_int(size)
+    rows = events.where(keep).select(
+        *[F.col(_q(k)) for k in keys],
+        time_us.alias(_T),
+        (_tile_id(time_us, size_us) * F.lit(size_us)).alias(TILE_END),
+        *[v.expression.alias(name) for name, v in {v.name: v for v in feeds.values()}.items()],
+    )
+    aggregates: list[Column] = []
+    for column in parts:
+        value_name, part = column[len(_P) :].rsplit("_", 1)
+        if part == "raw":
+            continue
+        v = F.col(value_name)
+        if part == "n":
+            aggregate = F.count(v)
+        elif part == "s":
+            aggregate = F.sum(v)
+        elif part == "mean":
+            aggregate = F.avg(v)
+        elif part == "m2":
+            aggregate = F.var_pop(v) * F.count(v)
+        elif part == "min":
+            aggregate = F.min(v)
+        elif part == "max":
+            aggregate = F.max(v)
+        elif part == "last":
+            aggregate = _latest(F.when(v.isNotNull(), F.struct(F.col(_T).alias("t"), v.alias("v"))))
+        else:
+            aggregate = F.hll_sketch_agg(v, HLL_LG_CONFIG_K)
+        aggregates.append(aggregate.cast(parts[column]).alias(column[len(_P) :]))
+    grouped = rows.groupBy(*[F.col(_q(k)) for k in keys], F.col(TILE_END)).agg(*aggregates)
+    return grouped.withColumn(TILE_END, F.timestamp_micros(F.col(TILE_END)))
+
+
+def tile_columns(events: DataFrame, outputs: Sequence[WindowOutput]) -> list[str]:
+    """The partial columns `tile_partials` writes for `outputs` (beside keys and tile_end)."""
+    feeds = _value_columns(events, outputs, "the aggregation")
+    return [
+        column[len(_P) :] for column in _parts_of(feeds, outputs) if not column.endswith("_raw")
+    ]
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -235,7 +358,8 @@ def _check(
 
 @dataclass(frozen=True)
 class _Value:
-    """A value column of the events: `column` converted to `target`, where `filter` holds."""
+    """A value column of the events: `column` converted to `target`, where `filter` holds.
+    Its name is a digest of the three, the same for every request and for the tiles."""
 
     name: str
     column: str
@@ -299,10 +423,159 @@ def _value_columns(
             spark_type = "int"
         else:
             spark_type = event_types[output.column].simpleString()
-        name = f"{_P}v{len(values)}"
-        values[key] = _Value(name, output.column, output.filter, target, base, spark_type)
+        digest = hashlib.sha1(repr(key).encode()).hexdigest()[:12]
+        values[key] = _Value(f"v{digest}", output.column, output.filter, target, base, spark_type)
         feeds[output.name] = values[key]
     return feeds
+
+
+def _parts_of(feeds: dict[str, _Value], outputs: Sequence[WindowOutput]) -> dict[str, str]:
+    """The partial columns the outputs read (`__win_{value}_{part}`) and their types."""
+    parts: dict[str, str] = {}
+    for output in sorted(outputs, key=lambda o: (feeds[o.name].name, o.function)):
+        value = feeds[output.name]
+        for part in _PARTS[output.function]:
+            if part == "n":
+                kind = "bigint"
+            elif part in ("s", "mean", "m2"):
+                kind = "double"
+            elif part == "last":
+                kind = f"struct<t:bigint,v:{value.spark_type}>"
+            elif part == "hll":
+                kind = "binary"
+            else:
+                kind = value.spark_type
+            parts[f"{_P}{value.name}_{part}"] = kind
+            if part == "hll":
+                parts[f"{_P}{value.name}_raw"] = value.spark_type
+    return parts
+
+
+def _raw_partials(feeds: dict[str, _Value], parts: dict[str, str], time_us: Column) -> list[Column]:
+    """Each event as a partial aggregate of itself (its value kept raw for sketches)."""
+    from pyspark.sql import functions as F
+
+    by_name = {v.name: v for v in feeds.values()}
+    columns = []
+    for column, kind in parts.items():
+        value_name, part = column[len(_P) :].rsplit("_", 1)
+        v = by_name[value_name].expression
+        if part == "n":
+            partial = v.isNotNull().cast("bigint")
+        elif part == "m2":
+            partial = F.when(v.isNotNull(), F.lit(0.0))
+        elif part == "last":
+            partial = F.when(v.isNotNull(), F.struct(time_us.alias("t"), v.alias("v")))
+        elif part == "hll":
+            partial = F.lit(None)
+        else:  # the value itself: sum, mean, min, max, raw
+            partial = v
+        columns.append(partial.cast(kind).alias(column))
+    return columns
+
+
+def _check_tiles(tiles: Tiles, keys: Sequence[str], parts: dict[str, str], what: str) -> None:
+    columns = set(tiles.frame.columns)
+    needed = [*keys, TILE_END, *(c[len(_P) :] for c in parts if not c.endswith("_raw"))]
+    missing = [c for c in needed if c not in columns]
+    if missing or tiles.size <= timedelta(0) or tiles.size % timedelta(microseconds=1):
+        raise PointInTimeError(
+            f"The tiles of {what} do not fit its aggregations (missing {missing}, size "
+            f"{tiles.size}).",
+            fix="rebuild the tiles from the group's current schema (materialize the group).",
+        )
+
+
+def _tile_id(time_us: Column, size_us: int) -> Column:
+    """The id of the tile `(end - size, end]` holding a time: its end / size."""
+    from pyspark.sql import functions as F
+
+    end = time_us + F.pmod(-time_us, F.lit(size_us))
+    return (end / F.lit(size_us)).cast("bigint")
+
+
+def _raw_tiles(entity_side: DataFrame, tiles: Tiles, latest_time: object) -> list[int] | None:
+    """The ids of the tiles some entity or probe time falls strictly inside (their events are
+    read raw), or None when they are too many for the tiles to save reading events."""
+    from pyspark.sql import functions as F
+
+    size = _micros_int(tiles.size)
+    t = F.col(_T)
+    inside = F.when(t.isNotNull() & (F.pmod(t, F.lit(size)) != 0), _tile_id(t, size))
+    stats = entity_side.agg(
+        F.min(t).alias("lo"), F.max(t).alias("hi"), F.approx_count_distinct(inside).alias("n")
+    ).first()
+    if stats is None or stats["lo"] is None or latest_time is None:
+        return []
+    span = (int(stats["hi"]) - int(stats["lo"])) // size + 1
+    if stats["n"] > MAX_RAW_TILES or stats["n"] > span * RAW_SHARE:
+        return None
+    ids = entity_side.select(inside.alias("id")).where(F.col("id").isNotNull()).distinct()
+    found = [int(row["id"]) for row in ids.limit(MAX_RAW_TILES + 1).collect()]
+    return None if len(found) > MAX_RAW_TILES else sorted(found)
+
+
+def _with_tiles(
+    entity_side: DataFrame,
+    event_side: DataFrame,
+    tiles: Tiles,
+    keys: Sequence[str],
+    key_types: Sequence[DataType],
+    key_columns: Sequence[str],
+    parts: dict[str, str],
+    latest_time: object,
+) -> DataFrame:
+    """Entity rows, raw events and tile rows, keeping per key and tile either its tile row (no
+    entity time strictly inside it) or its raw events (one inside)."""
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    size = _micros_int(tiles.size)
+    row_type = entity_side.schema[_ROW].dataType
+    frame = tiles.frame
+    if latest_time is not None:
+        frame = frame.where(
+            F.col(TILE_END) < F.lit(latest_time) + F.expr(f"INTERVAL {size} MICROSECONDS")
+        )
+    tile_side = frame.select(
+        *[
+            F.col(_q(k)).cast(kind).alias(c)
+            for k, kind, c in zip(keys, key_types, key_columns, strict=True)
+        ],
+        F.unix_micros(F.col(TILE_END)).alias(_T),
+        F.lit(0).alias(_KIND),
+        F.lit(None).cast("bigint").alias(_RID),
+        F.lit(None).cast("int").alias(_ROLE),
+        F.lit(None).cast(row_type).alias(_ROW),
+        *[
+            (F.lit(None) if c.endswith("_raw") else F.col(_q(c[len(_P) :]))).cast(kind).alias(c)
+            for c, kind in parts.items()
+        ],
+    )
+    t = F.col(_T)
+    sides = [
+        entity_side.withColumn(_SRC, F.lit(2)).withColumn(
+            _TILE, F.when(F.pmod(t, F.lit(size)) != 0, _tile_id(t, size))
+        ),
+        event_side.withColumn(_SRC, F.lit(0)).withColumn(_TILE, _tile_id(t, size)),
+        tile_side.withColumn(_SRC, F.lit(1)).withColumn(_TILE, _tile_id(t, size)),
+    ]
+    unioned = sides[0].unionByName(sides[1]).unionByName(sides[2]).repartition(*key_columns)
+    inside = F.max((F.col(_SRC) == 2).cast("int")).over(Window.partitionBy(*key_columns, _TILE))
+    src = F.col(_SRC)
+    has = F.col(f"{_P}inside")
+    return (
+        unioned.withColumn(f"{_P}inside", inside)
+        .where((src == 2) | ((src == 0) & (has == 1)) | ((src == 1) & (has == 0)))
+        .drop(_SRC, _TILE, f"{_P}inside")
+    )
+
+
+def _latest(column: Column) -> Column:
+    """The aggregate keeping the latest `(t, v)` (at equal times the largest value)."""
+    from pyspark.sql import functions as F
+
+    return F.max(column)
 
 
 def _running(
@@ -311,73 +584,97 @@ def _running(
     feeds: dict[str, _Value],
     outputs: Sequence[WindowOutput],
     windows: Sequence[timedelta],
+    parts: dict[str, str],
+    tiled: bool,
 ) -> DataFrame:
-    """Running totals over time, and forward/reverse running aggregates within window tiles."""
+    """Running totals over time, and forward/reverse running aggregates within window spans."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    names = sorted({v.name: v.spark_type for v in feeds.values()}.items())
-    tie_breakers = [F.col(n).asc_nulls_first() for n, kind in names if _orderable(kind)]
+    tie_breakers = [
+        F.col(name).asc_nulls_first()
+        for name, kind in sorted(parts.items())
+        if _orderable(kind) and not name.endswith(("_last", "_hll"))
+    ]
     ordered = (
         Window.partitionBy(*key_columns)
         .orderBy(F.col(_T).asc(), F.col(_KIND).asc(), *tie_breakers)
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
-    columns: list[Column] = [
+    base: list[Column] = [
         *[F.col(k) for k in key_columns],
         F.col(_RID),
         F.col(_ROLE),
         F.col(_ROW),
         F.col(_T),
     ]
+    columns = list(base)
+    shifts: list[Column] = []  # stddev: each span part's first mean, computed first
     done: set[str] = set()
 
-    def add(name: str, column: Column) -> None:
+    def add(name: str, column: Column, into: list[Column] = columns) -> None:
         if name not in done:
             done.add(name)
-            columns.append(column.alias(name))
+            into.append(column.alias(name))
+
+    def part(value: _Value, name: str) -> Column:
+        return F.col(f"{_P}{value.name}_{name}")
 
     for output in outputs:
         value = feeds[output.name]
-        v = F.col(value.name)
         if output.function in INVERTIBLE:
-            add(f"{value.name}_n", F.count(v).over(ordered))
+            add(f"{value.name}_n", F.sum(part(value, "n")).over(ordered))
             if output.function != "count":
-                add(f"{value.name}_s", F.sum(v).over(ordered))
+                add(f"{value.name}_s", F.sum(part(value, "s")).over(ordered))
         elif output.function == "last":
-            latest = F.when(v.isNotNull(), F.struct(F.col(_T).alias("t"), v.alias("v")))
-            add(f"{value.name}_last", F.last(latest, ignorenulls=True).over(ordered))
+            add(f"{value.name}_last", _latest(part(value, "last")).over(ordered))
     for index, window in enumerate(windows, start=1):
         tiled = [o for o in outputs if o.window == window and o.function in TILED]
         if not tiled:
             continue
-        tile = F.floor(F.col(_T) / F.lit(_micros_int(window)))
-        forward = (
-            Window.partitionBy(*key_columns, tile)
+        span = F.floor(F.col(_T) / F.lit(_micros_int(window)))
+        specs = {
+            "f": Window.partitionBy(*key_columns, span)
             .orderBy(F.col(_T).asc(), F.col(_KIND).asc())
-            .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-        )
-        backward = (
-            Window.partitionBy(*key_columns, tile)
+            .rowsBetween(Window.unboundedPreceding, Window.currentRow),
+            "b": Window.partitionBy(*key_columns, span)
             .orderBy(F.col(_T).desc(), F.col(_KIND).desc())
-            .rowsBetween(Window.unboundedPreceding, Window.currentRow)
-        )
+            .rowsBetween(Window.unboundedPreceding, Window.currentRow),
+        }
         for output in tiled:
             value = feeds[output.name]
-            v = F.col(value.name)
-            for direction, spec in (("f", forward), ("b", backward)):
+            for direction, spec in specs.items():
                 name = f"{value.name}_{output.function}_{direction}{index}"
                 if output.function == "min":
-                    add(name, F.min(v).over(spec))
+                    add(name, F.min(part(value, "min")).over(spec))
                 elif output.function == "max":
-                    add(name, F.max(v).over(spec))
+                    add(name, F.max(part(value, "max")).over(spec))
                 elif output.function == "stddev":
-                    add(f"{name}_n", F.count(v).over(spec))
-                    add(f"{name}_m", F.avg(v).over(spec))
-                    add(f"{name}_d", F.var_pop(v).over(spec) * F.count(v).over(spec))
+                    shift = f"{_P}{name}_c"
+                    add(shift, F.first(part(value, "mean"), ignorenulls=True).over(spec), shifts)
+                    n, mean, m2 = part(value, "n"), part(value, "mean"), part(value, "m2")
+                    gap = mean - F.col(shift)
+                    count = F.sum(n).over(spec)
+                    d1 = F.sum(n * gap).over(spec)
+                    d2 = F.sum(m2 + n * gap * gap).over(spec)
+                    add(f"{name}_n", count)
+                    add(f"{name}_m", F.col(shift) + d1 / count)
+                    add(f"{name}_d", F.greatest(d2 - d1 * d1 / count, F.lit(0.0)))
                 else:
-                    add(name, F.hll_sketch_agg(v, HLL_LG_CONFIG_K).over(spec))
+                    sketch = F.hll_sketch_agg(part(value, "raw"), HLL_LG_CONFIG_K).over(spec)
+                    if tiled:
+                        merged = F.hll_union_agg(part(value, "hll"), True).over(spec)
+                        sketch = _union_sketches(sketch, merged)
+                    add(name, sketch)
+    if shifts:
+        unioned = unioned.select("*", *shifts)
     return unioned.select(*columns).where(F.col(_RID).isNotNull())
+
+
+def _union_sketches(a: Column, b: Column) -> Column:
+    from pyspark.sql import functions as F
+
+    return F.when(a.isNull(), b).when(b.isNull(), a).otherwise(F.hll_union(a, b, True))
 
 
 def _per_row(
