@@ -629,8 +629,8 @@ def _running(
         elif output.function == "last":
             add(f"{value.name}_last", _latest(part(value, "last")).over(ordered))
     for index, window in enumerate(windows, start=1):
-        tiled = [o for o in outputs if o.window == window and o.function in TILED]
-        if not tiled:
+        spanned = [o for o in outputs if o.window == window and o.function in TILED]
+        if not spanned:
             continue
         span = F.floor(F.col(_T) / F.lit(_micros_int(window)))
         specs = {
@@ -641,7 +641,7 @@ def _running(
             .orderBy(F.col(_T).desc(), F.col(_KIND).desc())
             .rowsBetween(Window.unboundedPreceding, Window.currentRow),
         }
-        for output in tiled:
+        for output in spanned:
             value = feeds[output.name]
             for direction, spec in specs.items():
                 name = f"{value.name}_{output.function}_{direction}{index}"
