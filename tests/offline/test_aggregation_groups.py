@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
 from featurelake.errors import MaterializationError, PointInTimeError
+from featurelake.offline import aggregations, tiles
 from featurelake.schema import FeatureGroupSchema
 from featurelake.serving import FeatureStore
 
@@ -111,7 +112,12 @@ def matches(got: Any, want: Any, feature: str) -> bool:
 def test_training_sets_take_window_values_as_of_each_row(
     store: FeatureStore, window_reference: Any
 ) -> None:
-    frame = purchase_rows()
+    assert_training_set_matches(store, window_reference, purchase_rows())
+
+
+def assert_training_set_matches(
+    store: FeatureStore, window_reference: Any, frame: pd.DataFrame
+) -> None:
     rng = random.Random(5)
     entities = pd.DataFrame(
         {
@@ -172,6 +178,61 @@ def test_online_values_equal_training_set_values(store: FeatureStore, spark: Spa
     pandas_read = pandas_read.sort_values("customer_id").reset_index(drop=True)
     assert pandas_read.astype(object).where(pandas_read.notna(), None).equals(offline)
     assert vectors[1].get("amount_last_1d") == 25.0  # the purchase exactly at AS_OF counts
+
+
+def tile_rows(frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The pandas reference of the daily tiles: (customer, tile end, amounts, their sum)."""
+    ends = frame["ts"].dt.ceil("1D")
+    grouped = frame.assign(end=ends).groupby(["customer_id", "end"])["amount"]
+    return sorted(
+        (int(k), e.to_pydatetime(), int(n), round(float(s), 6))
+        for (k, e), n, s in zip(grouped.count().index, grouped.count(), grouped.sum(), strict=True)
+    )
+
+
+def stored_tiles(store: FeatureStore, spark: SparkSession) -> list[tuple[Any, ...]]:
+    schema = store.offline.resolve_group("customer_spend")
+    events = aggregations.source_events(store.offline, schema)
+    spec = aggregations.tile_spec(store.offline, schema, events)
+    assert spec.size == timedelta(days=1)  # the gcd of the 1d and 7d windows
+    current = tiles.current_tiles(spark, spec, events.version)
+    assert current is not None, "the tiles cover the source's current version"
+    columns = [c for c in current.frame.columns if c.endswith(("_n", "_s"))]
+    count = next(c for c in columns if c.endswith("_n") and c[:-2] + "_s" in columns)
+    total = count[:-2] + "_s"
+    rows = current.frame.select("customer_id", "tile_end", count, total).collect()
+    return sorted((int(r[0]), r[1], int(r[2]), round(float(r[3] or 0.0), 6)) for r in rows if r[2])
+
+
+def test_materialization_writes_tiles_refreshed_on_appends(
+    store: FeatureStore, spark: SparkSession, window_reference: Any
+) -> None:
+    """The tiles hold each customer's daily partials, training sets read them, and appended
+    events (one late, in an old tile) refresh them from the earliest tile they touch."""
+    store.materialize_aggregations("customer_spend", as_of=AS_OF)
+    frame = purchase_rows()
+    stored = stored_tiles(store, spark)
+    with_amounts = frame[frame["amount"].notna()]
+    assert stored == tile_rows(with_amounts)
+    assert_training_set_matches(store, window_reference, frame)  # read from the tiles
+
+    late = pd.DataFrame(
+        [
+            (1000, T0 + timedelta(days=3, hours=2), 1, 40.0, "web"),  # a late event, old tile
+            (1001, T0 + timedelta(days=9, hours=1), 3, 12.5, "app"),
+        ],
+        columns=["order_id", "ts", "customer_id", "amount", "channel"],
+    )
+    store.write_features("purchases", late.rename(columns={"ts": "event_timestamp"}))
+    schema = store.offline.resolve_group("customer_spend")
+    refresh = aggregations.refresh_tiles(store.offline, schema)
+    assert refresh is not None and refresh.mode == "incremental"
+    assert refresh.since == T0 + timedelta(days=3)  # the start of the late event's tile
+    assert aggregations.refresh_tiles(store.offline, schema).mode == "current"  # type: ignore[union-attr]
+    both = pd.concat([frame, late], ignore_index=True)
+    stored = stored_tiles(store, spark)
+    assert stored == tile_rows(both[both["amount"].notna()])
+    assert_training_set_matches(store, window_reference, both)
 
 
 def test_backfill_replaces_a_range_of_snapshots(store: FeatureStore) -> None:

@@ -18,11 +18,15 @@ training set's manifest), a catalog table or a Delta path (read as they are).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from featurelake.errors import MaterializationError, SchemaValidationError
-from featurelake.offline.windows import WindowOutput, window_aggregates
+from featurelake.offline import delta_ops, tiles
+from featurelake.offline.tiles import TileRefresh, TileSpec
+from featurelake.offline.windows import TILE_END, WindowOutput, window_aggregates
+from featurelake.registry import TableLocation, side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
 
 if TYPE_CHECKING:
@@ -60,11 +64,23 @@ def window_outputs(
     return outputs
 
 
+@dataclass(frozen=True)
+class EventSource:
+    """The events of an aggregation group, read at one Delta version when they have one."""
+
+    frame: DataFrame
+    event_time: str
+    read: TableRead | None
+    """The Gold read behind a registered group source (kept in training-set manifests)."""
+    location: TableLocation | None
+    version: int | None
+
+
 def source_events(
     store: FeatureFrameSource, schema: FeatureGroupSchema, version: int | None = None
-) -> tuple[DataFrame, str, TableRead | None]:
-    """The events of an aggregation group, their event-time column, and the Delta read behind
-    them (for a registered group source; None for a table or path)."""
+) -> EventSource:
+    """The events of an aggregation group: a registered group's Gold table (at `version`, or
+    its current one), a catalog table or a Delta path (at their current version)."""
     source = schema.event_source
     if source is None:
         raise SchemaValidationError(
@@ -77,9 +93,25 @@ def source_events(
         frame, read = store.group_frame(
             events_schema, list(events_schema.feature_names), version=version
         )
-        return frame, events_schema.timestamp_key, read
+        location = None
+        if read is not None:
+            location = store.registry.gold_location(events_schema.name, events_schema.version)
+        return EventSource(
+            frame,
+            events_schema.timestamp_key,
+            read,
+            location,
+            read.delta_version if read is not None else None,
+        )
+    if source.kind == "table":
+        location = TableLocation(table_name=source.name)
+    else:
+        location = TableLocation(path=source.name)
+    delta_version = tiles.source_version(store.spark, location)
     try:
-        if source.kind == "table":
+        if delta_version is not None:
+            frame = delta_ops.read(store.spark, location, version=delta_version)
+        elif source.kind == "table":
             frame = store.spark.read.table(source.name)
         else:
             frame = store.spark.read.format("delta").load(source.name)
@@ -91,7 +123,22 @@ def source_events(
             fix="create the table, or correct 'event_source' in the group schema.",
             group=schema.name,
         ) from error
-    return frame, schema.timestamp_key, None
+    return EventSource(frame, schema.timestamp_key, None, location, delta_version)
+
+
+def tile_spec(
+    store: FeatureFrameSource, schema: FeatureGroupSchema, events: EventSource
+) -> TileSpec:
+    """Where and how the tiles of an aggregation group version are kept."""
+    outputs = tuple(window_outputs(schema, schema.feature_names))
+    return TileSpec(
+        location=side_location(store.config, "tiles", f"{schema.name}_v{schema.version}"),
+        keys=tuple(schema.entity_keys),
+        event_time=events.event_time,
+        outputs=outputs,
+        size=tiles.tile_size([o.window for o in outputs]),
+        what=f"aggregation group '{schema.name}'",
+    )
 
 
 def join_aggregations(
@@ -104,57 +151,81 @@ def join_aggregations(
     *,
     version: int | None = None,
 ) -> tuple[DataFrame, TableRead | None]:
-    """`entity_df` with the group's `features` as of each row's `entity_time`."""
-    events, event_time, read = source_events(store, schema, version)
+    """`entity_df` with the group's `features` as of each row's `entity_time` (from the
+    group's tiles when they cover the source version read, else from the events)."""
+    events = source_events(store, schema, version)
+    current = tiles.current_tiles(store.spark, tile_spec(store, schema, events), events.version)
     result = window_aggregates(
         entity_df,
-        events,
+        events.frame,
         schema.entity_keys,
-        event_time,
+        events.event_time,
         entity_time,
         window_outputs(schema, features, names),
         what=f"aggregation group '{schema.name}'",
+        tiles=current,
     )
-    return result, read
+    return result, events.read
+
+
+def refresh_tiles(store: FeatureFrameSource, schema: FeatureGroupSchema) -> TileRefresh | None:
+    """Bring the group's tiles up to its source's current version (None: the source has no
+    Delta version, so no tiles)."""
+    events = source_events(store, schema)
+    if events.location is None or events.version is None:
+        return None
+    spec = tile_spec(store, schema, events)
+    return tiles.refresh_tiles(store.spark, spec, events.location, events.version, events.frame)
 
 
 def values_as_of(
     store: FeatureFrameSource, schema: FeatureGroupSchema, times: Sequence[datetime]
 ) -> DataFrame:
     """Every feature of the group for every entity of its source, as of each of `times`: keys,
-    the group's timestamp key (the time), features."""
+    the group's timestamp key (the time), features. The group's tiles are refreshed first and
+    read for every tile no time falls inside."""
     from pyspark.sql import functions as F
 
-    events, event_time, _ = source_events(store, schema)
+    refresh_tiles(store, schema)
+    events = source_events(store, schema)
     keys = list(schema.entity_keys)
-    missing = [k for k in keys if k not in events.columns]
+    missing = [k for k in keys if k not in events.frame.columns]
     if missing:
         raise MaterializationError(
             f"The events of aggregation group '{schema.name}' have no key column(s) {missing}.",
             fix="declare entity keys that are columns of the source.",
             group=schema.name,
         )
-    known = F.col(event_time) <= F.lit(max(times))
+    spec = tile_spec(store, schema, events)
+    current = tiles.current_tiles(store.spark, spec, events.version)
+    known = F.lit(True)
     for key in keys:
         known = known & F.col(f"`{key}`").isNotNull()
-    entities = (
-        events.where(known)
-        .select(*keys)
-        .distinct()
-        .crossJoin(
-            store.spark.createDataFrame(
-                [(t,) for t in times], f"`{schema.timestamp_key}` timestamp"
-            )
-        )
+    event_time = F.col(f"`{events.event_time}`")
+    latest = max(times)
+    if current is None:
+        entity_keys = events.frame.where(known & (event_time <= F.lit(latest))).select(*keys)
+    else:  # keys of the tiles before the last time's tile, and of the events in it
+        size = F.lit(spec.size // timedelta(microseconds=1))
+        latest_us = F.unix_micros(F.lit(latest))
+        boundary = F.timestamp_micros(latest_us - F.pmod(latest_us, size))
+        before = current.frame.where(F.col(TILE_END) <= boundary).select(*keys)
+        inside = events.frame.where(
+            known & (event_time > boundary) & (event_time <= F.lit(latest))
+        ).select(*keys)
+        entity_keys = before.unionByName(inside)
+    entities = entity_keys.distinct().crossJoin(
+        store.spark.createDataFrame([(t,) for t in times], f"`{schema.timestamp_key}` timestamp")
     )
     result = window_aggregates(
         entities,
-        events,
+        events.frame,
         keys,
-        event_time,
+        events.event_time,
         schema.timestamp_key,
         window_outputs(schema, schema.feature_names),
         what=f"aggregation group '{schema.name}'",
+        tiles=current,
     )
     return result.select(*keys, schema.timestamp_key, *schema.feature_names)
 

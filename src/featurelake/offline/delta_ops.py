@@ -312,6 +312,17 @@ def merge_changes(
         spark.catalog.dropTempView(view)
 
 
+def set_properties(
+    spark: SparkSession, location: TableLocation, properties: dict[str, str], token: str
+) -> None:
+    """Set table properties in one commit tagged with `token`."""
+    pairs = ", ".join(
+        f"'{k.replace(chr(39), '')}' = '{v.replace(chr(39), '')}'" for k, v in properties.items()
+    )
+    with _tagged_commits(spark, token):
+        spark.sql(f"ALTER TABLE {location.sql_name} SET TBLPROPERTIES ({pairs})")
+
+
 def restore(spark: SparkSession, location: TableLocation, version: int) -> None:
     spark.sql(f"RESTORE TABLE {location.sql_name} TO VERSION AS OF {int(version)}").collect()
 
