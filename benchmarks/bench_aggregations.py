@@ -9,7 +9,10 @@ with sum, count and avg of one column (9 features). Measures, writing every resu
   1. `window_aggregates` vs a naive join of each entity row to its key's events in the widest
      window, then conditional sums per row (the same semantics, `t - w < ts <= t`);
   2. `window_aggregates` vs one shuffle-sort of the same events and entity rows (the floor of
-     any sort-based plan).
+     any sort-based plan);
+  3. daily snapshots (the same entity rows at midnight, a training set's usual label times):
+     `window_aggregates` over the events vs over the group's daily tiles (`tile_partials`,
+     written to Delta first; their build time is printed too).
 A naive run still going after `--naive-timeout-factor` x the one-pass time is cancelled and
 reported as a lower bound (">= ..."). Helpers (timing, JVM CPU, data columns) are bench_pit's.
 """
@@ -27,7 +30,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.windows import WindowOutput, window_aggregates
+from featurelake.offline.windows import Tiles, WindowOutput, tile_partials, window_aggregates
 from featurelake.session import get_spark
 
 KEY = "customer_id"
@@ -52,6 +55,14 @@ def generate(spark: SparkSession, root: str, args: argparse.Namespace) -> None:
     )
     events.write.format("delta").mode("overwrite").save(f"{root}/events")
     entities.write.format("delta").mode("overwrite").save(f"{root}/entities")
+
+
+def write_tiles(spark: SparkSession, root: str) -> Tiles:
+    events = spark.read.format("delta").load(f"{root}/events")
+    size = timedelta(days=1)  # the gcd of 1d / 7d / 30d
+    partials = tile_partials(events, [KEY], TS, outputs(), size)
+    partials.write.format("delta").mode("overwrite").save(f"{root}/tiles")
+    return Tiles(spark.read.format("delta").load(f"{root}/tiles"), size)
 
 
 def outputs() -> list[WindowOutput]:
@@ -137,6 +148,15 @@ def main() -> None:
                 "naive": lambda: naive(entity, rows),
             }
 
+        started = time.perf_counter()
+        tiles = write_tiles(spark, root)
+        print(
+            f"daily tiles built and written to Delta in {time.perf_counter() - started:.1f} s "
+            f"({tiles.frame.count():,} rows)",
+            flush=True,
+        )
+        snapshots = entity_df.withColumn("ts", F.date_trunc("day", "ts"))
+
         sample = F.col(KEY) % 10 == 1  # warm the JIT on a sample without the hot key
         for build in variants(entity_df.where(sample), events.where(sample)).values():
             run(spark, build, timeout=60.0)
@@ -157,6 +177,21 @@ def main() -> None:
                 f"windows/sort {ratio(ours, floor, cpu=True)}"
             )
         print("targets: naive/windows >= 10x, windows/sort <= 2x")
+        daily = {
+            "snapshots_events": lambda: window_aggregates(
+                snapshots, events, [KEY], TS, "ts", outputs()
+            ),
+            "snapshots_tiles": lambda: window_aggregates(
+                snapshots, events, [KEY], TS, "ts", outputs(), tiles=tiles
+            ),
+        }
+        for name, build in daily.items():
+            timings[name] = best(spark, build, args.repeat, cpu)
+            print(f"  {name}: {str(timings[name]).strip()} s", flush=True)
+        raw, tiled = timings["snapshots_events"], timings["snapshots_tiles"]
+        print(
+            f"daily snapshots: events/tiles {ratio(raw, tiled)}, tiles/sort {ratio(tiled, floor)}"
+        )
         spark.stop()
 
 

@@ -195,8 +195,8 @@ def stored_tiles(store: FeatureStore, spark: SparkSession) -> list[tuple[Any, ..
     events = aggregations.source_events(store.offline, schema)
     spec = aggregations.tile_spec(store.offline, schema, events)
     assert spec.size == timedelta(days=1)  # the gcd of the 1d and 7d windows
-    current = tiles.current_tiles(spark, spec, events.version)
-    assert current is not None, "the tiles cover the source's current version"
+    current = tiles.current_tiles(spark, spec, events.version, events.location)
+    assert current is not None, "the tiles cover the current version and are read"
     columns = [c for c in current.frame.columns if c.endswith(("_n", "_s"))]
     count = next(c for c in columns if c.endswith("_n") and c[:-2] + "_s" in columns)
     total = count[:-2] + "_s"

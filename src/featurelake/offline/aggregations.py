@@ -154,7 +154,8 @@ def join_aggregations(
     """`entity_df` with the group's `features` as of each row's `entity_time` (from the
     group's tiles when they cover the source version read, else from the events)."""
     events = source_events(store, schema, version)
-    current = tiles.current_tiles(store.spark, tile_spec(store, schema, events), events.version)
+    spec = tile_spec(store, schema, events)
+    current = tiles.current_tiles(store.spark, spec, events.version, events.location)
     result = window_aggregates(
         entity_df,
         events.frame,
@@ -197,7 +198,7 @@ def values_as_of(
             group=schema.name,
         )
     spec = tile_spec(store, schema, events)
-    current = tiles.current_tiles(store.spark, spec, events.version)
+    current = tiles.current_tiles(store.spark, spec, events.version, events.location)
     known = F.lit(True)
     for key in keys:
         known = known & F.col(f"`{key}`").isNotNull()

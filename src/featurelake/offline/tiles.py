@@ -16,7 +16,8 @@ version still there) recomputes the tiles from the earliest tile the new events 
 tile layout) it rewrites the table.
 
 Sources without a Delta version (a catalog view) have no tiles: their events are read as
-they are.
+they are. Nor are tiles read when they hold fewer than two events per row on average (a key
+with about one event per tile): then they would not make a read cheaper.
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 MAX_TILE_SIZE = timedelta(days=1)
+MIN_EVENTS_PER_TILE = 2.0
+"""Reads use tiles only when they hold at least this many events per tile row on average."""
 _TAG = "featurelake-tiles:"
 
 
@@ -114,13 +117,31 @@ def tile_state(spark: SparkSession, spec: TileSpec) -> TileState | None:
     )
 
 
-def current_tiles(spark: SparkSession, spec: TileSpec, version: int | None) -> Tiles | None:
-    """The tiles computed from source `version`, or None (no tiles, or other versions)."""
+def current_tiles(
+    spark: SparkSession,
+    spec: TileSpec,
+    version: int | None,
+    source: TableLocation | None = None,
+) -> Tiles | None:
+    """The tiles computed from source `version`, or None (no tiles, or other versions). With
+    `source`, also None when the tiles are not much smaller than the events (fewer than
+    `MIN_EVENTS_PER_TILE` events per tile row): reading the events is then as cheap."""
     if version is None:
         return None
     state = tile_state(spark, spec)
     if state is None or state.source_version != version or state.layout != spec.layout:
         return None
+    if source is not None:
+        tile_rows = delta_ops.row_count(spark, spec.location)
+        event_rows = delta_ops.row_count(spark, source)
+        if event_rows < tile_rows * MIN_EVENTS_PER_TILE:
+            logger.info(
+                "Tiles of {} not read: {} tile rows for {} events.",
+                spec.what,
+                tile_rows,
+                event_rows,
+            )
+            return None
     frame = delta_ops.read(spark, spec.location, version=state.table_version)
     return Tiles(frame, spec.size)
 

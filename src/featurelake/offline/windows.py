@@ -200,7 +200,15 @@ def window_aggregates(
     tiled = tiles is not None and raw_tiles is not None
     if tiles is not None and tiled:
         unioned = _with_tiles(
-            entity_side, event_side, tiles, keys, key_types, key_columns, parts, latest_time
+            entity_side,
+            event_side,
+            tiles,
+            keys,
+            key_types,
+            key_columns,
+            parts,
+            latest_time,
+            bool(raw_tiles),
         )
     else:  # one shuffle by the keys serves every window below
         unioned = entity_side.unionByName(event_side).repartition(*key_columns)
@@ -524,9 +532,11 @@ def _with_tiles(
     key_columns: Sequence[str],
     parts: dict[str, str],
     latest_time: object,
+    any_raw: bool,
 ) -> DataFrame:
     """Entity rows, raw events and tile rows, keeping per key and tile either its tile row (no
-    entity time strictly inside it) or its raw events (one inside)."""
+    entity time strictly inside it) or its raw events (one inside). Without `any_raw` (every
+    entity time on a tile edge) no event is read."""
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
@@ -552,6 +562,8 @@ def _with_tiles(
             for c, kind in parts.items()
         ],
     )
+    if not any_raw:
+        return entity_side.unionByName(tile_side).repartition(*key_columns)
     t = F.col(_T)
     sides = [
         entity_side.withColumn(_SRC, F.lit(2)).withColumn(
