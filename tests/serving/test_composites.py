@@ -95,6 +95,48 @@ def test_composites_equal_offline_and_online(
     ].to_list() == [-1.0]
 
 
+def test_composites_fall_back_to_the_offline_store_with_their_inputs(
+    spark: SparkSession, store_config: FeatureStoreConfig, redis_server_factory: Any
+) -> None:
+    """With the online store down, `fallback_to_offline=True` computes the composites from the
+    Gold values of their inputs, across groups, as online would."""
+    doomed = redis_server_factory()
+    config = store_config.replace(
+        enable_online_store=True,
+        online_backend=OnlineBackend.REDIS,
+        online_url=doomed.url,
+        online_timeout_ms=300,
+    )
+    store = FeatureStore(config, spark)
+    store.register_features(PROFILE)
+    store.register_features(ORDERS)
+    store.write_features(
+        "profile",
+        spark.createDataFrame(
+            [(1, T0, 400, True), (2, T0, 0, False)],
+            "user_id bigint, event_timestamp timestamp, tenure_days int, vip boolean",
+        ),
+    )
+    store.write_features(
+        "orders",
+        spark.createDataFrame(
+            [(1, T0, 250.0, 5), (2, T0, 90.5, 0)],
+            "user_id bigint, event_timestamp timestamp, spend double, orders bigint",
+        ),
+    )
+    doomed.stop()
+    refs = ["orders.spend_per_order", "orders.spend_per_day", "orders.tier"]
+    vectors = store.get_online_features(refs, [1, 2, 3], fallback_to_offline=True)
+    assert isinstance(vectors, list)
+    assert [v.names for v in vectors] == [("spend_per_order", "spend_per_day", "tier")] * 3
+    assert [v.source for v in vectors] == ["offline"] * 3
+    assert vectors[0].to_list() == [50.0, 250.0 / 400, 2.0]
+    assert vectors[1].to_list() == [None, None, 0.0]  # 90.5 / 0 and NULLIF(0, 0) are null
+    assert vectors[2].to_list() == [None, None, 0.0] and not vectors[2].found("tier")
+    assert vectors[0].event_time("spend_per_day") == T0
+    store.close()
+
+
 def test_a_composite_must_read_existing_numeric_features(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> None:
