@@ -566,21 +566,41 @@ def _with_tiles(
         return entity_side.unionByName(tile_side).repartition(*key_columns)
     t = F.col(_T)
     sides = [
-        entity_side.withColumn(_SRC, F.lit(2)).withColumn(
-            _TILE, F.when(F.pmod(t, F.lit(size)) != 0, _tile_id(t, size))
-        ),
-        event_side.withColumn(_SRC, F.lit(0)).withColumn(_TILE, _tile_id(t, size)),
-        tile_side.withColumn(_SRC, F.lit(1)).withColumn(_TILE, _tile_id(t, size)),
+        entity_side.withColumn(_SRC, F.lit(2)),
+        event_side.withColumn(_SRC, F.lit(0)),
+        tile_side.withColumn(_SRC, F.lit(1)),
     ]
-    unioned = sides[0].unionByName(sides[1]).unionByName(sides[2]).repartition(*key_columns)
-    inside = F.max((F.col(_SRC) == 2).cast("int")).over(Window.partitionBy(*key_columns, _TILE))
+    # Sorted once by keys, tile, then the running order (tile ids grow with time, so this is
+    # the running order too): the per-tile flag below and the running aggregates reuse it.
+    unioned = (
+        sides[0]
+        .unionByName(sides[1])
+        .unionByName(sides[2])
+        .withColumn(_TILE, _tile_id(t, size))
+        .repartition(*key_columns)
+        .sortWithinPartitions(*key_columns, _TILE, *_running_order(parts))
+    )
+    strictly_inside = (F.col(_SRC) == 2) & (F.pmod(t, F.lit(size)) != 0)
+    inside = F.max(strictly_inside.cast("int")).over(Window.partitionBy(*key_columns, _TILE))
     src = F.col(_SRC)
     has = F.col(f"{_P}inside")
     return (
         unioned.withColumn(f"{_P}inside", inside)
         .where((src == 2) | ((src == 0) & (has == 1)) | ((src == 1) & (has == 0)))
-        .drop(_SRC, _TILE, f"{_P}inside")
+        .drop(_SRC, f"{_P}inside")
     )
+
+
+def _running_order(parts: dict[str, str]) -> list[Column]:
+    """Time, events before rows, then the values (a fixed order for floating-point sums)."""
+    from pyspark.sql import functions as F
+
+    tie_breakers = [
+        F.col(name).asc_nulls_first()
+        for name, kind in sorted(parts.items())
+        if _orderable(kind) and not name.endswith(("_n", "_last", "_hll"))
+    ]
+    return [F.col(_T).asc(), F.col(_KIND).asc(), *tie_breakers]
 
 
 def _latest(column: Column) -> Column:
@@ -603,14 +623,10 @@ def _running(
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    tie_breakers = [
-        F.col(name).asc_nulls_first()
-        for name, kind in sorted(parts.items())
-        if _orderable(kind) and not name.endswith(("_last", "_hll"))
-    ]
+    lead = [F.col(_TILE).asc()] if _TILE in unioned.columns else []  # see _with_tiles
     ordered = (
         Window.partitionBy(*key_columns)
-        .orderBy(F.col(_T).asc(), F.col(_KIND).asc(), *tie_breakers)
+        .orderBy(*lead, *_running_order(parts))
         .rowsBetween(Window.unboundedPreceding, Window.currentRow)
     )
     base: list[Column] = [
