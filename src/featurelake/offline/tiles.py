@@ -16,9 +16,9 @@ version still there) recomputes the tiles from the earliest tile the new events 
 tile layout) it rewrites the table.
 
 Sources without a Delta version (a catalog view) have no tiles: their events are read as
-they are. Nor are tiles read when they hold fewer than 1.5 events per row on average (keys with about
-one event per tile): then they would not make a read cheaper (at 1.8 events per row they made a
-materialization 1.2x faster in `bench_aggregations.py`).
+they are. Nor are tiles read when they hold fewer than 1.5 events per row on average (keys
+with about one event per tile): then they would not make a read cheaper (at 1.8 events per
+row they made a materialization 1.2x faster in `bench_aggregations.py`).
 """
 
 from __future__ import annotations
