@@ -180,38 +180,24 @@ def main() -> None:
             naive_cpu = ratio(timings["naive"], ours, cpu=True) if "naive" in timings else ""
             print(f", naive/windows {naive_cpu}" if naive_cpu else "")
         print("targets: naive/windows >= 10x, windows/sort <= 2x")
-        daily = {
-            "snapshots_events": lambda: window_aggregates(
-                snapshots, events, [KEY], TS, "ts", outputs()
-            ),
-            "snapshots_tiles": lambda: window_aggregates(
-                snapshots, events, [KEY], TS, "ts", outputs(), tiles=tiles
-            ),
-        }
-        for name, build in daily.items():
-            timings[name] = best(spark, build, args.repeat, cpu)
-            print(f"  {name}: {str(timings[name]).strip()} s", flush=True)
-        raw, tiled = timings["snapshots_events"], timings["snapshots_tiles"]
-        print(
-            f"daily snapshots: events/tiles {ratio(raw, tiled)}, tiles/sort {ratio(tiled, floor)}"
-        )
         hi = events.agg(F.max(TS)).first()[0]  # type: ignore[index]
         as_of = (
             events.select(KEY)
             .distinct()
             .withColumn("ts", F.lit(hi) - F.expr("INTERVAL 90 MINUTES"))
         )
-        once = {
-            "as_of_events": lambda: window_aggregates(as_of, events, [KEY], TS, "ts", outputs()),
-            "as_of_tiles": lambda: window_aggregates(
-                as_of, events, [KEY], TS, "ts", outputs(), tiles=tiles
-            ),
-        }
-        for name, build in once.items():
-            timings[name] = best(spark, build, args.repeat, cpu)
-            print(f"  {name}: {str(timings[name]).strip()} s", flush=True)
-        raw, tiled = timings["as_of_events"], timings["as_of_tiles"]
-        print(f"every key as of one time: events/tiles {ratio(raw, tiled)}")
+
+        def over(rows: DataFrame, read: Tiles | None) -> Callable[[], DataFrame]:
+            return lambda: window_aggregates(rows, events, [KEY], TS, "ts", outputs(), tiles=read)
+
+        for label, rows in (("daily snapshots", snapshots), ("every key as of one time", as_of)):
+            raw = best(spark, over(rows, None), args.repeat, cpu)
+            tiled = best(spark, over(rows, tiles), args.repeat, cpu)
+            print(
+                f"{label}: events {str(raw).strip()} s, tiles {str(tiled).strip()} s, "
+                f"events/tiles {ratio(raw, tiled)}, tiles/sort {ratio(tiled, floor)}",
+                flush=True,
+            )
         spark.stop()
 
 

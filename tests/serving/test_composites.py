@@ -40,26 +40,28 @@ ORDERS = FeatureGroupSchema(
 COMPOSITES = ["spend_per_order", "spend_per_day", "tier", "log_spend"]
 
 
+def store_with(
+    store: FeatureStore, profiles: list[tuple[Any, ...]], orders: list[tuple[Any, ...]]
+) -> FeatureStore:
+    """`store` with PROFILE and ORDERS registered and these rows written."""
+    store.register_features(PROFILE)
+    store.register_features(ORDERS)
+    spark = store.offline.spark
+    schema = "user_id bigint, event_timestamp timestamp, tenure_days int, vip boolean"
+    store.write_features("profile", spark.createDataFrame(profiles, schema))
+    schema = "user_id bigint, event_timestamp timestamp, spend double, orders bigint"
+    store.write_features("orders", spark.createDataFrame(orders, schema))
+    return store
+
+
 def test_composites_equal_offline_and_online(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> None:
     config = store_config.replace(enable_online_store=True, online_backend=OnlineBackend.MEMORY)
-    store = FeatureStore(config, spark)
-    store.register_features(PROFILE)
-    store.register_features(ORDERS)
-    store.write_features(
-        "profile",
-        spark.createDataFrame(
-            [(1, T0, 400, True), (2, T0, 0, False), (3, T0, None, None)],
-            "user_id bigint, event_timestamp timestamp, tenure_days int, vip boolean",
-        ),
-    )
-    store.write_features(
-        "orders",
-        spark.createDataFrame(
-            [(1, T0, 250.0, 5), (2, T0, 90.5, 0), (3, T0, None, 2), (4, T0, 120.0, 3)],
-            "user_id bigint, event_timestamp timestamp, spend double, orders bigint",
-        ),
+    store = store_with(
+        FeatureStore(config, spark),
+        [(1, T0, 400, True), (2, T0, 0, False), (3, T0, None, None)],
+        [(1, T0, 250.0, 5), (2, T0, 90.5, 0), (3, T0, None, 2), (4, T0, 120.0, 3)],
     )
     store.sync_to_online("profile")
     store.sync_to_online("orders")
@@ -107,22 +109,10 @@ def test_composites_fall_back_to_the_offline_store_with_their_inputs(
         online_url=doomed.url,
         online_timeout_ms=300,
     )
-    store = FeatureStore(config, spark)
-    store.register_features(PROFILE)
-    store.register_features(ORDERS)
-    store.write_features(
-        "profile",
-        spark.createDataFrame(
-            [(1, T0, 400, True), (2, T0, 0, False)],
-            "user_id bigint, event_timestamp timestamp, tenure_days int, vip boolean",
-        ),
-    )
-    store.write_features(
-        "orders",
-        spark.createDataFrame(
-            [(1, T0, 250.0, 5), (2, T0, 90.5, 0)],
-            "user_id bigint, event_timestamp timestamp, spend double, orders bigint",
-        ),
+    store = store_with(
+        FeatureStore(config, spark),
+        [(1, T0, 400, True), (2, T0, 0, False)],
+        [(1, T0, 250.0, 5), (2, T0, 90.5, 0)],
     )
     doomed.stop()
     refs = ["orders.spend_per_order", "orders.spend_per_day", "orders.tier"]
