@@ -96,13 +96,22 @@ def connect_server(
     server.stop()
 
 
+TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
 def _session_config(warehouse: Path) -> FeatureStoreConfig:
     return FeatureStoreConfig(
         storage_path=str(warehouse),
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         spark_warehouse_dir=str(warehouse),
-        spark_conf={"spark.driver.memory": "2g", "spark.sql.adaptive.enabled": "true"},
+        spark_conf={
+            "spark.driver.memory": "2g",
+            "spark.sql.adaptive.enabled": "true",
+            # Small test data: the C1 compiler and serial GC cost far less CPU than C2's
+            # compilations of a long run save on this 2-core machine (the Connect server too).
+            "spark.driver.extraJavaOptions": TEST_JVM_OPTIONS,
+        },
     )
 
 
