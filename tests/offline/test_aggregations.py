@@ -133,6 +133,17 @@ def test_every_function_and_window_matches_the_reference(
     assert_matches_reference(result, entities, events, window_reference)
 
 
+def test_count_sum_avg_and_last_alone_match_the_reference(
+    spark: SparkSession, window_reference: Any
+) -> None:
+    """Without min/max/stddev/distinct there are no probe rows: each value is on its row."""
+    entities, events = random_data(seed=3)
+    entity_df, event_df = spark_frames(spark, entities, events)
+    outputs = [o for o in every_output() if o.function in ("count", "sum", "avg", "last")]
+    result = window_aggregates(entity_df, event_df, ["k"], "ts", "t", outputs)
+    assert_matches_reference(result, entities, events, window_reference, outputs)
+
+
 def test_tiles_mixed_with_raw_events_match_the_reference(
     spark: SparkSession, window_reference: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

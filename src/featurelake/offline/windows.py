@@ -5,37 +5,41 @@ For an entity row `(keys, t)` a window `w` covers the events of its keys with
 
 How it runs, without joining entity rows to events:
 
-- Each entity row becomes one row at `t` plus one probe per window at `t - w` (all sharing a
-  row id); they are unioned with the events and partitioned by the keys (one shuffle).
+- Entity rows are unioned with the events, partitioned by the keys (one shuffle) and sorted by
+  time, events before rows at equal times (one sort).
 - Every event is a *partial aggregate* of itself (count 1, sum, mean and squared deviations 0,
   min, max, latest `(time, value)`), so pre-aggregated tiles (below) mix with raw events.
-- `count`, `sum` and `avg` come from running totals (count, sum) ordered by time, events
-  before rows at equal times: the window's value is the total at `t` minus the total at
-  `t - w`. `last` is the running maximum of `(event time, value)` (at equal times the largest
-  value), kept when its event time is after `t - w`.
+- `count`, `sum` and `avg` come from running totals (count, sum): the window's value is the
+  total at `t` minus the total of the rows at or before `t - w`, read on the entity row itself
+  through an unbounded-preceding RANGE frame ending `w` before it (Spark advances it
+  incrementally). `last` is the running maximum of `(event time, value)` (at equal times the
+  largest value), kept when its event time is after `t - w`. A group with only these needs
+  nothing else: one shuffle, one sort, and the entity rows come out of the window pass.
 - `min`, `max`, `stddev` and `approx_count_distinct` are not subtracted. Time is cut into
   spans as long as the window (aligned on the epoch), so `(t - w, t]` is the head of the span
   holding `t` (a running aggregate from the span's start up to `t`) plus the tail of the
   previous span after `t - w` (the same running aggregate in reverse time order, read at the
   probe); the two parts are merged (stddev with Chan's formula over count, mean and squared
   deviations, each part's sums shifted by its first mean so they do not cancel). Each row and
-  event is touched a constant number of times.
-- A group-by on (keys, row id) puts each row's values and its probes' values together; the
-  rows are already partitioned by the keys, so it needs no second shuffle.
+  event is touched a constant number of times. The tail is read at a *probe*: one more row per
+  such window at `t - w`, sharing the entity row's id.
+- With probes, a group-by on (keys, row id) puts each row's values and its probes' values
+  together; the rows are already partitioned by the keys, so it needs no second shuffle.
 
 With `tiles` (`Tiles`: partials of the events per key and tile `(end - size, end]`, written by
-`tile_partials`), a tile that no entity time of its key falls strictly inside is read as one
-row at its end instead of its events: moving its events to the tile's end changes no window,
-since no `t` or `t - w` of that key lies between them. Only the events of the few tiles that
-hold an entity time are read raw (a filter on their tile ids, pushed to the scan); entity rows
-on tile boundaries (daily snapshots over hourly tiles) read no raw event at all. When entity
-times fall into more than `MAX_RAW_TILES` distinct tiles (or into over half the tiles of their span)
-the tiles would not save reading the events, and the events are read as they are.
+`tile_partials`), a tile that no entity time of its key (`t`, or `t - w`, read there at probes
+for every window) falls strictly inside is read as one row at its end instead of its events:
+moving its events to the tile's end changes no window, since no `t` or `t - w` of that key lies
+between them. Only the events of the few tiles that hold an entity time are read raw (a filter
+on their tile ids, pushed to the scan); entity rows on tile boundaries (daily snapshots over
+hourly tiles) read no raw event at all. When entity times fall into more than `MAX_RAW_TILES`
+distinct tiles (or into over half the tiles of their span) the tiles would not save reading
+the events, and the events are read as they are.
 
-Every aggregate runs over a frame from the partition start to the current row, which Spark
-computes incrementally, so the cost grows with entity rows plus events, never with their
-product on a busy key (a sliding RANGE frame would recompute min/max per row). Several
-functions and windows of one source share the same pass.
+Every aggregate runs over a frame from the partition start (to the current row, or to `w`
+before it), which Spark computes incrementally, so the cost grows with entity rows plus events,
+never with their product on a busy key (a sliding RANGE frame would recompute min/max per row).
+Several functions and windows of one source share the same pass.
 
 Floating-point sums are differences of running totals: exact up to rounding of the key's
 running total (about 1e-16 of it). The running order is fixed (time, then the values), and
@@ -210,10 +214,16 @@ def window_aggregates(
             latest_time,
             bool(raw_tiles),
         )
-    else:  # one shuffle by the keys serves every window below
-        unioned = entity_side.unionByName(event_side).repartition(*key_columns)
+    else:  # one shuffle by the keys and one sort serve the running windows below
+        probed = [0, *(i for i, w in enumerate(windows, start=1) if w in _probed(outputs))]
+        unioned = (
+            entity_side.where(F.col(_ROLE).isin(probed))
+            .unionByName(event_side)
+            .repartition(*key_columns)
+            .sortWithinPartitions(*key_columns, *_running_order(parts))
+        )
     computed = _running(unioned, key_columns, feeds, outputs, windows, parts, tiled)
-    collected = _per_row(computed, key_columns, feeds, outputs, windows)
+    collected = _per_row(computed, key_columns, feeds, outputs, windows, tiled)
     return _finish(collected, entity_df, entity_time, keys, feeds, outputs, windows)
 
 
@@ -648,12 +658,25 @@ def _running(
     def part(value: _Value, name: str) -> Column:
         return F.col(f"{_P}{value.name}_{name}")
 
+    index_of = {w: i for i, w in enumerate(windows, start=1)}
     for output in outputs:
         value = feeds[output.name]
         if output.function in INVERTIBLE:
-            add(f"{value.name}_n", F.sum(part(value, "n")).over(ordered))
-            if output.function != "count":
-                add(f"{value.name}_s", F.sum(part(value, "s")).over(ordered))
+            totals = ["n"] if output.function == "count" else ["n", "s"]
+            for total in totals:
+                add(f"{value.name}_{total}", F.sum(part(value, total)).over(ordered))
+            if tiled:
+                continue  # the probes at t - w hold the totals before the window
+            # Without probes: the total of every row at or before t - w (Spark advances such
+            # an unbounded-preceding RANGE frame incrementally; the rows are already sorted).
+            index = index_of[output.window]
+            before = (
+                Window.partitionBy(*key_columns)
+                .orderBy(F.col(_T).asc())
+                .rangeBetween(Window.unboundedPreceding, -_micros_int(output.window))
+            )
+            for total in totals:
+                add(f"{value.name}_{total}_r{index}", F.sum(part(value, total)).over(before))
         elif output.function == "last":
             add(f"{value.name}_last", _latest(part(value, "last")).over(ordered))
     for index, window in enumerate(windows, start=1):
@@ -711,20 +734,25 @@ def _per_row(
     feeds: dict[str, _Value],
     outputs: Sequence[WindowOutput],
     windows: Sequence[timedelta],
+    tiled: bool,
 ) -> DataFrame:
-    """One row per entity row: its own values (role 0) beside its probes' (role i)."""
+    """One row per entity row: its own values (role 0) beside its probes' (role i), named
+    `{source}@{role}`; the totals before a window are `{value}_{n|s}@b{index}`."""
     from pyspark.sql import functions as F
 
     index_of = {w: i for i, w in enumerate(windows, start=1)}
+    probes = any(o.window in _probed(outputs) for o in outputs) or tiled
 
     def pick(source: str, role: int) -> Column:  # the one non-null value of the row id
+        if not probes:
+            return F.col(source)
         return F.first(F.when(F.col(_ROLE) == role, F.col(source)), ignorenulls=True)
 
     aggregations = [pick(_ROW, 0).alias(_ROW), pick(_T, 0).alias(_T)]
     taken: set[str] = set()
 
-    def take(source: str, role: int) -> None:
-        alias = f"{source}@{role}"
+    def take(source: str, role: int, alias: str | None = None) -> None:
+        alias = alias or f"{source}@{role}"
         if alias not in taken:
             taken.add(alias)
             aggregations.append(pick(source, role).alias(alias))
@@ -736,7 +764,11 @@ def _per_row(
             parts = ["n"] + ([] if output.function == "count" else ["s"])
             for part in parts:
                 take(f"{value.name}_{part}", 0)
-                take(f"{value.name}_{part}", role)
+                before = f"{value.name}_{part}@b{role}"
+                if tiled:
+                    take(f"{value.name}_{part}", role, before)
+                else:
+                    take(f"{value.name}_{part}_r{role}", 0, before)
         elif output.function == "last":
             take(f"{value.name}_last", 0)
         elif output.function == "stddev":
@@ -746,8 +778,16 @@ def _per_row(
         else:
             take(f"{value.name}_{output.function}_f{role}", 0)
             take(f"{value.name}_{output.function}_b{role}", role)
+    if not probes:  # every value is on the entity row itself
+        return computed.where(F.col(_ROLE) == 0).select(*aggregations)
     # Grouped by the keys too: the rows are already partitioned by them, so no new shuffle.
     return computed.groupBy(*key_columns, _RID).agg(*aggregations)
+
+
+def _probed(outputs: Sequence[WindowOutput]) -> set[timedelta]:
+    """The windows whose values need a probe row at t - w: those of min, max, stddev and
+    approx_count_distinct (count, sum, avg and last are read on the entity row)."""
+    return {o.window for o in outputs if o.function in TILED}
 
 
 def _finish(
@@ -777,13 +817,13 @@ def _finish(
         result: Column
         if output.function in INVERTIBLE:
             n = F.coalesce(col(f"{base}_n", 0), F.lit(0)) - F.coalesce(
-                col(f"{base}_n", role), F.lit(0)
+                F.col(f"`{base}_n@b{role}`"), F.lit(0)
             )
             if output.function == "count":
                 result = n
             else:
                 s = F.coalesce(col(f"{base}_s", 0), F.lit(0.0)) - F.coalesce(
-                    col(f"{base}_s", role), F.lit(0.0)
+                    F.col(f"`{base}_s@b{role}`"), F.lit(0.0)
                 )
                 result = F.when(n > 0, s) if output.function == "sum" else F.when(n > 0, s / n)
         elif output.function == "stddev":
