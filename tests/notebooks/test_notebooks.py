@@ -1,7 +1,8 @@
 """Each Databricks notebook run locally as a plain script, in its own folder and store.
 
-The runs start together in one module fixture (each starts its own Spark); each test waits for
-its notebook and checks what it printed and what it left in the store.
+The notebooks run one after another in one background process started by a module fixture
+(run_notebooks.py: each as `__main__`, starting and stopping its own Spark session, one JVM start
+for all); each test waits for its notebook and checks what it printed and left in the store.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +24,7 @@ from featurelake.offline.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.py"))
+RUNNER = Path(__file__).with_name("run_notebooks.py")
 TIMEOUT = 600
 
 
@@ -32,43 +35,59 @@ class NotebookRun:
     process: subprocess.Popen[bytes]
 
     def wait(self) -> tuple[int, str, str]:
-        code = self.process.wait(timeout=TIMEOUT)
-        out = (self.workdir / "stdout.txt").read_text()
-        err = (self.workdir / "stderr.txt").read_text()
-        return code, out, err
+        done = self.workdir / "exit_code.txt"
+        deadline = time.monotonic() + TIMEOUT
+        while not done.exists():
+            code = self.process.poll()
+            if code is not None and not done.exists():
+                return code or 1, self.read("stdout.txt"), self.read("stderr.txt") + self.log()
+            assert time.monotonic() < deadline, "the notebook did not finish in time"
+            time.sleep(0.2)
+        code = int(done.read_text())
+        return code, self.read("stdout.txt"), self.read("stderr.txt") + self.log()
+
+    def read(self, name: str) -> str:
+        path = self.workdir / name
+        return path.read_text() if path.exists() else ""
+
+    def log(self) -> str:
+        """The runner's own output (Spark's JVM writes there)."""
+        return (self.workdir.parent / "runner.log").read_text()
 
     def offline(self, spark: SparkSession) -> MaterializedFeatureStore:
         return MaterializedFeatureStore(FeatureStoreConfig(storage_path=str(self.store)), spark)
 
 
-def start(notebook: Path, root: Path) -> NotebookRun:
-    workdir = root / notebook.stem
-    shutil.copytree(REPO / "conf", workdir / "conf")  # what a project checkout holds
-    store = root / f"{notebook.stem}_store"
+def start(notebooks: list[Path], root: Path) -> dict[str, NotebookRun]:
+    args: list[str] = []
+    for notebook in notebooks:
+        workdir = root / notebook.stem
+        shutil.copytree(REPO / "conf", workdir / "conf")  # what a project checkout holds
+        args += [str(notebook), str(workdir), str(root / f"{notebook.stem}_store")]
     env = {
         **os.environ,
-        "FEATURELAKE_STORAGE_PATH": str(store),
         "FEATURELAKE_SPARK_MASTER": "local[1]",
         "FEATURELAKE_SPARK_SHUFFLE_PARTITIONS": "2",
         "FEATURELAKE_NOTEBOOK_CUSTOMERS": "100",
         "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # short-lived JVM
     }
-    with (workdir / "stdout.txt").open("wb") as out, (workdir / "stderr.txt").open("wb") as err:
+    with (root / "runner.log").open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, str(notebook)], cwd=workdir, env=env, stdout=out, stderr=err
+            [sys.executable, str(RUNNER), *args], cwd=root, env=env, stdout=log, stderr=log
         )
-    return NotebookRun(workdir, store, process)
+    return {
+        n.stem: NotebookRun(root / n.stem, root / f"{n.stem}_store", process) for n in notebooks
+    }
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NotebookRun]]:
-    root = tmp_path_factory.mktemp("notebooks")
-    started = {notebook.stem: start(notebook, root) for notebook in NOTEBOOKS}
+    started = start(NOTEBOOKS, tmp_path_factory.mktemp("notebooks"))
     yield started
-    for run in started.values():
-        if run.process.poll() is None:
-            run.process.kill()
-            run.process.wait()
+    process = next(iter(started.values())).process
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def succeeded(run: NotebookRun) -> str:
