@@ -9,6 +9,7 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.connect_server import LocalConnectServer
 from featurelake.errors import MaterializationError, SchemaValidationError
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.registry import Lineage
@@ -177,18 +178,41 @@ BAD_BATCHES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def one_row_store(
+    spark: SparkSession,
+    connect_server: LocalConnectServer | None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> MaterializedFeatureStore:
+    """A store whose table holds one row, shared by the bad-batch cases: each one checks that
+    its rejected writes left the table's version and rows exactly as they were."""
+    config = FeatureStoreConfig(
+        spark_remote=connect_server.url if connect_server is not None else None,
+        storage_path=str(tmp_path_factory.mktemp("bad_batches") / "store"),
+        spark_master="local[2]",
+        spark_shuffle_partitions=2,
+        max_retries=8,
+        retry_backoff_ms=20,
+        metadata_cache_ttl_seconds=60,
+    )
+    store = MaterializedFeatureStore(config, spark)
+    store.register_features(SCHEMA)
+    store.write_features("customers", batch(spark, [(7, day(0), 1, "a", 1.0)]))
+    return store
+
+
 @pytest.mark.parametrize(
     ("case", "ddl", "data", "message"), BAD_BATCHES, ids=[b[0] for b in BAD_BATCHES]
 )
 def test_bad_batches_change_nothing(
     spark: SparkSession,
-    store: MaterializedFeatureStore,
+    one_row_store: MaterializedFeatureStore,
     case: str,
     ddl: str,
     data: list[tuple[Any, ...]],
     message: str,
 ) -> None:
-    store.write_features("customers", batch(spark, [(7, day(0), 1, "a", 1.0)]))
+    store = one_row_store
     version = store.history("customers")[0].version
     for mode in ("append", "merge") if case in ("null key", "above max") else ("append",):
         with pytest.raises(SchemaValidationError, match=message) as raised:
