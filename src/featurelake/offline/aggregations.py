@@ -169,10 +169,13 @@ def join_aggregations(
     return result, events.read
 
 
-def refresh_tiles(store: FeatureFrameSource, schema: FeatureGroupSchema) -> TileRefresh | None:
-    """Bring the group's tiles up to its source's current version (None: the source has no
-    Delta version, so no tiles)."""
-    events = source_events(store, schema)
+def refresh_tiles(
+    store: FeatureFrameSource, schema: FeatureGroupSchema, events: EventSource | None = None
+) -> TileRefresh | None:
+    """Bring the group's tiles up to its source's current version (`events`: the source as
+    `source_events` read it, read here when not given). None: the source has no Delta version,
+    so no tiles."""
+    events = events or source_events(store, schema)
     if events.location is None or events.version is None:
         return None
     spec = tile_spec(store, schema, events)
@@ -187,8 +190,8 @@ def values_as_of(
     read for every tile no time falls inside."""
     from pyspark.sql import functions as F
 
-    refresh_tiles(store, schema)
     events = source_events(store, schema)
+    refresh_tiles(store, schema, events)
     keys = list(schema.entity_keys)
     missing = [k for k in keys if k not in events.frame.columns]
     if missing:

@@ -220,12 +220,20 @@ def append(df: DataFrame, location: TableLocation, token: str) -> None:
 
 
 def overwrite(
-    df: DataFrame, location: TableLocation, token: str, replace_where: str | None = None
+    df: DataFrame,
+    location: TableLocation,
+    token: str,
+    replace_where: str | None = None,
+    *,
+    new_schema: bool = False,
 ) -> None:
-    """Replace the whole table, or only the rows matching `replace_where` (atomic)."""
+    """Replace the whole table, or only the rows matching `replace_where` (atomic). With
+    `new_schema`, a whole-table replace may also change the table's columns."""
     writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
+    if new_schema:
+        writer = writer.option("overwriteSchema", "true")
     _save(writer, location)
 
 

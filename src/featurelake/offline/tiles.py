@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import reduce
 from math import gcd
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
@@ -172,7 +172,7 @@ def refresh_tiles(
         partials = tile_partials(
             events, spec.keys, spec.event_time, spec.outputs, spec.size, what=spec.what
         )
-        _save(partials.write.format("delta").mode("overwrite"), spec.location, tag)
+        delta_ops.overwrite(partials, spec.location, tag, new_schema=True)
         mode = "full"
     elif since == _NOTHING_NEW:  # record that the tiles cover this version too
         delta_ops.set_properties(
@@ -245,11 +245,3 @@ def _earliest_new_tile(
         return _NOTHING_NEW
     size = spec.size // timedelta(microseconds=1)
     return int(earliest) - ((int(earliest) - 1) % size) - 1  # the tile (start, start + size]
-
-
-def _save(writer: Any, location: TableLocation, tag: str) -> None:
-    writer = writer.option("overwriteSchema", "true").option("userMetadata", tag)
-    if location.table_name:
-        writer.saveAsTable(location.table_name)
-    else:
-        writer.save(location.path)

@@ -202,7 +202,7 @@ def window_aggregates(
         *_raw_partials(feeds, parts, event_time_us),
     )
     tiled = tiles is not None and raw_tiles is not None
-    if tiles is not None and tiled:
+    if tiles is not None and raw_tiles is not None:
         unioned = _with_tiles(
             entity_side,
             event_side,
@@ -237,14 +237,11 @@ def tile_partials(
     what: str = "the aggregation",
 ) -> DataFrame:
     """The partial aggregates `window_aggregates` reads as `Tiles`: one row per key and tile
-    `(tile_end - size, tile_end]` holding events (keys as in `events`, `tile_end`, partials)."""
+    `(tile_end - size, tile_end]` holding events (keys as in `events`, `tile_end`, partials),
+    each the merge of its events' own partials."""
     from pyspark.sql import functions as F
 
-    if size <= timedelta(0) or size % timedelta(microseconds=1):
-        raise PointInTimeError(
-            f"The tile size {size} of {what} is not a positive whole number of microseconds.",
-            fix="use a tile size such as 1h or 1d.",
-        )
+    _check_tile_size(size, what)
     _check(events.select(*keys, event_time), events, keys, event_time, event_time, outputs, what)
     feeds = _value_columns(events, outputs, what)
     parts = _parts_of(feeds, outputs)
@@ -255,43 +252,33 @@ def tile_partials(
     size_us = _micros_int(size)
     rows = events.where(keep).select(
         *[F.col(_q(k)) for k in keys],
-        time_us.alias(_T),
         (_tile_id(time_us, size_us) * F.lit(size_us)).alias(TILE_END),
-        *[v.expression.alias(name) for name, v in {v.name: v for v in feeds.values()}.items()],
+        *_raw_partials(feeds, parts, time_us),
     )
     aggregates: list[Column] = []
-    for column in parts:
+    for column, kind in parts.items():
         value_name, part = column[len(_P) :].rsplit("_", 1)
-        if part == "raw":
-            continue
-        v = F.col(value_name)
-        if part == "n":
-            aggregate = F.count(v)
-        elif part == "s":
-            aggregate = F.sum(v)
+        c = F.col(column)
+        if part in ("n", "s"):
+            aggregate = F.sum(c)
         elif part == "mean":
-            aggregate = F.avg(v)
-        elif part == "m2":
-            aggregate = F.var_pop(v) * F.count(v)
+            aggregate = F.avg(c)
+        elif part == "m2":  # from the events' values (their own means)
+            mean = F.col(f"{_P}{value_name}_mean")
+            aggregate = F.var_pop(mean) * F.count(mean)
         elif part == "min":
-            aggregate = F.min(v)
+            aggregate = F.min(c)
         elif part == "max":
-            aggregate = F.max(v)
+            aggregate = F.max(c)
         elif part == "last":
-            aggregate = _latest(F.when(v.isNotNull(), F.struct(F.col(_T).alias("t"), v.alias("v"))))
-        else:
-            aggregate = F.hll_sketch_agg(v, HLL_LG_CONFIG_K)
-        aggregates.append(aggregate.cast(parts[column]).alias(column[len(_P) :]))
+            aggregate = _latest(c)
+        elif part == "hll":
+            aggregate = F.hll_sketch_agg(F.col(f"{_P}{value_name}_raw"), HLL_LG_CONFIG_K)
+        else:  # raw values only feed the sketches
+            continue
+        aggregates.append(aggregate.cast(kind).alias(column[len(_P) :]))
     grouped = rows.groupBy(*[F.col(_q(k)) for k in keys], F.col(TILE_END)).agg(*aggregates)
     return grouped.withColumn(TILE_END, F.timestamp_micros(F.col(TILE_END)))
-
-
-def tile_columns(events: DataFrame, outputs: Sequence[WindowOutput]) -> list[str]:
-    """The partial columns `tile_partials` writes for `outputs` (beside keys and tile_end)."""
-    feeds = _value_columns(events, outputs, "the aggregation")
-    return [
-        column[len(_P) :] for column in _parts_of(feeds, outputs) if not column.endswith("_raw")
-    ]
 
 
 # -- checks -------------------------------------------------------------------------------------
@@ -492,14 +479,22 @@ def _raw_partials(feeds: dict[str, _Value], parts: dict[str, str], time_us: Colu
     return columns
 
 
+def _check_tile_size(size: timedelta, what: str) -> None:
+    if size <= timedelta(0) or size % timedelta(microseconds=1):
+        raise PointInTimeError(
+            f"The tile size {size} of {what} is not a positive whole number of microseconds.",
+            fix="use a tile size such as 1h or 1d.",
+        )
+
+
 def _check_tiles(tiles: Tiles, keys: Sequence[str], parts: dict[str, str], what: str) -> None:
+    _check_tile_size(tiles.size, what)
     columns = set(tiles.frame.columns)
     needed = [*keys, TILE_END, *(c[len(_P) :] for c in parts if not c.endswith("_raw"))]
     missing = [c for c in needed if c not in columns]
-    if missing or tiles.size <= timedelta(0) or tiles.size % timedelta(microseconds=1):
+    if missing:
         raise PointInTimeError(
-            f"The tiles of {what} do not fit its aggregations (missing {missing}, size "
-            f"{tiles.size}).",
+            f"The tiles of {what} do not fit its aggregations: they have no column(s) {missing}.",
             fix="rebuild the tiles from the group's current schema (materialize the group).",
         )
 
@@ -741,7 +736,7 @@ def _per_row(
     from pyspark.sql import functions as F
 
     index_of = {w: i for i, w in enumerate(windows, start=1)}
-    probes = any(o.window in _probed(outputs) for o in outputs) or tiled
+    probes = tiled or bool(_probed(outputs))
 
     def pick(source: str, role: int) -> Column:  # the one non-null value of the row id
         if not probes:
