@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import MaterializationError
 from featurelake.examples import retail
+from featurelake.logs import quiet_engine_logs
 from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.pipeline.runtime import load_settings
 from featurelake.schema import load_groups
@@ -65,6 +66,7 @@ def show(frame: Any, rows: int = 20) -> None:
 CONFIG_PATH = find_config()
 config: FeatureStoreConfig = load_settings(CONFIG_PATH)
 OWN_SESSION = globals().get("spark") is None  # False on Databricks: never stop its session
+quiet_engine_logs()  # a failed query shows featurelake's error, not a Java stack
 spark = globals().get("spark") or get_spark(config)
 store = MaterializedFeatureStore(config, spark)
 CUSTOMERS = int(notebook_param("customers", "200", "FEATURELAKE_NOTEBOOK_CUSTOMERS"))

@@ -92,3 +92,23 @@ def test_missing_file_and_bad_yaml(tmp_path: Path) -> None:
     bad.write_text("storage_path: [unclosed\n")
     with pytest.raises(ConfigurationError, match="not valid YAML"):
         FeatureStoreConfig.from_yaml(bad)
+
+
+@pytest.mark.parametrize("mode", ["HYBRID", "hybrid", "Hybrid", StoreMode.HYBRID])
+def test_the_constructor_takes_enum_names_like_from_dict(mode: object) -> None:
+    config = FeatureStoreConfig(
+        storage_path="/s", mode=mode, online_backend="REDIS", online_url="redis://h:1/0"
+    )  # type: ignore[arg-type]
+    assert config.mode is StoreMode.HYBRID
+    assert config.online_backend is OnlineBackend.REDIS
+    assert FeatureStoreConfig(storage_path="/s", registry_engine="Delta-RS").registry_engine == (
+        "delta-rs"
+    )
+    assert config.replace(mode="virtualized").mode is StoreMode.VIRTUALIZED  # type: ignore[arg-type]
+
+
+def test_the_constructor_names_a_bad_enum_value() -> None:
+    with pytest.raises(ConfigurationError) as raised:
+        FeatureStoreConfig(storage_path="/s", mode="SOMETIMES")  # type: ignore[arg-type]
+    assert raised.value.details["key"] == "mode"
+    assert "MATERIALIZED" in str(raised.value)

@@ -34,6 +34,7 @@ class OnlineBackend(StrEnum):
     REDIS = "redis"
 
 
+ENUM_KEYS: dict[str, type[StrEnum]] = {"mode": StoreMode, "online_backend": OnlineBackend}
 REGISTRY_ENGINES = ("auto", "delta-rs", "spark")
 
 DEFAULT_SPARK_CONF: dict[str, str] = {
@@ -78,6 +79,13 @@ class FeatureStoreConfig:
     spark_conf: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Enum-valued keys take their names in any case, as in YAML: mode="hybrid".
+        for name, kind in ENUM_KEYS.items():
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, kind):
+                object.__setattr__(self, name, _coerce(name, kind.__name__, value))
+        if isinstance(self.registry_engine, str):
+            object.__setattr__(self, "registry_engine", self.registry_engine.strip().lower())
         _validate(self)
 
     @classmethod
@@ -155,12 +163,9 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     try:
         if value is None:
             return None
-        if "StoreMode" in text:
-            return value if isinstance(value, StoreMode) else StoreMode(str(value).upper())
-        if "OnlineBackend" in text:
-            if isinstance(value, OnlineBackend):
-                return value
-            return OnlineBackend(str(value).lower())
+        for kind in ENUM_KEYS.values():
+            if kind.__name__ in text:
+                return value if isinstance(value, kind) else _enum_member(kind, value)
         if text.startswith("bool"):
             if isinstance(value, bool):
                 return value
@@ -193,6 +198,15 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
             fix=f"set '{name}' to {_describe(annotation)}.",
             key=name,
         ) from error
+
+
+def _enum_member(kind: type[StrEnum], value: Any) -> StrEnum:
+    """The member of `kind` named or valued `value`, in any case (else ValueError)."""
+    wanted = str(getattr(value, "value", value)).strip().lower()
+    for member in kind:
+        if wanted in (member.name.lower(), member.value.lower()):
+            return member
+    raise ValueError(value)
 
 
 def _parse_pairs(text: str) -> dict[str, str]:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from loguru import logger
+
+# The Python loggers of Spark and py4j. PySpark logs every failed query as a JSON record with the
+# whole Java stack (DataFrameQueryContextLogger, SQLQueryContextLogger) before raising it.
+ENGINE_LOGGERS = ("DataFrameQueryContextLogger", "SQLQueryContextLogger", "pyspark", "py4j")
 
 
 def enable_logging(level: str = "INFO") -> None:
@@ -17,3 +22,13 @@ def enable_logging(level: str = "INFO") -> None:
 def disable_logging() -> None:
     """Silence featurelake's log lines again (the library default)."""
     logger.disable("featurelake")
+
+
+def quiet_engine_logs(debug: bool = False) -> None:
+    """Keep Spark's and py4j's own log records off the user's terminal (the CLI, jobs and
+    notebooks call this), so a failure shows as featurelake's one-line typed error; `debug`
+    gives them back."""
+    from pyspark.logger import PySparkLogger  # PySpark logs through its own logger class
+
+    for name in ENGINE_LOGGERS:
+        PySparkLogger.getLogger(name).setLevel(logging.NOTSET if debug else logging.CRITICAL)

@@ -15,8 +15,8 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError, MaterializationError, VirtualizationQueryError
 from featurelake.offline import delta_ops
 from featurelake.offline.hybrid import AUTO_MATERIALIZE, HybridFeatureStore, Strategy
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.times import utc_now
 
 T0 = datetime(2024, 1, 1)
 VIEW = "hy_silver"

@@ -17,7 +17,7 @@ from typer.core import TyperGroup
 from featurelake.cli.output import Output
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError
-from featurelake.logs import disable_logging, enable_logging
+from featurelake.logs import disable_logging, enable_logging, quiet_engine_logs
 from featurelake.pipeline.runtime import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -87,6 +87,9 @@ QUIET_LOG4J = """\
 # Spark's log for a session started by the featurelake CLI: errors only, on stderr.
 rootLogger.level = error
 rootLogger.appenderRef.stderr.ref = console
+# PySpark's gateway: at the root's level, so Spark prints no "Setting default log level" note.
+logger.gateway.name = org.apache.spark.api.python.PythonGatewayServer
+logger.gateway.level = error
 appender.console.type = Console
 appender.console.name = console
 appender.console.target = SYSTEM_ERR
@@ -239,6 +242,7 @@ def main_options(
 ) -> None:
     """featurelake: feature groups as validated Delta tables, from the command line."""
     enable_logging("DEBUG" if debug else "INFO" if verbose else "WARNING")
+    quiet_engine_logs(debug=debug)
     try:
         overrides = parse_spark_conf(spark_conf or [])
     except FeatureStoreError as error:

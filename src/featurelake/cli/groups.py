@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from featurelake.cli.app import state_of
-from featurelake.cli.output import Output, ago, number, utc_now, when
+from featurelake.cli.output import Output, ago, number, when
 from featurelake.errors import ConfigurationError, SchemaValidationError
 from featurelake.registry import group_key
 from featurelake.registry.registry import WRITE
 from featurelake.schema import FeatureGroupSchema, format_duration, load_groups
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from datetime import datetime

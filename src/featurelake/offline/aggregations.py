@@ -28,6 +28,7 @@ from featurelake.offline.tiles import TileRefresh, TileSpec
 from featurelake.offline.windows import TILE_END, WindowOutput, window_aggregates
 from featurelake.registry import TableLocation, side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
+from featurelake.times import spark_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -123,7 +124,7 @@ def source_events(
             fix="create the table, or correct 'event_source' in the group schema.",
             group=schema.name,
         ) from error
-    return EventSource(frame, schema.timestamp_key, None, location, delta_version)
+    return EventSource(spark_utc(frame), schema.timestamp_key, None, location, delta_version)
 
 
 def tile_spec(
@@ -239,7 +240,7 @@ def materialize(
 ) -> WriteResult:
     """Write the group's values as of `as_of` (default: now, UTC) for every entity of its
     source to its Gold table (merged on keys + time: a re-run replaces the same snapshot)."""
-    from featurelake.registry.delta_kv import utc_now
+    from featurelake.times import utc_now
 
     schema = _aggregation_group(store, group)
     when = as_of or utc_now().replace(tzinfo=None)

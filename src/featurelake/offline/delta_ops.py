@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from featurelake.registry import TableLocation, quote_identifier
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema
+from featurelake.times import sql_time_literal, utc_aware
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -121,7 +122,11 @@ def read(
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
     if timestamp is not None:
-        value = timestamp.isoformat(sep=" ") if isinstance(timestamp, datetime) else str(timestamp)
+        value = (
+            utc_aware(timestamp).isoformat(sep=" ")
+            if isinstance(timestamp, datetime)
+            else str(timestamp)
+        )
         reader = reader.option("timestampAsOf", value)
     if location.table_name:
         if version is None and timestamp is None:
@@ -335,8 +340,4 @@ def restore(spark: SparkSession, location: TableLocation, version: int) -> None:
     spark.sql(f"RESTORE TABLE {location.sql_name} TO VERSION AS OF {int(version)}").collect()
 
 
-def timestamp_literal(value: datetime) -> str:
-    """A TIMESTAMP literal from a datetime (featurelake formats it: no user text reaches SQL)."""
-    if not isinstance(value, datetime):
-        raise TypeError(f"expected a datetime, got {type(value).__name__}")
-    return f"TIMESTAMP '{value.strftime('%Y-%m-%d %H:%M:%S.%f')}'"
+timestamp_literal = sql_time_literal

@@ -43,6 +43,7 @@ from featurelake.offline.reads import (
 from featurelake.offline.virtualized import VirtualQuery, check_output
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+from featurelake.times import pandas_utc
 
 if TYPE_CHECKING:
     import duckdb
@@ -395,15 +396,10 @@ def _plain(value: Any) -> Any:
 
 
 def _entity_arrow(frame: pd.DataFrame) -> pa.Table:
-    """A pandas frame as Arrow, tz-aware times as naive UTC (as `frames.to_spark` does)."""
-    import pandas as pd
+    """A pandas frame as Arrow, its times as naive UTC (`featurelake.times`)."""
     import pyarrow as pa
 
-    converted = frame.copy()
-    for column in converted.columns:
-        if isinstance(converted[column].dtype, pd.DatetimeTZDtype):
-            converted[column] = converted[column].dt.tz_convert("UTC").dt.tz_localize(None)
-    return pa.Table.from_pandas(converted, preserve_index=False)
+    return pa.Table.from_pandas(pandas_utc(frame, aware=False), preserve_index=False)
 
 
 __all__ = ["DuckDBFeatureReader"]

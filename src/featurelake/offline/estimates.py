@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from featurelake.times import utc_naive
+
 # Delta truncates timestamp statistics to milliseconds: a file's true max may be up to 1 ms
 # above its recorded max.
 _MAX_TRUNCATION_US = 1_000
@@ -245,9 +247,7 @@ def naive_utc(value: Any) -> datetime | None:
     if hasattr(value, "to_pydatetime"):
         value = value.to_pydatetime()
     if isinstance(value, datetime):
-        if value.tzinfo is not None:
-            return value.astimezone(UTC).replace(tzinfo=None)
-        return value
+        return utc_naive(value)
     if hasattr(value, "year"):
         return datetime(value.year, value.month, value.day)
     return None

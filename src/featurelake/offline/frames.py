@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import SchemaValidationError
 from featurelake.schema import FeatureGroupSchema
+from featurelake.times import pandas_utc, spark_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -19,17 +20,14 @@ def is_spark_frame(value: Any) -> bool:
 
 
 def to_spark(spark: SparkSession, data: Any, *, what: str) -> DataFrame:
-    """A Spark DataFrame from a Spark or pandas DataFrame (tz-aware times become UTC)."""
+    """A Spark DataFrame from a Spark or pandas DataFrame, its times as UTC instants
+    (`featurelake.times`: naive times and `TIMESTAMP_NTZ` columns mean UTC)."""
     if is_spark_frame(data):
-        return data
+        return spark_utc(data)
     import pandas as pd
 
     if isinstance(data, pd.DataFrame):
-        frame = data.copy()
-        for column in frame.columns:
-            if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-                frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
-        return spark.createDataFrame(frame)
+        return spark.createDataFrame(pandas_utc(data, aware=True))
     raise SchemaValidationError(
         f"{what} must be a Spark or pandas DataFrame, got {type(data).__name__}.",
         fix="pass spark.createDataFrame(...) or a pandas DataFrame.",
@@ -40,13 +38,9 @@ def pandas_for_group(
     spark: SparkSession, data: Any, schema: FeatureGroupSchema, key_types: Mapping[str, Any]
 ) -> DataFrame:
     """A pandas batch converted with the group's declared types (safe Arrow conversion)."""
-    import pandas as pd
     from pyspark.sql import types as T
 
-    frame = data.copy()
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
+    frame = pandas_utc(data, aware=True)
     expected = set(schema.columns)
     if set(frame.columns) != expected:
         # Let the DataFrame check name the missing/extra columns.

@@ -67,9 +67,9 @@ from featurelake.offline.virtualized import (
     VirtualizedFeatureStore,
 )
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
 from featurelake.schema.composites import expand_composites
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.offline.frames import entity_filter_frame
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_refs
+from featurelake.times import spark_time_literal
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame, SparkSession
@@ -156,7 +157,7 @@ def latest_features(
         table = frame_for(schema, features)
         ts = schema.timestamp_key
         if point_in_time is not None:
-            table = table.where(F.col(ts) <= F.lit(point_in_time))
+            table = table.where(F.col(ts) <= spark_time_literal(point_in_time))
         if isinstance(ids, list):
             table = table.where(F.col(keys[0]).isin(ids))
         elif ids is not None:

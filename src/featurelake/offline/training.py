@@ -25,9 +25,9 @@ from featurelake.offline.reads import (
     entity_timestamp_column,
 )
 from featurelake.registry import side_location
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import FeatureGroupSchema, parse_duration
 from featurelake.schema.composites import expand_composites
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

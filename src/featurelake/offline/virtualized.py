@@ -46,9 +46,9 @@ from featurelake.offline.base import BaseFeatureStore
 from featurelake.offline.reads import latest_features, resolve_refs
 from featurelake.offline.training import TrainingSetMethods
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType, is_safe_cast
 from featurelake.session import jvm_attribute, unsupported_over_connect
+from featurelake.times import spark_utc, utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -214,7 +214,7 @@ class SparkQueryExecutor(QueryExecutor):
         return self.spark.sql(wrap_sql(query.sql))
 
     def _execute(self, query: VirtualQuery) -> DataFrame:
-        return self._frame(query)
+        return spark_utc(self._frame(query))  # wall-clock (NTZ) times mean UTC
 
     def _analyse(self, query: VirtualQuery) -> AnalysedQuery:
         frame = self._frame(query)

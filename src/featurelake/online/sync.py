@@ -31,6 +31,7 @@ from featurelake.online.base import ColumnBatch, OnlineStore
 from featurelake.online.values import KEY_SEPARATOR, from_micros, key_part
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType
+from featurelake.times import utc_naive
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -463,7 +464,7 @@ def _converter(sql_type: SqlType, *, top: bool = False) -> Callable[[Any], Any] 
     """
     kind = sql_type.kind
     if kind is DataType.TIMESTAMP:
-        return from_micros if top else _naive_utc
+        return from_micros if top else utc_naive
     if kind is DataType.ARRAY:
         assert sql_type.element is not None
         element = _converter(sql_type.element)
@@ -487,7 +488,3 @@ def _converter(sql_type: SqlType, *, top: bool = False) -> Callable[[Any], Any] 
 
 def _same(value: Any) -> Any:
     return value
-
-
-def _naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value

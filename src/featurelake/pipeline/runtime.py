@@ -22,7 +22,7 @@ from featurelake.errors import (
     SchemaValidationError,
     VirtualizationQueryError,
 )
-from featurelake.logs import enable_logging
+from featurelake.logs import enable_logging, quiet_engine_logs
 from featurelake.pipeline.sources import parse_time
 from featurelake.session import active_session, get_spark
 
@@ -227,6 +227,7 @@ def run_job(
     """
     args = parser.parse_args(argv)
     enable_logging(args.log_level.upper())
+    quiet_engine_logs(debug=args.log_level.upper() == "DEBUG")
     own_session = active_session() is None
     spark: SparkSession | None = None
     try:

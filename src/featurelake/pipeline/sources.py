@@ -3,11 +3,12 @@ or a table name. Shared by the CLI, the jobs and the pipeline nodes."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import ConfigurationError
+from featurelake.times import utc_naive
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -156,9 +157,7 @@ def parse_time(value: str | date | datetime) -> datetime:
                 "'2024-01-31T12:00:00+02:00' (times without an offset are UTC).",
                 value=str(value),
             ) from None
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    return utc_naive(parsed)
 
 
 def parse_time_range(start: Any, end: Any) -> tuple[datetime, datetime] | None:

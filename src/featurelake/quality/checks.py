@@ -18,8 +18,8 @@ from loguru import logger
 
 from featurelake.errors import SchemaValidationError
 from featurelake.registry import Registry, group_key, side_location
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema.model import CheckAction, FeatureGroupSchema, QualityRule
+from featurelake.times import spark_time_literal, spark_utc, utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -121,6 +121,43 @@ def violation(rule: QualityRule, schema: FeatureGroupSchema) -> Column | None:
     return None
 
 
+def _not_evaluable(
+    df: DataFrame,
+    schema: FeatureGroupSchema,
+    rule_aggs: Sequence[tuple[QualityRule | None, Column]],
+    error: Exception,
+) -> SchemaValidationError:
+    """The typed error for rules Spark cannot evaluate, naming each such rule and the type of
+    the column it reads (found by analysing each rule's aggregate alone: no job runs)."""
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
+    broken: list[str] = []
+    for rule, agg in rule_aggs:
+        try:
+            df.agg(agg).schema  # noqa: B018 - analysis only
+        except Exception:
+            if rule is None:
+                continue
+            column = schema.timestamp_key if rule.type == "freshness" else rule.feature
+            where = f" on column '{column}' of type {types.get(column, '?')}" if column else ""
+            broken.append(f"{rule.type} rule '{rule.name}'{where}")
+    reason = str(error).strip().splitlines()[0]
+    if not broken:
+        return SchemaValidationError(
+            f"The quality rules of group '{schema.name}' could not be evaluated: {reason}",
+            fix=f"check the rules against the group's columns {types}.",
+            group=schema.name,
+        )
+    return SchemaValidationError(
+        f"The quality rules of group '{schema.name}' could not be evaluated: "
+        f"{'; '.join(broken)} cannot be computed ({reason})",
+        fix="correct those rules in the group schema, or give the column a type the rule "
+        "supports (range: numbers, dates and times; freshness: a timestamp event time; sql: an "
+        "expression valid for the group's columns).",
+        group=schema.name,
+        rules=broken,
+    )
+
+
 def _row_violation(rule: QualityRule, schema: FeatureGroupSchema) -> Column:
     """The violation condition with null counted as a violation (row rules only)."""
     from pyspark.sql import functions as F
@@ -157,30 +194,25 @@ def evaluate_checks(
     from pyspark.sql import functions as F
 
     chosen = list(group_rules(schema) if rules is None else rules)
-    flagged = _flagged(df, schema, chosen)
+    flagged = spark_utc(_flagged(df, schema, chosen))
     conditions = [violation(rule, schema) for rule in chosen]
-    reference = F.lit(now) if now is not None else F.current_timestamp()
-    aggs = [
-        F.count(F.lit(1)).alias("__rows"),
+    reference = spark_time_literal(now) if now is not None else F.current_timestamp()
+    newest = F.max(F.col(schema.timestamp_key).cast("timestamp"))
+    rule_aggs: list[tuple[QualityRule | None, Column]] = [
+        (None, F.count(F.lit(1)).alias("__rows")),
         (
-            reference.cast("timestamp").cast("double")
-            - F.max(F.col(schema.timestamp_key)).cast("double")
-        ).alias("__age"),
+            next((r for r in chosen if r.type == "freshness"), None),
+            ((F.unix_micros(reference) - F.unix_micros(newest)) / 1e6).alias("__age"),
+        ),
     ]
-    for i, condition in enumerate(conditions):
+    for i, (rule, condition) in enumerate(zip(chosen, conditions, strict=True)):
         if condition is not None:
-            aggs.append(F.sum(F.coalesce(condition, F.lit(True)).cast("long")).alias(f"v{i}"))
+            count = F.sum(F.coalesce(condition, F.lit(True)).cast("long")).alias(f"v{i}")
+            rule_aggs.append((rule, count))
     try:
-        row = flagged.agg(*aggs).collect()[0].asDict()
+        row = flagged.agg(*(agg for _, agg in rule_aggs)).collect()[0].asDict()
     except Exception as error:
-        sql_rules = [r.name for r in chosen if r.type == "sql"]
-        raise SchemaValidationError(
-            f"The quality rules of group '{schema.name}' could not be evaluated: "
-            f"{str(error).strip().splitlines()[0]}",
-            fix=f"check the expressions of the sql rule(s) {sql_rules} against the group's "
-            f"columns {list(schema.columns)}.",
-            group=schema.name,
-        ) from error
+        raise _not_evaluable(flagged, schema, rule_aggs, error) from error
     total = int(row["__rows"])
     age = row["__age"]
     shown = [*schema.entity_keys, schema.timestamp_key]

@@ -19,8 +19,8 @@ import numpy as np
 from featurelake.errors import FeatureStoreError
 from featurelake.quality.stats import is_categorical, is_numeric, value_counts
 from featurelake.registry import Registry, group_key
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema.model import FeatureGroupSchema
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

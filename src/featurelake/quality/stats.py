@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.registry import Registry, group_key
-from featurelake.registry.delta_kv import utc_now
 from featurelake.schema.model import INGESTED_AT, FeatureGroupSchema, FeatureSchema
 from featurelake.schema.types import DataType, FeatureType
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame

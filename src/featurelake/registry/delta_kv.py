@@ -13,21 +13,16 @@ import json
 import time
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.registry.locations import TableLocation
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 OBJECT_COLUMNS = "kind STRING NOT NULL, key STRING NOT NULL, payload STRING, updated_at TIMESTAMP"
 EVENT_COLUMNS = "kind STRING NOT NULL, key STRING NOT NULL, payload STRING, recorded_at TIMESTAMP"
-
-
-def utc_now() -> datetime:
-    """Now, in UTC, without tzinfo (Spark's session time zone is UTC)."""
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 def to_json(payload: Mapping[str, Any]) -> str:

@@ -17,8 +17,9 @@ from typing import Any
 import pyarrow as pa
 
 from featurelake.errors import ConcurrentWriteError
-from featurelake.registry.delta_kv import to_json, utc_now
+from featurelake.registry.delta_kv import to_json
 from featurelake.registry.locations import TableLocation
+from featurelake.times import utc_now
 
 OBJECT_SCHEMA = pa.schema(
     [

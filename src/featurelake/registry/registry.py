@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureGroupNotFoundError, RegistryError
-from featurelake.registry.delta_kv import SparkKeyValueTables, utc_now
+from featurelake.registry.delta_kv import SparkKeyValueTables
 from featurelake.registry.deltars_kv import DeltaRsKeyValueTables
 from featurelake.registry.locations import TableLocation, gold_location, registry_location
 from featurelake.retry import with_retries
 from featurelake.schema import FeatureGroupSchema, SchemaChange, classify_change
 from featurelake.schema.composites import check_composite_sources
+from featurelake.times import utc_now
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from loguru import logger
 
@@ -32,6 +32,7 @@ from featurelake.scheduling.incremental import (
 )
 from featurelake.scheduling.schedules import latest_slot, next_slot, scheduled_groups
 from featurelake.schema import FeatureGroupSchema
+from featurelake.times import utc_now
 
 SLOT_CLAIM = "schedule_slot"
 KEEP_CLAIMS = 3
@@ -49,10 +50,6 @@ class SlotRun:
     outcome: str
     run: MaterializationRun | None = None
     error: str | None = None
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Scheduler:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.model import INGESTED_AT, FeatureGroupSchema
 from featurelake.schema.types import DataType, SqlType, is_safe_cast
+from featurelake.times import is_ntz, ntz_as_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -92,7 +93,9 @@ def conform_columns(
                 )
             selected.append(F.col(name))
             continue
-        if actual == target:
+        if is_ntz(present[name].dataType) and target == actual:
+            selected.append(ntz_as_utc(F.col(name)).alias(name))  # wall-clock times mean UTC
+        elif actual == target:
             selected.append(F.col(name))
         elif actual is not None and is_safe_cast(actual, target):
             selected.append(F.col(name).cast(target.to_spark()).alias(name))

@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
 from featurelake.schema.types import DataType
+from featurelake.times import utc_naive as naive_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import Column
@@ -45,10 +46,6 @@ class HistoricalQuery:
     @property
     def columns(self) -> list[str]:
         return [f"{f}__{a}" for f in self.features for a in self.aggregations]
-
-
-def naive_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
 
 
 def build_query(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from featurelake.errors import SchemaValidationError
 from featurelake.schema import DataType, FeatureGroupSchema, SqlType
+from featurelake.times import utc_naive
 
 MAX_REPORTED = 10
 INT_RANGE = (-(2**31), 2**31 - 1)
@@ -36,9 +37,7 @@ def parse_timestamp(value: Any) -> datetime:
             raise _Bad(f"{value!r} is not an ISO-8601 time") from None
     else:
         raise _Bad(f"{value!r} is not an ISO-8601 time string")
-    if parsed.tzinfo is not None:
-        parsed = parsed.astimezone(UTC).replace(tzinfo=None)
-    return parsed
+    return utc_naive(parsed)
 
 
 def _converter(sql_type: SqlType) -> Callable[[Any], Any]:
