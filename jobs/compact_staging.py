@@ -20,10 +20,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
 from featurelake.pipeline.runtime import job_parser, run_job
 from featurelake.server.staging import compact_staging
-from featurelake.serving import FeatureStore
 
 NAME = "compact_staging"
 

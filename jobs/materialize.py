@@ -16,12 +16,12 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
+from featurelake.offline.materialized import WriteMode
 from featurelake.pipeline.runtime import job_parser, run_job, time_argument
 from featurelake.pipeline.sources import FORMATS
 from featurelake.pipeline.tasks import materialize, write_summary
-from featurelake.quality import attach_configured_quality
 
 NAME = "materialize"
 
@@ -42,8 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(
     args: argparse.Namespace, config: FeatureStoreConfig, spark: SparkSession
 ) -> dict[str, Any]:
-    store = MaterializedFeatureStore(config, spark)
-    attach_configured_quality(store)
+    store = FeatureStore(config, spark)
     result = materialize(
         store,
         args.group,

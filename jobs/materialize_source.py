@@ -17,10 +17,10 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
 from featurelake.pipeline.runtime import job_parser, run_job
 from featurelake.scheduling import materialize_from_source
-from featurelake.serving import FeatureStore
 
 NAME = "materialize_source"
 

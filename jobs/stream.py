@@ -22,10 +22,9 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.pipeline.runtime import job_parser, parse_spark_conf, run_job
-from featurelake.quality import attach_configured_quality
 from featurelake.scheduling.streaming import start_stream
 
 NAME = "stream"
@@ -47,8 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(
     args: argparse.Namespace, config: FeatureStoreConfig, spark: SparkSession
 ) -> dict[str, Any]:
-    store = MaterializedFeatureStore(config, spark)
-    attach_configured_quality(store)
+    store = FeatureStore(config, spark)
     stream = start_stream(
         store,
         args.group,

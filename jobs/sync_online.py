@@ -18,11 +18,11 @@ from typing import Any
 from loguru import logger
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig, OnlineBackend
 from featurelake.errors import ConfigurationError, MaterializationError
 from featurelake.pipeline.runtime import job_parser, run_job, time_argument
 from featurelake.registry import Registry
-from featurelake.serving import FeatureStore
 
 NAME = "sync_online"
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.pipeline.runtime import job_parser, run_job
 from featurelake.pipeline.sources import FORMATS, OUTPUT_FORMATS
 from featurelake.pipeline.tasks import training_set
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run(
     args: argparse.Namespace, config: FeatureStoreConfig, spark: SparkSession
 ) -> dict[str, Any]:
-    store = MaterializedFeatureStore(config, spark)
+    store = FeatureStore(config, spark)
     result = training_set(
         store,
         args.entities,

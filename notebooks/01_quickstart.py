@@ -20,10 +20,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.logs import quiet_engine_logs
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.pipeline.runtime import load_settings
 from featurelake.schema import load_groups
 from featurelake.session import get_spark
@@ -66,7 +66,7 @@ config: FeatureStoreConfig = load_settings(CONFIG_PATH)
 OWN_SESSION = globals().get("spark") is None  # False on Databricks: never stop its session
 quiet_engine_logs()  # a failed query shows featurelake's error, not a Java stack
 spark = globals().get("spark") or get_spark(config)
-store = MaterializedFeatureStore(config, spark)
+store = FeatureStore(config, spark)
 print(f"config {CONFIG_PATH} -> store {config.storage_path}; Spark {spark.version}")
 
 

@@ -110,16 +110,16 @@ def main() -> None:
     shutil.rmtree(STORE, ignore_errors=True)
     os.environ["FEATURELAKE_STORAGE_PATH"] = str(STORE)  # the CLI and the job use it too
 
+    from featurelake import FeatureStore
     from featurelake.cli.app import quiet_spark_logs
     from featurelake.examples import retail
-    from featurelake.offline.materialized import MaterializedFeatureStore
     from featurelake.pipeline.runtime import load_settings
     from featurelake.session import get_spark
 
     config = load_settings(CONFIG)
     section("Starting Spark (local, Delta Lake)")
     spark = get_spark(quiet_spark_logs(config))
-    store = MaterializedFeatureStore(config, spark)
+    store = FeatureStore(config, spark)
     console.print(f"Spark {spark.version}; store at {config.storage_path}")
 
     section("1. Example data: the upstream tables a feature pipeline reads")
@@ -212,7 +212,7 @@ def main() -> None:
 def online_demo(config: Any, spark: Any) -> None:
     """Sync the latest values online and look them up (in-process online store)."""
     try:
-        from featurelake.serving import FeatureStore
+        from featurelake import FeatureStore
     except ImportError:
         return
     section("9. Online serving: sync the latest values, then look them up")

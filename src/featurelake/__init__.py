@@ -45,17 +45,12 @@ _EXPORTS: dict[str, str] = {
     "CompositeFeature": "featurelake.schema",
     "Registry": "featurelake.registry",
     "Lineage": "featurelake.registry",
-    "MaterializedFeatureStore": "featurelake.offline.materialized",
     "WriteResult": "featurelake.offline.materialized",
-    "HybridFeatureStore": "featurelake.offline.hybrid",
-    "VirtualizedFeatureStore": "featurelake.offline.virtualized",
-    "DuckDBFeatureReader": "featurelake.offline.duckdb_store",
     "TrainingSet": "featurelake.offline.training",
     "TrainingSetManifest": "featurelake.offline.training",
-    "InMemoryOnlineStore": "featurelake.online",
     "create_online_store": "featurelake.online",
     "FeatureVector": "featurelake.online",
-    "FeatureStore": "featurelake.serving",
+    "FeatureStore": "featurelake.serving.store",
     "FeatureService": "featurelake.serving",
     "FeatureTransform": "featurelake.serving",
     "MaterializationSource": "featurelake.scheduling",
@@ -66,9 +61,18 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = sorted([*_EXPORTS, "__version__"])
 
+# Store classes that are now internal parts of FeatureStore (one object in every mode).
+_PARTS = ("MaterializedFeatureStore", "HybridFeatureStore", "VirtualizedFeatureStore")
+
 
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
+    if module is None and (name in _PARTS or name == "DuckDBFeatureReader"):
+        raise AttributeError(
+            f"featurelake.{name} is not public API any more: use featurelake.FeatureStore(config, "
+            "spark) in every mode (the mode sets the read strategy; get_features(..., "
+            "to_pandas=True, engine='duckdb') reads on DuckDB)."
+        )
     if module is None:
         raise AttributeError(f"module 'featurelake' has no attribute {name!r}")
     value = getattr(importlib.import_module(module), name)

@@ -25,6 +25,13 @@ class FeatureStoreError(Exception):
         super().__init__(f"{message} Fix: {fix}" if fix else message)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (engine errors carry pages of stack), or its type
+    name when it has no message."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
 class TransientError(FeatureStoreError):
     """Marker base: the operation may succeed if tried again."""
 

@@ -33,7 +33,7 @@ from featurelake.pipeline.runtime import (
 from featurelake.session import active_session
 
 if TYPE_CHECKING:
-    from featurelake.offline.materialized import MaterializedFeatureStore
+    from featurelake.serving.store import FeatureStore
 
 PROG = "featurelake"
 DEBUG_ENV = "FEATURELAKE_DEBUG"
@@ -54,7 +54,7 @@ class State:
         self.spark_conf = spark_conf
         self.as_json = as_json
         self._config: FeatureStoreConfig | None = None
-        self._store: MaterializedFeatureStore | None = None
+        self._store: FeatureStore | None = None
 
     @property
     def config_path(self) -> Path:
@@ -68,18 +68,17 @@ class State:
     def output(self, as_json: bool = False) -> Output:
         return Output(as_json=as_json or self.as_json)
 
-    def store(self, out: Output) -> MaterializedFeatureStore:
+    def store(self, out: Output) -> FeatureStore:
+        """The store every command uses, opened like every entry point opens it."""
         if self._store is None:
-            from featurelake.offline.materialized import MaterializedFeatureStore
-            from featurelake.quality import attach_configured_quality
+            from featurelake.serving.store import FeatureStore
 
             config = self.config()
             if not self.verbose and active_session() is None and not config.spark_remote:
                 config = quiet_spark_logs(config)
             with out.status(f"Opening the store at {config.storage_path}"):
                 spark = session_for(config, self.spark_conf)
-                self._store = MaterializedFeatureStore(config, spark)
-                attach_configured_quality(self._store)
+                self._store = FeatureStore(config, spark)
         return self._store
 
 

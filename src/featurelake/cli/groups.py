@@ -19,8 +19,8 @@ from featurelake.times import utc_now
 if TYPE_CHECKING:
     from datetime import datetime
 
-    from featurelake.offline.materialized import MaterializedFeatureStore
     from featurelake.registry import Registry
+    from featurelake.serving.store import FeatureStore
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print results as JSON (for scripts).")]
 
@@ -355,7 +355,7 @@ def _limits(low: float | None, high: float | None, allowed: tuple[Any, ...] | No
 
 
 def _freshness(
-    store: MaterializedFeatureStore, schema: FeatureGroupSchema, last_updated: datetime | None
+    store: FeatureStore, schema: FeatureGroupSchema, last_updated: datetime | None
 ) -> dict[str, Any]:
     """Age of the last write against the group's freshness target, and the newest event time."""
     if last_updated is None:

@@ -19,12 +19,9 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
     config = state.config()
     store = state.store(out)
     with out.status("Checking the store"):
-        checks = store.health_check()
+        checks = store.offline.health_check()
         if config.enable_online_store:
-            from featurelake.serving import FeatureStore
-
-            with FeatureStore(config, store.spark, registry=store.registry) as features:
-                checks["online"] = features.online.health_check()
+            checks["online"] = store.online.health_check()
             checks["healthy"] = bool(checks.get("healthy")) and checks["online"]["healthy"]
     spark = store.spark
     jars = find_delta_jars(config.jars_dir)

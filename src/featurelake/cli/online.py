@@ -64,8 +64,6 @@ def sync_online(
     Needs enable_online_store: true and online_backend: redis, so serving processes see the
     values (an in-memory store would live only as long as this command).
     """
-    from featurelake.serving import FeatureStore
-
     start = parse_since(since)
     if start is not None and full:
         raise typer.BadParameter("--since and --full exclude each other", param_hint="'--since'")
@@ -86,12 +84,12 @@ def sync_online(
             "is synced by FeatureStore(config).sync_to_online in the serving process itself).",
             key="online_backend",
         )
-    offline = state.store(out)
+    store = state.store(out)
     names = list(groups or [])
     if not names:  # every group that has data
-        for schema in offline.registry.list_groups():
+        for schema in store.registry.list_groups():
             try:
-                offline.read_table(schema)
+                store.read_table(schema)
             except MaterializationError:
                 logger.warning("{} has no data yet: not synced", schema.name)
                 continue
@@ -103,11 +101,10 @@ def sync_online(
             "materialize.",
         )
     results: list[dict[str, Any]] = []
-    with FeatureStore(config, offline.spark, registry=offline.registry) as features:
-        for name in names:
-            with out.status(f"Syncing {name} to the {config.online_backend.value} online store"):
-                synced = features.sync_to_online(name, start, full=full)
-            results.append(dataclasses.asdict(synced))
+    for name in names:
+        with out.status(f"Syncing {name} to the {config.online_backend.value} online store"):
+            synced = store.sync_to_online(name, start, full=full)
+        results.append(dataclasses.asdict(synced))
     if out.as_json:
         out.json(results)
         return

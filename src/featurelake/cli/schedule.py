@@ -304,12 +304,12 @@ def stream_stop(
     ] = None,
 ) -> None:
     """Ask the stream of GROUP running on this (local) store to stop after its current batch."""
-    from featurelake.offline.materialized import MaterializedFeatureStore
     from featurelake.scheduling.streaming import request_stop
+    from featurelake.serving.store import FeatureStore
 
     state = state_of(ctx)
     out = state.output()
     config = state.config()
-    store = MaterializedFeatureStore(config, registry=_registry(state))
+    store = FeatureStore(config, registry=_registry(state))
     marker = request_stop(store, group, checkpoint)
     out.line(f"Stop requested ({marker}); the stream ends after its current micro-batch.")

@@ -24,7 +24,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from featurelake.errors import DeltaTableNotReadableError, MaterializationError
+from featurelake.errors import DeltaTableNotReadableError, MaterializationError, first_line
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -90,7 +90,7 @@ def open_snapshot(
             raise MaterializationError(
                 f"The Delta table at {path} has no snapshot for "
                 f"{'version ' + str(version) if version is not None else str(timestamp)}: "
-                f"{_first_line(error)}",
+                f"{first_line(error)}",
                 fix="ask for a version or time within the table's history (store.history(group)).",
                 path=path,
             ) from error
@@ -258,16 +258,11 @@ def _as_utc(timestamp: datetime | str) -> datetime | str:
 
 def _not_readable(path: str, error: BaseException) -> DeltaTableNotReadableError:
     return DeltaTableNotReadableError(
-        f"delta-rs cannot read the Delta table at {path}: {_first_line(error)}",
+        f"delta-rs cannot read the Delta table at {path}: {first_line(error)}",
         fix="read it with the Spark engine (engine='spark'); if the table uses a Delta feature "
         "delta-rs does not support, remove it (ALTER TABLE ... DROP FEATURE ...).",
         path=path,
     )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 __all__ = [

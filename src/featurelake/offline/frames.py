@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from featurelake.entities import normalize_entity_ids
 from featurelake.errors import SchemaValidationError
 from featurelake.schema import FeatureGroupSchema
 from featurelake.times import pandas_utc, spark_utc
@@ -81,7 +82,9 @@ def _inferred_type(frame: Any, column: str) -> Any:
 def entity_filter_frame(
     spark: SparkSession, entity_ids: Any, keys: Sequence[str], *, what: str
 ) -> DataFrame | list[Any]:
-    """Entity ids as a list of values (one key) or as a DataFrame of key columns."""
+    """Entity ids as a list of values (one key) or as a DataFrame of key columns (every shape
+    of `featurelake.entities` is accepted)."""
+    entity_ids = normalize_entity_ids(entity_ids)
     if is_spark_frame(entity_ids) or type(entity_ids).__name__ == "DataFrame":
         frame = to_spark(spark, entity_ids, what=what)
         missing = [k for k in keys if k not in frame.columns]

@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.config import FeatureStoreConfig
+from featurelake.config import FeatureStoreConfig, StoreMode
 from featurelake.errors import FeatureStoreError, VirtualizationQueryError
 from featurelake.offline import delta_ops
 from featurelake.offline.base import BaseFeatureStore
@@ -193,8 +193,13 @@ class HybridFeatureStore(BaseFeatureStore):
         *,
         executor: str | QueryExecutor | None = None,
         persist_metrics: bool = True,
+        mode: StoreMode = StoreMode.HYBRID,
     ) -> None:
+        """`mode` sets what a read prefers when it asks for no strategy: HYBRID routes by row
+        count and freshness; MATERIALIZED (and ONLINE) read a group's Gold table when it has
+        one; VIRTUALIZED computes every group that has a virtual definition."""
         self.config = config
+        self.mode = mode
         self.materialized = MaterializedFeatureStore(config, spark, registry)
         self.registry = self.materialized.registry
         self.virtual = VirtualizedFeatureStore(config, spark, self.registry, executor=executor)
@@ -461,6 +466,14 @@ class HybridFeatureStore(BaseFeatureStore):
             return decision(requested, f"strategy='{requested.value}' was requested")
         if definition is None:
             return decision(Strategy.MATERIALIZED, "the group has no virtual definition")
+        if self.mode is StoreMode.VIRTUALIZED:
+            return decision(Strategy.VIRTUAL, "mode VIRTUALIZED computes virtual groups")
+        if self.mode in (StoreMode.MATERIALIZED, StoreMode.ONLINE):
+            if table_exists:
+                return decision(
+                    Strategy.MATERIALIZED, f"mode {self.mode.value} reads the Gold table"
+                )
+            return decision(Strategy.VIRTUAL, "the group has no Gold table yet: computing it")
         if gold and fresh:
             age = f"last write {last_updated:%Y-%m-%d %H:%M:%S} UTC" if last_updated else "data"
             limit = (

@@ -11,10 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.errors import (
-    FeatureStoreError,
-    MaterializationError,
-)
+from featurelake.errors import FeatureStoreError, MaterializationError, first_line
 from featurelake.offline import delta_ops
 from featurelake.offline.base import BaseFeatureStore
 from featurelake.offline.frames import is_spark_frame, pandas_for_group, to_spark
@@ -255,7 +252,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                 raise explain_violations(conformed, schema, rules) from None
             raise MaterializationError(
                 f"Writing group '{schema.name}' v{schema.version} to {location} failed: "
-                f"{_first_line(error)}",
+                f"{first_line(error)}",
                 fix="the table is unchanged; correct the cause above and write again.",
                 group=schema.name,
             ) from error
@@ -457,7 +454,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             checks["healthy"] = True
         except Exception as error:
             checks["healthy"] = False
-            checks["error"] = _first_line(error)
+            checks["error"] = first_line(error)
         return checks
 
 
@@ -477,11 +474,6 @@ def _quoted(name: str) -> str:
     from featurelake.registry import quote_identifier
 
     return quote_identifier(name)
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 __all__ = [

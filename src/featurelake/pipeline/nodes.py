@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
+from featurelake.offline.materialized import WriteMode
 from featurelake.pipeline.runtime import absolute_storage, load_settings
 from featurelake.pipeline.sources import parse_time, read_source
 from featurelake.pipeline.tasks import (
@@ -26,7 +26,7 @@ from featurelake.pipeline.tasks import (
     parse_mode,
     write_summary,
 )
-from featurelake.quality import attach_configured_quality
+from featurelake.serving.store import FeatureStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -37,14 +37,12 @@ ConfigLike = FeatureStoreConfig | str | os.PathLike[str] | None
 class StoreHandle:
     """A store given up front, or built from a config (or a config file) on first use."""
 
-    def __init__(
-        self, store: MaterializedFeatureStore | None = None, config: ConfigLike = None
-    ) -> None:
+    def __init__(self, store: FeatureStore | None = None, config: ConfigLike = None) -> None:
         self._store = store
         self._config = config
         self._lock = threading.Lock()
 
-    def get(self) -> MaterializedFeatureStore:
+    def get(self) -> FeatureStore:
         with self._lock:
             if self._store is None:
                 config = self._config
@@ -52,8 +50,7 @@ class StoreHandle:
                     config = absolute_storage(config)
                 else:
                     config = load_settings(config)
-                self._store = MaterializedFeatureStore(config)
-                attach_configured_quality(self._store)
+                self._store = FeatureStore(config)
             return self._store
 
 
@@ -66,7 +63,7 @@ def write_features_node(
     mode: str | WriteMode = WriteMode.APPEND,
     *,
     config: ConfigLike = None,
-    store: MaterializedFeatureStore | None = None,
+    store: FeatureStore | None = None,
     source_format: str = "auto",
     job: str | None = None,
 ) -> Callable[..., dict[str, Any]]:
@@ -104,7 +101,7 @@ def read_features_node(
     *,
     point_in_time: str | datetime | None = None,
     config: ConfigLike = None,
-    store: MaterializedFeatureStore | None = None,
+    store: FeatureStore | None = None,
     as_pandas: bool = False,
 ) -> Callable[..., Any]:
     """A node that returns the latest value per entity of `feature_refs`.
@@ -132,7 +129,7 @@ def training_set_node(
     timestamp_column: str | None = None,
     fill: str = "none",
     config: ConfigLike = None,
-    store: MaterializedFeatureStore | None = None,
+    store: FeatureStore | None = None,
     entities_format: str = "auto",
     as_pandas: bool = False,
 ) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import ConfigurationError
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.offline.materialized import WriteMode, WriteResult
 from featurelake.pipeline.sources import (
     looks_like_table,
     parse_time_range,
@@ -20,6 +20,7 @@ from featurelake.pipeline.sources import (
 )
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.serving.store import FeatureStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -62,7 +63,7 @@ def parse_mode(mode: str | WriteMode) -> WriteMode:
 
 
 def materialize(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     group: str | FeatureGroupSchema,
     source: Any,
     *,
@@ -104,7 +105,7 @@ def source_name(source: str) -> str:
 
 
 def _in_range(
-    store: MaterializedFeatureStore, frame: Any, column: str, begin: datetime, finish: datetime
+    store: FeatureStore, frame: Any, column: str, begin: datetime, finish: datetime
 ) -> DataFrame:
     from pyspark.sql import functions as F
 
@@ -138,7 +139,7 @@ class TrainingSetOutput:
 
 
 def training_set(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     entities: Any,
     feature_refs: str | Sequence[str],
     out: str,

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from featurelake.errors import FeatureStoreError, MaterializationError
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.offline.materialized import WriteMode, WriteResult
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.registry import Lineage
 from featurelake.registry.registry import group_key
 from featurelake.scheduling import sources
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.materialization import MaterializationSource
+from featurelake.serving.store import FeatureStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -57,14 +58,14 @@ class MaterializationRun:
         return asdict(self)
 
 
-def watermark(store: MaterializedFeatureStore, group: str | FeatureGroupSchema) -> dict[str, Any]:
+def watermark(store: FeatureStore, group: str | FeatureGroupSchema) -> dict[str, Any]:
     """The last source version merged into the group's Gold table ({} before the first run)."""
     schema = store.resolve_group(group)
     return store.registry.get_object(WATERMARK, group_key(schema.name, schema.version)) or {}
 
 
 def materialize_from_source(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     group: str | FeatureGroupSchema,
     *,
     full: bool = False,
@@ -117,7 +118,7 @@ def materialize_from_source(
 
 
 def _run_windows(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     schema: FeatureGroupSchema,
     *,
     as_of: datetime,
@@ -143,7 +144,7 @@ def _run_windows(
 
 
 def _run(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     schema: FeatureGroupSchema,
     source: MaterializationSource,
     *,
@@ -252,7 +253,7 @@ def _run(
 
 
 def _merge_changes(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     schema: FeatureGroupSchema,
     source: MaterializationSource,
     added: DataFrame,

@@ -22,7 +22,6 @@ from datetime import datetime
 
 from loguru import logger
 
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.registry.registry import group_key
 from featurelake.scheduling.incremental import (
     FAILED,
@@ -32,6 +31,7 @@ from featurelake.scheduling.incremental import (
 )
 from featurelake.scheduling.schedules import latest_slot, next_slot, scheduled_groups
 from featurelake.schema import FeatureGroupSchema
+from featurelake.serving.store import FeatureStore
 from featurelake.times import utc_now
 
 SLOT_CLAIM = "schedule_slot"
@@ -57,7 +57,7 @@ class Scheduler:
 
     def __init__(
         self,
-        store: MaterializedFeatureStore,
+        store: FeatureStore,
         groups: list[str] | None = None,
         *,
         owner: str | None = None,
@@ -160,7 +160,7 @@ class Scheduler:
         return max(0.5, min(poll_seconds, wait))
 
 
-def run_due_once(store: MaterializedFeatureStore, groups: list[str] | None = None) -> list[SlotRun]:
+def run_due_once(store: FeatureStore, groups: list[str] | None = None) -> list[SlotRun]:
     """Run what is due now, once (for a crontab line or a test)."""
     started = time.perf_counter()
     results = Scheduler(store, groups).run_pending()

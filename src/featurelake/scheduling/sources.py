@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from featurelake.errors import MaterializationError
+from featurelake.errors import MaterializationError, first_line
 from featurelake.registry import TableLocation
 from featurelake.schema.materialization import MaterializationSource
 
@@ -33,7 +33,7 @@ def current_version(spark: SparkSession, location: TableLocation, group: str) ->
     except Exception as error:
         raise MaterializationError(
             f"The source {location} of group '{group}' cannot be read as a Delta table: "
-            f"{_first_line(error)}",
+            f"{first_line(error)}",
             fix="point 'source.table' at an existing Delta table (path or catalog name).",
             group=group,
         ) from error
@@ -166,8 +166,3 @@ def transform_rows(
             )
         frame = result
     return frame
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

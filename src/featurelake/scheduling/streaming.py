@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.errors import ConfigurationError, MaterializationError
+from featurelake.errors import ConfigurationError, MaterializationError, first_line
 from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
 from featurelake.online import OnlineStore, create_online_store
 from featurelake.online.sync import push_latest
@@ -33,6 +33,7 @@ from featurelake.registry import Lineage, side_location
 from featurelake.scheduling import sources
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.materialization import MaterializationSource
+from featurelake.serving.store import FeatureStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -53,7 +54,7 @@ class StreamBatch:
     duration_seconds: float
 
 
-def checkpoint_path(store: MaterializedFeatureStore, schema: FeatureGroupSchema) -> str:
+def checkpoint_path(store: FeatureStore, schema: FeatureGroupSchema) -> str:
     """Where a group version's stream keeps its checkpoint: `{storage_path}/_checkpoints/...`."""
     location = side_location(store.config, "checkpoints", f"{schema.name}_v{schema.version}")
     if location.path is None:
@@ -85,7 +86,7 @@ class FeatureStream:
 
     def __init__(
         self,
-        store: MaterializedFeatureStore,
+        store: FeatureStore,
         schema: FeatureGroupSchema,
         source: MaterializationSource,
         *,
@@ -181,7 +182,7 @@ class FeatureStream:
             if isinstance(self.error, Exception):
                 raise self.error from None
             raise MaterializationError(
-                f"The stream of group '{self.schema.name}' stopped: {_first_line(error)}",
+                f"The stream of group '{self.schema.name}' stopped: {first_line(error)}",
                 fix="correct the cause above and start the stream again; it resumes from its "
                 f"checkpoint {self.checkpoint}.",
                 group=self.schema.name,
@@ -200,7 +201,7 @@ class FeatureStream:
 
 
 def start_stream(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     group: str | FeatureGroupSchema,
     source: str | MaterializationSource | None = None,
     *,
@@ -274,7 +275,7 @@ def start_stream(
 
 
 def request_stop(
-    store: MaterializedFeatureStore,
+    store: FeatureStore,
     group: str | FeatureGroupSchema,
     checkpoint: str | None = None,
 ) -> Path:
@@ -315,8 +316,3 @@ def _source(
             fix="pass a source (a Delta path or table) or declare 'source' in the group's YAML.",
         )
     return schema.source
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

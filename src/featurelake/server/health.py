@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from featurelake.errors import first_line
+
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
@@ -26,7 +28,7 @@ def health_checks(state: ServerState) -> dict[str, dict[str, Any]]:
             "latency_ms": round((time.perf_counter() - started) * 1000, 3),
         }
     except Exception as error:
-        checks["registry"] = {"healthy": False, "error": _first_line(error)}
+        checks["registry"] = {"healthy": False, "error": first_line(error)}
     root = store.config.storage_path
     if "://" not in root or root.startswith("file:"):
         path = Path(root.removeprefix("file://").removeprefix("file:"))
@@ -49,9 +51,4 @@ def _spark(session: SparkSession | None) -> dict[str, Any]:
     try:
         return {"healthy": True, "started": True, "version": session.version}
     except Exception as error:
-        return {"healthy": False, "started": True, "error": _first_line(error)}
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+        return {"healthy": False, "started": True, "error": first_line(error)}

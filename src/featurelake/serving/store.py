@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from featurelake.config import FeatureStoreConfig, StoreMode
-from featurelake.errors import ConfigurationError, OnlineStoreUnavailableError
+from featurelake.entities import is_frame, normalize_entity_ids
+from featurelake.errors import ConfigurationError, FeatureStoreError, OnlineStoreUnavailableError
 from featurelake.online import (
     FeatureVector,
     InMemoryOnlineStore,
@@ -30,16 +31,20 @@ from featurelake.online import (
     vectors_to_pandas,
 )
 from featurelake.online.values import entity_dict, entity_id, entity_list, now_micros, to_micros
-from featurelake.registry import RegistrationResult, Registry
+from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.schema import FeatureGroupSchema
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
     from featurelake.offline.engines import EngineArg
-    from featurelake.offline.hybrid import HybridFeatureStore, RoutingDecision
+    from featurelake.offline.hybrid import HybridFeatureStore, RoutingDecision, StrategyArg
     from featurelake.offline.materialized import MaterializedFeatureStore, WriteResult
+    from featurelake.offline.training import TrainingSet, TrainingSetManifest
+    from featurelake.quality import CheckReport, DriftReport, GroupStatistics
     from featurelake.serving.service import FeatureService
 
 
@@ -70,15 +75,9 @@ class FeatureStore:
         """The materialized (Gold Delta) store; with `sync_to_online`, writes also sync."""
         with self._lock:
             if self._offline is None:
-                from featurelake.offline.materialized import MaterializedFeatureStore
                 from featurelake.quality import attach_configured_quality
 
-                if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
-                    offline = self.hybrid.materialized
-                else:
-                    offline = MaterializedFeatureStore(
-                        self.config, self._spark, registry=self.registry
-                    )
+                offline = self.hybrid.materialized
                 attach_configured_quality(offline)
                 if self.config.sync_to_online:
                     if self.config.enable_online_store or self._online is not None:
@@ -98,15 +97,15 @@ class FeatureStore:
             if self._hybrid is None:
                 from featurelake.offline.hybrid import HybridFeatureStore
 
-                self._hybrid = HybridFeatureStore(self.config, self._spark, self.registry)
+                self._hybrid = HybridFeatureStore(
+                    self.config, self._spark, self.registry, mode=self.config.mode
+                )
             return self._hybrid
 
     @property
-    def reader(self) -> MaterializedFeatureStore | HybridFeatureStore:
-        """Where offline reads go: the hybrid router in HYBRID/VIRTUALIZED mode, else Gold."""
-        if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
-            return self.hybrid
-        return self.offline
+    def spark(self) -> SparkSession:
+        """The store's Spark session (the caller's, or one started on first use)."""
+        return self.offline.spark
 
     @property
     def spark_session(self) -> SparkSession | None:
@@ -138,24 +137,145 @@ class FeatureStore:
                 self._services = FeatureService(self)
             return self._services
 
-    # -- offline, delegated --------------------------------------------------------------------
+    # -- groups and writes ----------------------------------------------------------------------
 
     def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult:
-        return self.offline.register_features(group_schema)
+        """Register a group version (created, unchanged, or updated in place when compatible)."""
+        self.offline  # noqa: B018 - the Gold part, with its quality hooks and online sync
+        return self.hybrid.register_features(group_schema)
+
+    def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
+        """The Gold part of this store on another Spark session (a streaming micro-batch's),
+        with the same registry, quality hooks and online sync."""
+        return self.offline.on_session(spark)
+
+    def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
+        """A registered schema from a schema, `name` (latest version) or `name@version`."""
+        return self.offline.resolve_group(group)
+
+    def location(self, group: str | FeatureGroupSchema) -> TableLocation:
+        """Where a group version's Gold table lives."""
+        return self.offline.location(group)
 
     def write_features(
-        self, group: str | FeatureGroupSchema, df: Any, mode: str = "append", **kwargs: Any
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        mode: str = "append",
+        *,
+        lineage: Lineage | None = None,
     ) -> WriteResult:
-        return self.offline.write_features(group, df, mode, **kwargs)
+        """Validate `df` and write it to the group's Gold table: `append`, `overwrite` or
+        `merge` (upsert on keys + event time). A refused batch leaves the table unchanged."""
+        return self.offline.write_features(group, df, mode, lineage=lineage)
+
+    def apply_changes(
+        self,
+        group: str | FeatureGroupSchema,
+        upserts: Any,
+        deletes: DataFrame | None = None,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Upsert `upserts` and delete the keys + event times in `deletes`, in one commit."""
+        return self.offline.apply_changes(group, upserts, deletes, lineage=lineage)
+
+    def backfill(
+        self,
+        group: str | FeatureGroupSchema,
+        df: Any,
+        start: datetime,
+        end: datetime,
+        *,
+        lineage: Lineage | None = None,
+    ) -> WriteResult:
+        """Replace exactly the rows with `start <= event time < end` by `df` (atomically)."""
+        return self.offline.backfill(group, df, start, end, lineage=lineage)
+
+    def define_virtual_features(
+        self,
+        group: str | FeatureGroupSchema,
+        query: Any = None,
+        *,
+        queries: Mapping[str, str] | None = None,
+        engine: str | None = None,
+        sources: Sequence[str] | None = None,
+    ) -> Any:
+        """Define (or redefine) a group as computed by `query` (Spark SQL, a function
+        `f(spark) -> DataFrame`, or DuckDB SQL with `engine="duckdb"`) at read time; reads
+        route it against its Gold table by the store's mode. Registers the group if needed."""
+        return self.hybrid.define_virtual_features(
+            group, query, queries=queries, engine=engine, sources=sources
+        )
+
+    def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
+        """Write a virtual group's current query result to its Gold table."""
+        return self.hybrid.materialize(group)
+
+    # -- history and time travel ---------------------------------------------------------------
+
+    def read_table(
+        self,
+        group: str | FeatureGroupSchema,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+    ) -> DataFrame:
+        """Every row of the group's Gold table, now or at a past Delta version / time."""
+        return self.offline.read_table(
+            group, as_of_version=as_of_version, as_of_timestamp=as_of_timestamp
+        )
+
+    def history(self, group: str | FeatureGroupSchema) -> list[Any]:
+        """The Delta commits of the group's Gold table, newest first."""
+        return self.offline.history(group)
+
+    def restore(self, group: str | FeatureGroupSchema, version: int) -> None:
+        """Put the Gold table back to a past Delta version (a new commit; history is kept)."""
+        self.offline.restore(group, version)
+
+    # -- reads -----------------------------------------------------------------------------------
 
     def get_features(
         self,
         feature_refs: str | Sequence[str],
         entity_ids: Any = None,
         point_in_time: datetime | None = None,
-        **kwargs: Any,
-    ) -> DataFrame:
-        return self.reader.get_features(feature_refs, entity_ids, point_in_time, **kwargs)
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+        strategy: StrategyArg = None,
+        engine: EngineArg = None,
+        to_pandas: bool = False,
+    ) -> Any:
+        """The latest value per entity of `feature_refs` (as of `point_in_time`).
+
+        The same call in every mode: the mode only sets the default `strategy` (see
+        `FeatureStoreConfig.mode`). `entity_ids`: values, tuples or dicts, a dict of columns,
+        or a pandas / Spark DataFrame of keys. Pin a Gold table's Delta version with
+        `as_of_version` / `as_of_timestamp`, an engine with `engine` ("spark", "duckdb",
+        "auto"). `to_pandas=True` returns pandas (DuckDB answers small reads without Spark);
+        else a Spark DataFrame.
+        """
+        ids = normalize_entity_ids(entity_ids)
+        if as_of_version is not None or as_of_timestamp is not None:
+            _only_gold(strategy, engine)
+            frame = self.offline.get_features(
+                feature_refs,
+                ids,
+                point_in_time,
+                as_of_version=as_of_version,
+                as_of_timestamp=as_of_timestamp,
+            )
+            return frame.toPandas() if to_pandas else frame
+        if self._reads_online(ids, point_in_time, strategy, engine):
+            return self._online_frame(feature_refs, ids, to_pandas)
+        if to_pandas or engine not in (None, "spark"):
+            result = self.hybrid.get_features_pandas(
+                feature_refs, ids, point_in_time, strategy=strategy, engine=engine or "auto"
+            )
+            return result if to_pandas else self.spark.createDataFrame(result)
+        return self.hybrid.get_features(feature_refs, ids, point_in_time, strategy=strategy)
 
     def get_historical_features(
         self,
@@ -164,12 +284,63 @@ class FeatureStore:
         ttl: timedelta | str | None = None,
         timestamp_column: str | None = None,
         fill: str = "none",
-    ) -> DataFrame:
-        return self.reader.get_historical_features(
-            entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
+        *,
+        strategy: StrategyArg = None,
+        engine: EngineArg = None,
+        to_pandas: bool = False,
+    ) -> Any:
+        """Point-in-time-correct features for every row of `entity_df` (Spark or pandas):
+        per group the latest event with `event_ts <= t` within the ttl, ties broken by
+        `_ingested_at`. `engine`, `strategy` and `to_pandas` as for `get_features`."""
+        if to_pandas or engine not in (None, "spark"):
+            frame = entity_df.toPandas() if _is_spark(entity_df) else entity_df
+            result = self.hybrid.get_historical_features_pandas(
+                frame,
+                feature_refs,
+                ttl=ttl,
+                timestamp_column=timestamp_column,
+                fill=fill,
+                strategy=strategy,
+                engine=engine or "auto",
+            )
+            return result if to_pandas else self.spark.createDataFrame(result)
+        return self.hybrid.get_historical_features(
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            strategy=strategy,
         )
 
-    # -- pandas reads (Spark-free when DuckDB serves) -------------------------------------------
+    def get_training_set(
+        self,
+        entity_df: Any,
+        feature_refs: str | Sequence[str],
+        *,
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+        name: str | None = None,
+        strategy: StrategyArg = None,
+    ) -> TrainingSet:
+        """A point-in-time training set and its manifest (kept under `name` to `rebuild`)."""
+        return self.hybrid.get_training_set(
+            entity_df,
+            feature_refs,
+            ttl=ttl,
+            timestamp_column=timestamp_column,
+            fill=fill,
+            name=name,
+            strategy=strategy,
+        )
+
+    def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
+        """The same training set again, from its manifest or saved name (Gold tables at the
+        Delta versions it read)."""
+        return self.hybrid.rebuild(manifest, entity_df)
+
+    # -- pandas reads (kept for existing code: get_features(..., to_pandas=True)) ---------------
 
     def get_features_pandas(
         self,
@@ -179,15 +350,11 @@ class FeatureStore:
         *,
         engine: EngineArg = "auto",
     ) -> pd.DataFrame:
-        """The latest value per entity as a pandas DataFrame (the rows `get_features` gives).
-
-        With `engine="auto"` a request estimated under `duckdb_threshold_rows` rows runs on
-        DuckDB over the same Delta tables, and no Spark session is started; larger ones run on
-        Spark. `"spark"` / `"duckdb"` force the engine; `explain` tells which one and why.
-        """
-        return self.hybrid.get_features_pandas(
-            feature_refs, entity_ids, point_in_time, strategy=self._strategy, engine=engine
+        """`get_features(..., to_pandas=True)`."""
+        result: pd.DataFrame = self.get_features(
+            feature_refs, entity_ids, point_in_time, engine=engine, to_pandas=True
         )
+        return result
 
     def get_historical_features_pandas(
         self,
@@ -199,18 +366,11 @@ class FeatureStore:
         *,
         engine: EngineArg = "auto",
     ) -> pd.DataFrame:
-        """Point-in-time-correct features for a pandas `entity_df`, as pandas (the rows
-        `get_historical_features` gives), Spark-free when DuckDB serves it (see
-        `get_features_pandas`)."""
-        return self.hybrid.get_historical_features_pandas(
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            strategy=self._strategy,
-            engine=engine,
+        """`get_historical_features(..., to_pandas=True)`."""
+        result: pd.DataFrame = self.get_historical_features(
+            entity_df, feature_refs, ttl, timestamp_column, fill, engine=engine, to_pandas=True
         )
+        return result
 
     def explain(
         self,
@@ -219,17 +379,12 @@ class FeatureStore:
         point_in_time: datetime | None = None,
         **options: Any,
     ) -> dict[str, RoutingDecision]:
-        """How each group of a read is served (Gold table or virtual query) and on which
-        engine a pandas read runs, with the numbers behind it; reads and writes nothing."""
-        options.setdefault("strategy", self._strategy)
-        return self.hybrid.explain(feature_refs, entity_ids, point_in_time, **options)
-
-    @property
-    def _strategy(self) -> str | None:
-        """MATERIALIZED (and ONLINE) stores read Gold tables only; the router chooses else."""
-        if self.config.mode in (StoreMode.HYBRID, StoreMode.VIRTUALIZED):
-            return None
-        return "materialized"
+        """How each group of a read is served (Gold table or virtual query, by the store's
+        mode) and on which engine a pandas read runs, with the numbers behind it; reads and
+        writes nothing."""
+        return self.hybrid.explain(
+            feature_refs, normalize_entity_ids(entity_ids), point_in_time, **options
+        )
 
     def materialize_aggregations(
         self, group: str | FeatureGroupSchema, as_of: datetime | None = None
@@ -238,6 +393,68 @@ class FeatureStore:
         Gold table; with `sync_to_online` they go online too (the age is the time since
         `as_of`)."""
         return self.offline.materialize_aggregations(group, as_of)
+
+    def backfill_aggregations(
+        self,
+        group: str | FeatureGroupSchema,
+        start: datetime,
+        end: datetime,
+        every: str | timedelta = "1d",
+    ) -> WriteResult:
+        """An aggregation group's values as of `start`, `start + every`, ... into `[start,
+        end)` of its Gold table."""
+        return self.offline.backfill_aggregations(group, start, end, every)
+
+    # -- quality ---------------------------------------------------------------------------------
+
+    def statistics(
+        self, group: str | FeatureGroupSchema, *, delta_version: int | None = None
+    ) -> GroupStatistics:
+        """Statistics of the group's Gold table (newest version by default), recorded."""
+        from featurelake.quality import statistics
+
+        return statistics(self.registry, group, delta_version=delta_version, spark=self.spark)
+
+    def check(
+        self, group: str | FeatureGroupSchema, *, delta_version: int | None = None
+    ) -> CheckReport:
+        """The group's quality rules over its Gold table, recorded."""
+        from featurelake.quality import check
+
+        return check(self.registry, group, delta_version=delta_version, spark=self.spark)
+
+    def drift(self, group: str | FeatureGroupSchema, *, reference: Any = None) -> DriftReport:
+        """Drift of the group's newest statistics against `reference` (default: the previous
+        version's), recorded."""
+        from featurelake.quality import drift
+
+        return drift(self.registry, group, reference=reference, spark=self.spark)
+
+    def report(self, group: str | FeatureGroupSchema, out_dir: str | Path) -> Path:
+        """Write the group's HTML quality report (and its JSON) into `out_dir`."""
+        from featurelake.quality.report import write_report
+
+        return write_report(self.offline, group, out_dir, spark=self.spark)
+
+    # -- how reads are served ----------------------------------------------------------------------
+
+    def _reads_online(
+        self, ids: Any, point_in_time: datetime | None, strategy: Any, engine: Any
+    ) -> bool:
+        """ONLINE mode serves latest-value reads of given entities from the online store."""
+        return (
+            self.config.mode is StoreMode.ONLINE
+            and ids is not None
+            and point_in_time is None
+            and strategy is None
+            and engine in (None, "online")
+        )
+
+    def _online_frame(self, feature_refs: str | Sequence[str], ids: Any, to_pandas: bool) -> Any:
+        vectors = self.get_online_features(feature_refs, ids, fallback_to_offline=True)
+        assert isinstance(vectors, list)
+        frame = vectors_to_pandas(vectors)
+        return frame if to_pandas else self.spark.createDataFrame(frame)
 
     # -- online --------------------------------------------------------------------------------
 
@@ -257,6 +474,7 @@ class FeatureStore:
         reads the latest values from the Gold tables instead (on DuckDB when installed and the
         read is small, else Spark; vectors say `source == "offline"`).
         """
+        entity_keys = normalize_entity_ids(entity_keys)
         try:
             vectors = self.online.get(feature_refs, entity_keys, defaults=defaults)
         except OnlineStoreUnavailableError as error:
@@ -384,6 +602,20 @@ class FeatureStore:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _is_spark(value: Any) -> bool:
+    return is_frame(value) and type(value).__module__.startswith("pyspark")
+
+
+def _only_gold(strategy: Any, engine: Any) -> None:
+    """A Delta version pin reads Gold tables on Spark: refuse a strategy or engine against it."""
+    if strategy not in (None, "materialized") or engine not in (None, "spark", "auto"):
+        raise FeatureStoreError(
+            "as_of_version / as_of_timestamp pin a Gold table's Delta version, which is read on "
+            f"Spark from the table (strategy={strategy!r}, engine={engine!r} were asked).",
+            fix="drop strategy= and engine= when pinning a version (or drop the pin).",
+        )
 
 
 def _is_null(value: Any) -> bool:
