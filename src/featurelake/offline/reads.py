@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.offline.frames import entity_filter_frame
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_refs
+from featurelake.schema.refs import two_versions_error
 from featurelake.times import spark_time_literal
 
 if TYPE_CHECKING:
@@ -35,11 +36,7 @@ def resolve_refs(registry: Registry, feature_refs: str | Sequence[str]) -> Selec
         schema = registry.get_group(ref.group, ref.version)
         entry = selected.setdefault(ref.group, (schema, []))
         if entry[0].version != schema.version:
-            raise SchemaValidationError(
-                f"Group '{ref.group}' is referenced at two versions ({entry[0].version} and "
-                f"{schema.version}).",
-                fix="reference one version of a group per request.",
-            )
+            raise two_versions_error(ref.group, entry[0].version, schema.version)
         wanted = schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
         entry[1].extend(f for f in wanted if f not in entry[1])
     return selected

@@ -30,7 +30,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from loguru import logger
@@ -43,8 +42,10 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.offline.base import BaseFeatureStore
+from featurelake.offline.engines import Engine
 from featurelake.offline.reads import latest_features, resolve_refs
 from featurelake.offline.training import TrainingSetMethods
+from featurelake.plugins import load_subclass
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType, is_safe_cast
 from featurelake.session import jvm_attribute, unsupported_over_connect
@@ -314,16 +315,9 @@ def _duckdb_executor(spark: Any) -> QueryExecutor:
     return load_executor(spark)
 
 
-class ExecutorName(StrEnum):
-    """Query executors featurelake ships."""
-
-    SPARK = "spark"
-    DUCKDB = "duckdb"
-
-
 EXECUTORS: dict[str, ExecutorLoader] = {
-    ExecutorName.SPARK.value: _spark_executor,
-    ExecutorName.DUCKDB.value: _duckdb_executor,
+    Engine.SPARK.value: _spark_executor,
+    Engine.DUCKDB.value: _duckdb_executor,
 }
 
 
@@ -335,19 +329,7 @@ def create_query_executor(name: str, spark: Any) -> QueryExecutor:
     if loader is not None:
         return loader(spark)
     if "." in str(name):
-        module_name, _, class_name = str(name).rpartition(".")
-        try:
-            cls: Any = getattr(importlib.import_module(module_name), class_name)
-        except (ImportError, AttributeError) as error:
-            raise ConfigurationError(
-                f"The query executor '{name}' cannot be imported: {error}",
-                fix="check the dotted path and that its package is installed.",
-            ) from error
-        if not (isinstance(cls, type) and issubclass(cls, QueryExecutor)):
-            raise ConfigurationError(
-                f"'{name}' is not a QueryExecutor subclass.",
-                fix="point at a class that extends featurelake.offline.virtualized.QueryExecutor.",
-            )
+        cls = load_subclass(str(name), QueryExecutor, what="query executor")
         factory: Callable[[SparkSession], QueryExecutor] = cls
         return factory(_session(spark))
     raise ConfigurationError(
@@ -400,7 +382,7 @@ class VirtualDefinition:
         return cls(
             group=data["group"],
             version=int(data["version"]),
-            engine=data.get("engine", ExecutorName.SPARK.value),
+            engine=data.get("engine", Engine.SPARK.value),
             query=data.get("query"),
             function=data.get("function"),
             sources=tuple(data.get("sources", ())),
@@ -429,7 +411,7 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         self.default_engine = (
             executor.name
             if isinstance(executor, QueryExecutor)
-            else str(executor or ExecutorName.SPARK.value)
+            else str(executor or Engine.SPARK.value)
         )
         self._executors: dict[str, QueryExecutor] = {}
         if isinstance(executor, QueryExecutor):
@@ -979,7 +961,6 @@ __all__ = [
     "EXECUTORS",
     "VIRTUAL",
     "AnalysedQuery",
-    "ExecutorName",
     "QueryExecutor",
     "SparkQueryExecutor",
     "VirtualDefinition",

@@ -40,6 +40,7 @@ from featurelake.online.values import (
 from featurelake.online.vector import FeatureVector
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, parse_refs
 from featurelake.schema.composites import ExpandedRequest, expand_composites
+from featurelake.schema.refs import two_versions_error
 
 SchemaResolver = Callable[[str, int | None], FeatureGroupSchema]
 MAX_REPORTED = 20
@@ -82,7 +83,8 @@ class ReadRequest:
 
 @dataclass(frozen=True)
 class OnlineWriteResult:
-    """What a write did: rows `written`, `rejected` (older than stored), `skipped` (invalid)."""
+    """What a write did: rows `written`, `rejected` (older than stored), `skipped` (no entity
+    id, a bad value); `offline_rows` written to Gold too by an ingest that also writes offline."""
 
     group: str
     version: int
@@ -92,6 +94,7 @@ class OnlineWriteResult:
     skipped: int
     skipped_reasons: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
+    offline_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -409,11 +412,7 @@ class OnlineStore(ABC):
         for ref in parse_refs(feature_refs):
             schema = schemas.setdefault(ref.group, lookup(ref.group, ref.version))
             if ref.version is not None and schema.version != ref.version:
-                raise SchemaValidationError(
-                    f"Group '{ref.group}' is referenced at two versions ({schema.version} and "
-                    f"{ref.version}).",
-                    fix="reference one version of a group per request.",
-                )
+                raise two_versions_error(ref.group, schema.version, ref.version)
             wanted = (
                 schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
             )

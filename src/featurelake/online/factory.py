@@ -8,13 +8,13 @@ module plus one entry here.
 from __future__ import annotations
 
 import hashlib
-import importlib
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
 from featurelake.errors import ConfigurationError, DependencyNotInstalledError
 from featurelake.online.base import OnlineStore, SchemaResolver
+from featurelake.plugins import load_subclass
 
 if TYPE_CHECKING:
     from featurelake.registry import Registry
@@ -88,21 +88,7 @@ def create_online_store(
 
 
 def _custom(path: str, config: FeatureStoreConfig, resolver: SchemaResolver | None) -> OnlineStore:
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        cls: Any = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ConfigurationError(
-            f"The online backend '{path}' cannot be imported: {error}",
-            fix="check the dotted path and that its package is installed.",
-            key="online_backend",
-        ) from error
-    if not (isinstance(cls, type) and issubclass(cls, OnlineStore)):
-        raise ConfigurationError(
-            f"The online backend '{path}' is not an OnlineStore subclass.",
-            fix="point online_backend at a class that extends featurelake.online.OnlineStore.",
-            key="online_backend",
-        )
+    cls = load_subclass(path, OnlineStore, what="online backend", key="online_backend")
     from_config = getattr(cls, "from_config", None)
     if from_config is not None:
         return from_config(config, resolver)

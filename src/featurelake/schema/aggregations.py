@@ -18,6 +18,7 @@ from typing import Any
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.durations import parse_duration
 from featurelake.schema.expressions import CompiledExpression, compile_expression
+from featurelake.schema.keys import check_keys
 from featurelake.schema.types import SqlType
 
 AGGREGATION_FUNCTIONS = (
@@ -225,13 +226,12 @@ class Aggregation:
                 f"An aggregation must be a mapping, got {data!r}.",
                 fix="write '- {column: amount, function: sum, windows: [1d, 7d]}'.",
             )
-        unknown = sorted(set(data) - _AGGREGATION_KEYS)
-        if unknown:
-            raise SchemaValidationError(
-                f"The aggregation of '{data.get('column')}' has unknown key(s): "
-                f"{', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(_AGGREGATION_KEYS - {'window'}))}.",
-            )
+        check_keys(
+            data,
+            _AGGREGATION_KEYS,
+            f"The aggregation of '{data.get('column')}'",
+            shown=_AGGREGATION_KEYS - {"window"},
+        )
         for key in ("column", "function"):
             if not data.get(key):
                 raise SchemaValidationError(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.aggregations import CompositeFeature
 from featurelake.schema.model import FeatureGroupSchema
-from featurelake.schema.refs import FeatureRef, parse_refs
+from featurelake.schema.refs import FeatureRef, parse_refs, two_versions_error
 
 Resolver = Callable[[str, int | None], FeatureGroupSchema]
 
@@ -57,11 +57,7 @@ def expand_composites(feature_refs: str | Iterable[str], resolve: Resolver) -> E
             return known
         schema = resolve(ref.group, ref.version)
         if known is not None and known.version != schema.version:
-            raise SchemaValidationError(
-                f"Group '{ref.group}' is referenced at two versions ({known.version} and "
-                f"{schema.version}).",
-                fix="reference one version of a group per request.",
-            )
+            raise two_versions_error(ref.group, known.version, schema.version)
         schemas[ref.group] = schema
         return schema
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from featurelake.errors import SchemaValidationError
+from featurelake.schema.keys import check_keys
 
 _TRANSFORM = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SOURCE_KEYS = frozenset({"table", "query", "transform", "incremental", "options"})
@@ -119,10 +120,5 @@ class MaterializationSource:
                 f"'source' must be a table name or a mapping, got {type(value).__name__}.",
                 fix="write 'source: {table: silver/orders}' or 'source: {query: SELECT ...}'.",
             )
-        unknown = sorted(set(value) - SOURCE_KEYS)
-        if unknown:
-            raise SchemaValidationError(
-                f"'source' has unknown key(s): {', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(SOURCE_KEYS))}.",
-            )
+        check_keys(value, SOURCE_KEYS, "'source'")
         return cls(**{str(k): v for k, v in value.items()})

@@ -20,6 +20,7 @@ from featurelake.schema.aggregations import (
     check_composites,
 )
 from featurelake.schema.durations import format_duration, parse_duration
+from featurelake.schema.keys import check_keys
 from featurelake.schema.materialization import MaterializationSource, check_cron
 from featurelake.schema.types import DataType, FeatureType, SqlType
 
@@ -178,12 +179,7 @@ class FeatureSchema:
             "allowed_values",
             "metadata",
         }
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SchemaValidationError(
-                f"Feature '{data.get('name')}' has unknown key(s): {', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(known))}.",
-            )
+        check_keys(data, known, f"Feature '{data.get('name')}'")
         data_type = data.get("type", data.get("data_type"))
         if data_type is None:
             raise SchemaValidationError(
@@ -318,13 +314,7 @@ class QualityRule:
                 f"A quality rule must be a mapping, got {data!r}.",
                 fix="write each rule as '- type: max_null_rate\n  feature: x\n  max_rate: 0.1'.",
             )
-        unknown = sorted(set(data) - _RULE_KEYS)
-        if unknown:
-            raise SchemaValidationError(
-                f"Quality rule '{data.get('name') or data.get('type')}' has unknown key(s): "
-                f"{', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(_RULE_KEYS))}.",
-            )
+        check_keys(data, _RULE_KEYS, f"Quality rule '{data.get('name') or data.get('type')}'")
         if "type" not in data:
             raise SchemaValidationError(
                 f"Quality rule {dict(data)} has no 'type'.",
@@ -391,12 +381,7 @@ class GroupChecks:
                 fix="write 'checks: {on_write: warn, rules: [...]}'.",
             )
         allowed = {"on_write", "psi_threshold", "ks_threshold", "rules"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise SchemaValidationError(
-                f"'checks' has unknown key(s): {', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(allowed))}.",
-            )
+        check_keys(data, allowed, "'checks'")
         return cls(
             rules=data.get("rules") or (),
             on_write=data.get("on_write", CheckAction.WARN),
@@ -675,12 +660,7 @@ class FeatureGroupSchema:
             "aggregations",
             "composites",
         }
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise SchemaValidationError(
-                f"Feature group '{data.get('name')}' has unknown key(s): {', '.join(unknown)}.",
-                fix=f"use only: {', '.join(sorted(allowed))}.",
-            )
+        check_keys(data, allowed, f"Feature group '{data.get('name')}'")
         keys_raw = data.get("entity_keys") or []
         keys: list[str] = []
         key_types: dict[str, Any] = dict(data.get("entity_key_types") or {})

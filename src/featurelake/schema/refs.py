@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from featurelake.errors import FeatureNotFoundError
+from featurelake.errors import FeatureNotFoundError, SchemaValidationError
 
 _REF = re.compile(
     r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>\d+))?\.(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$"
@@ -54,3 +54,13 @@ def parse_refs(refs: str | Iterable[str | FeatureRef]) -> list[FeatureRef]:
             fix="pass at least one reference such as 'customer_profile.age' or 'group.*'.",
         )
     return [FeatureRef.parse(item) for item in items]
+
+
+def two_versions_error(group: str, first: int, second: int) -> SchemaValidationError:
+    """The error for one request naming a group at two versions."""
+    return SchemaValidationError(
+        f"Group '{group}' is referenced at two versions ({first} and {second}).",
+        fix=f"reference one version of '{group}' per request (e.g. '{group}@{second}.*' "
+        "everywhere, or no version for the latest).",
+        group=group,
+    )

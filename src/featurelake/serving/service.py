@@ -8,13 +8,14 @@ can be pushed straight into the online store with `ingest` / `ingest_batch`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
-from featurelake.online import FeatureVector, vectors_to_pandas
+from featurelake.online import FeatureVector, OnlineWriteResult, vectors_to_pandas
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.serving.transforms import FeatureTransform, TransformError
 
@@ -62,19 +63,8 @@ class ServiceDefinition:
         )
 
 
-@dataclass(frozen=True)
-class IngestResult:
-    """What an ingest did: rows written, rejected as older, skipped (no entity id, bad value)."""
-
-    group: str
-    version: int
-    received: int
-    written: int
-    rejected: int
-    skipped: int
-    skipped_reasons: list[str] = field(default_factory=list)
-    ignored_columns: list[str] = field(default_factory=list)
-    offline_rows: int = 0
+IngestResult = OnlineWriteResult
+"""What an ingest did (the online write's result, with the rows it also wrote to Gold)."""
 
 
 class FeatureService:
@@ -240,15 +230,9 @@ class FeatureService:
                     f"{schema.name}@{schema.version}", pd.DataFrame(complete), mode="append"
                 )
                 offline_rows = len(complete)
-        return IngestResult(
-            group=result.group,
-            version=result.version,
-            received=result.received,
-            written=result.written,
-            rejected=result.rejected,
-            skipped=result.skipped,
+        return dataclasses.replace(
+            result,
             skipped_reasons=result.skipped_reasons[:MAX_REPORTED],
-            ignored_columns=result.ignored_columns,
             offline_rows=offline_rows,
         )
 
