@@ -15,6 +15,7 @@ import pytest
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.registry import Registry
+from featurelake.schema import FeatureGroupSchema
 from featurelake.server import ServerSettings, create_app
 from featurelake.server.app import ServerState
 from featurelake.server.audit import AuditLog
@@ -203,7 +204,7 @@ def test_historical_answers_over_the_size_limit_are_refused(live_server: LiveSer
                 "aggregations": ["latest"],
             },
         )
-    assert 5_000 * 1_000 * 2 > limit
+    assert limit < 5_000 * 1_000 * 2
     assert refused.status_code == 422
     error = _error(refused)
     assert error["code"] == "historical_too_large"
@@ -212,7 +213,7 @@ def test_historical_answers_over_the_size_limit_are_refused(live_server: LiveSer
 
 
 @pytest.fixture
-def limited_server(live_server: LiveServer) -> Iterator[tuple[str, ServerState]]:
+def limited_server(probe: LiveServer) -> Iterator[tuple[str, ServerState]]:
     """A second app on the same store: one offline thread, no queue, two requests per key."""
     settings = ServerSettings(
         key_cache_seconds=0,
@@ -222,19 +223,39 @@ def limited_server(live_server: LiveServer) -> Iterator[tuple[str, ServerState]]
         max_concurrent_per_key=2,
         retry_after_seconds=7,
     )
-    app = create_app(live_server.store, settings)
+    app = create_app(probe.store, settings)
     url, stop = start_server(app)
     yield url, app.state.server
     stop()
 
 
 HISTORICAL = {
-    "features": ["profile.age"],
+    "features": ["probe.v"],
     "entities": [1],
     "start": "2024-01-01T00:00:00",
     "end": "2024-06-01T00:00:00",
     "engine": "spark",
 }
+
+
+@pytest.fixture(scope="module")
+def probe(live_server: LiveServer) -> LiveServer:
+    """A group with rows in Gold, for historical reads."""
+    import pandas as pd
+
+    store = live_server.store
+    store.register_features(
+        FeatureGroupSchema(
+            "probe", ["id"], [{"name": "v", "type": "double"}], entity_key_types={"id": "bigint"}
+        )
+    )
+    store.write_features(
+        "probe",
+        pd.DataFrame(
+            {"id": [1, 2], "event_timestamp": [datetime(2024, 2, 1)] * 2, "v": [1.0, 2.0]}
+        ),
+    )
+    return live_server
 
 
 def test_offline_work_has_its_own_capacity_apart_from_serving(
@@ -260,10 +281,12 @@ def test_offline_work_has_its_own_capacity_apart_from_serving(
     with httpx.Client(base_url=url, headers=headers, timeout=120) as client:
         free = client.post("/v1/features/historical", json=HISTORICAL)
     assert free.status_code == 200, free.text
+    assert free.json()["rows"][0]["values"] == {"v__latest": 1.0}
     assert state.offline.in_flight == 0
 
 
-def test_offline_work_past_the_timeout_gets_504(live_server: LiveServer) -> None:
+def test_offline_work_past_the_timeout_gets_504(probe: LiveServer) -> None:
+    live_server = probe
     settings = ServerSettings(key_cache_seconds=0, offline_timeout_seconds=0.001)
     app = create_app(live_server.store, settings)
     url, stop = start_server(app)
