@@ -290,6 +290,8 @@ def start_server(config_file: Path, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--offline-timeout-seconds",
+            "900",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

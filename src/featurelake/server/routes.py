@@ -374,10 +374,9 @@ def _serve(body: ServeRequest, state: ServerState, key: ApiKey) -> Response:
             raise hidden_service(body.service)
     else:
         refs = list(body.features or [])
-        for ref in parse_refs(refs):
-            visible_group(
-                store.registry, key, ref.group + (f"@{ref.version}" if ref.version else "")
-            )
+        named = {ref.group + (f"@{ref.version}" if ref.version else "") for ref in parse_refs(refs)}
+        for group in sorted(named):
+            visible_group(store.registry, key, group)
     plan = store.online.plan(refs)
     key.require(Access.READ, [(g.schema.name, f) for g in plan.groups for f in g.features])
     entities: list[Any] = list(body.entities)
