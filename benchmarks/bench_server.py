@@ -10,8 +10,12 @@ ports, both stopped at the end; no Spark is started. It fills the Redis online s
      entities (p50 / p99, and calls/s of one caller);
   2. the server: `--concurrency` clients (asyncio + httpx, keep-alive) sending `--requests`
      requests in total (p50 / p99 per request, requests/s of the whole load).
-Reports the server's p50 / p99 as ratios to the in-process read. Every loop is bounded by
---requests; all traffic stays on 127.0.0.1.
+Reports the server's p50 / p99 as ratios to the in-process read. Then the load run: a Gold
+table of `--history-rows` rows is written (Spark in this process), and `serve` (1 entity x 20
+features, `--concurrency` clients) is measured idle, then while `--historical` slow historical
+requests (Spark, 1,000 entities, daily windows) run at once on the server's offline threads;
+it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x). Every loop is
+bounded by --requests; all traffic stays on 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -173,6 +177,104 @@ def server_side(url: str) -> dict[str, float]:
     return out
 
 
+HISTORY = "bench_history"
+HISTORY_SCHEMA = FeatureGroupSchema(
+    HISTORY,
+    ["entity_id"],
+    [{"name": "amount", "type": "double"}, {"name": "items", "type": "bigint"}],
+    entity_key_types={"entity_id": "bigint"},
+)
+
+
+def fill_history(store: FeatureStore, rows: int) -> None:
+    """A Gold table of `rows` events over 1,000 entities and 90 days (Spark)."""
+    import pandas as pd
+
+    rng = random.Random(5)
+    start = datetime(2024, 1, 1)
+    store.register_features(HISTORY_SCHEMA)
+    frame = pd.DataFrame(
+        {
+            "entity_id": [i % 1_000 for i in range(rows)],
+            "event_timestamp": [
+                start + timedelta(seconds=rng.randrange(90 * 86_400)) for _ in range(rows)
+            ],
+            "amount": [rng.random() * 100 for _ in range(rows)],
+            "items": [rng.randrange(10) for _ in range(rows)],
+        }
+    )
+    store.write_features(HISTORY, frame)
+
+
+def historical_body() -> dict[str, Any]:
+    return {
+        "features": [f"{HISTORY}.amount", f"{HISTORY}.items"],
+        "entities": list(range(1_000)),
+        "start": "2024-01-01T00:00:00",
+        "end": "2024-04-01T00:00:00",
+        "aggregations": ["latest", "avg", "max", "count"],
+        "window": "1d",
+        "engine": "spark",
+    }
+
+
+async def load_run(
+    url: str, token: str, batches: list[list[int]], concurrency: int, slow: int
+) -> dict[str, Any]:
+    """Serve p99 while `slow` historical requests run, against the idle p99 of the same run."""
+    headers = {"X-API-Key": token}
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600) as http:
+        warm = await http.post("/v1/features/historical", json=historical_body())
+        warm.raise_for_status()  # Spark started and the table read once: not timed
+    idle = await over_http(url, token, batches, concurrency)
+    statuses: list[int] = []
+    seconds: list[float] = []
+
+    async def one_historical(http: httpx.AsyncClient) -> None:
+        t0 = time.perf_counter()
+        response = await http.post("/v1/features/historical", json=historical_body())
+        seconds.append(time.perf_counter() - t0)
+        statuses.append(response.status_code)
+
+    async def slow_load() -> None:
+        limits = httpx.Limits(max_connections=slow)
+        async with httpx.AsyncClient(
+            base_url=url, headers=headers, timeout=600, limits=limits
+        ) as http:
+            await asyncio.gather(*(one_historical(http) for _ in range(slow)))
+
+    loaded_times: list[float] = []
+
+    async def serve_while(load: asyncio.Task[None]) -> None:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+            for entities in batches:
+                if load.done():
+                    return
+                t0 = time.perf_counter()
+                response = await http.post("/v1/features/serve", json=body(entities))
+                loaded_times.append(time.perf_counter() - t0)
+                response.raise_for_status()
+
+    started = time.perf_counter()
+    load = asyncio.create_task(slow_load())
+    await asyncio.sleep(0.5)  # the historical requests are in
+    await asyncio.gather(*(serve_while(load) for _ in range(concurrency)))
+    await load
+    loaded = summary(loaded_times, time.perf_counter() - started)
+    return {
+        "idle": idle,
+        "loaded": loaded,
+        "loaded_requests": len(loaded_times),
+        "historical": {
+            "requests": slow,
+            "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
+            "p50_s": percentile(seconds, 0.5),
+            "max_s": max(seconds),
+        },
+        "p99_ratio": loaded["p99_ms"] / idle["p99_ms"],
+    }
+
+
 def body(entities: list[int]) -> dict[str, Any]:
     return {"features": REFS, "entities": entities}
 
@@ -188,6 +290,8 @@ def start_server(config_file: Path, port: int) -> subprocess.Popen[bytes]:
             str(port),
             "--log-level",
             "warning",
+            "--offline-timeout-seconds",
+            "900",
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -207,6 +311,8 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=10_000)
     parser.add_argument("--requests", type=int, default=2_000, help="per scenario")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--historical", type=int, default=20, help="slow requests in the load run")
+    parser.add_argument("--history-rows", type=int, default=200_000)
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_server_"))
@@ -269,6 +375,20 @@ def main() -> None:
                 f"HTTP/in-process p50 {served['p50_ms'] / baseline['p50_ms']:.1f}x, "
                 f"p99 {served['p99_ms'] / baseline['p99_ms']:.1f}x"
             )
+        history_store = FeatureStore(config.replace(spark_master="local[1]"))
+        t0 = time.perf_counter()
+        fill_history(history_store, args.history_rows)
+        print(f"wrote {args.history_rows:,} events to Gold in {time.perf_counter() - t0:.1f} s")
+        batches = [[rng.randrange(args.entities)] for _ in range(args.requests)]
+        load = asyncio.run(load_run(url, token, batches, args.concurrency, args.historical))
+        results["load"] = load
+        print(
+            f"serve 1x20 while {args.historical} historical requests run: p99 "
+            f"{load['loaded']['p99_ms']:.2f} ms ({load['loaded_requests']} requests) vs idle p99 "
+            f"{load['idle']['p99_ms']:.2f} ms: {load['p99_ratio']:.2f}x (target <= 2x); "
+            f"historical answers {load['historical']['statuses']}, "
+            f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s"
+        )
         store.close()
         print(json.dumps(results, indent=2))
     finally:

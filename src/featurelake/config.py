@@ -77,6 +77,8 @@ class FeatureStoreConfig:
     spark_remote: str | None = None
     jars_dir: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
+    virtual_source_paths: tuple[str, ...] = ()
+    """Folders (besides the store) whose Delta tables DuckDB virtual queries may read."""
 
     def __post_init__(self) -> None:
         # Enum-valued keys take their names in any case, as in YAML: mode="hybrid".
@@ -183,6 +185,12 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
             if isinstance(value, bool):
                 raise ValueError(value)
             return float(value)
+        if text.startswith("tuple"):
+            if isinstance(value, str):
+                value = [part.strip() for part in value.split(",") if part.strip()]
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise ValueError(value)
+            return tuple(value)
         if text.startswith("Mapping"):
             if isinstance(value, str):
                 loaded = yaml.safe_load(value)
@@ -233,6 +241,8 @@ def _describe(annotation: Any) -> str:
         return "a number"
     if text.startswith("Mapping"):
         return "a mapping of Spark keys to values"
+    if text.startswith("tuple"):
+        return "a list of paths (or one comma-separated string)"
     return "a string"
 
 

@@ -73,6 +73,7 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         duckdb_threshold_rows=1_000,
         hybrid_threshold_rows=1_000,
         metadata_cache_ttl_seconds=60,
+        virtual_source_paths=(str(root / "silver"),),
     )
     store = HybridFeatureStore(config, spark)
     store.register_features(group("gold"))

@@ -102,7 +102,9 @@ def test_serve_starts_without_spark_and_serves(tmp_path: Path, redis_server: Any
         health = None
         while time.monotonic() < deadline and process.poll() is None:
             try:
-                health = httpx.get(f"{url}/v1/health", timeout=5)
+                health = httpx.get(
+                    f"{url}/v1/health", headers={"X-API-Key": admin["key"]}, timeout=5
+                )
                 break
             except httpx.TransportError:
                 time.sleep(0.2)
@@ -127,10 +129,12 @@ def test_serve_starts_without_spark_and_serves(tmp_path: Path, redis_server: Any
             )
             described = client.get("/v1/features/device")
             after = client.get("/v1/health").json()
+            anonymous = httpx.get(f"{url}/v1/health", timeout=5).json()
         assert written.status_code == 200, written.text
         assert served.json()["vectors"][0]["values"] == {"battery": 87.5}
         assert described.json()["staged_pending"] == 1
         assert after["checks"]["spark"]["started"] is False  # still no Spark session
+        assert anonymous == {"healthy": True}  # without a key: up or down only
     finally:
         process.terminate()
         process.wait(timeout=30)

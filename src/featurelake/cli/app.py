@@ -282,6 +282,7 @@ def _register_server() -> None:
     from featurelake.cli import server
 
     app.command("serve")(server.serve)
+    app.command("dead-letters")(server.dead_letters)
     app.add_typer(server.api_keys, name="api-key")
 
 

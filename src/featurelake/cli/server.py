@@ -30,6 +30,33 @@ def serve(
     key_cache_seconds: Annotated[
         float, typer.Option(help="How long API keys are cached (revocations apply after it).")
     ] = 2.0,
+    max_future_seconds: Annotated[
+        float, typer.Option(help="How far past the server's clock an event time may be.")
+    ] = 300.0,
+    serve_threads: Annotated[
+        int, typer.Option(help="Threads reserved for online reads (serve).", min=1)
+    ] = 16,
+    offline_threads: Annotated[
+        int, typer.Option(help="Historical requests running at once.", min=1)
+    ] = 4,
+    offline_queue: Annotated[
+        int, typer.Option(help="Historical requests waiting (503 beyond).", min=0)
+    ] = 16,
+    offline_timeout_seconds: Annotated[
+        float, typer.Option(help="Time limit of one historical request (504 after it).")
+    ] = 120.0,
+    max_concurrent_per_key: Annotated[
+        int, typer.Option(help="Requests one API key may have in flight (429 beyond).", min=1)
+    ] = 32,
+    max_historical_cells: Annotated[
+        int,
+        typer.Option(
+            help="Largest historical answer: entities x windows x features x aggs.", min=1
+        ),
+    ] = 5_000_000,
+    unauthenticated_audit_rows: Annotated[
+        int, typer.Option(help="401s audited one by one per client per minute.", min=0)
+    ] = 20,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the store's features over HTTP (OpenAPI at /v1/docs).
@@ -47,12 +74,60 @@ def serve(
         ) from None
     state = state_of(ctx)
     config = state.config()
-    settings = ServerSettings(max_body_bytes=max_body_bytes, key_cache_seconds=key_cache_seconds)
+    settings = ServerSettings(
+        max_body_bytes=max_body_bytes,
+        key_cache_seconds=key_cache_seconds,
+        max_future_seconds=max_future_seconds,
+        serve_threads=serve_threads,
+        offline_threads=offline_threads,
+        offline_queue=offline_queue,
+        offline_timeout_seconds=offline_timeout_seconds,
+        max_concurrent_per_key=max_concurrent_per_key,
+        max_historical_cells=max_historical_cells,
+        unauthenticated_audit_rows=unauthenticated_audit_rows,
+    )
     app = create_app(config, settings)
     typer.echo(
         f"Serving {config.storage_path} on http://{host}:{port}/v1 (docs: /v1/docs)", err=True
     )
     uvicorn.run(app, host=host, port=port, log_level=log_level)
+
+
+def dead_letters(
+    ctx: typer.Context,
+    group: Annotated[
+        str | None, typer.Argument(metavar="[GROUP]", help="Only this group's records.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many to show (newest first).", min=1)] = 20,
+    as_json: JsonFlag = False,
+) -> None:
+    """Records written over HTTP that compaction could not merge into Gold, with the reason."""
+    from featurelake.server.staging import StagingTable
+
+    state = state_of(ctx)
+    out = state.output(as_json)
+    table = StagingTable.for_store(state.config()).dead_letters
+    total = table.count(group)
+    found = table.read(group, limit=limit)
+    if out.as_json:
+        out.json({"total": total, "dead_letters": found})
+        return
+    out.table(
+        ["group", "version", "entity", "event time", "staged", "staging version", "reason"],
+        [
+            (
+                r["group"],
+                r["version"],
+                r["entity"],
+                r["event_time"],
+                r["staged_at"],
+                r["staging_version"],
+                r["reason"],
+            )
+            for r in found
+        ],
+        title=f"Dead letters ({total} in all)",
+    )
 
 
 def _key_store(ctx: typer.Context) -> ApiKeyStore:

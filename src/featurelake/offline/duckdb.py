@@ -70,11 +70,16 @@ def duckdb_installed() -> bool:
     return True
 
 
-def connect() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection: UTC session, no extension downloads."""
+def connect(*, external_access: bool = True) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection: UTC session, no extension downloads; without
+    `external_access`, no file or network access either (only registered tables)."""
     duckdb = require_duckdb()
     connection = duckdb.connect(
-        config={"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+        config={
+            "autoinstall_known_extensions": False,
+            "autoload_known_extensions": False,
+            "enable_external_access": external_access,
+        }
     )
     connection.execute("SET TimeZone = 'UTC'")
     return connection
@@ -90,7 +95,8 @@ class DuckDBQueryExecutor(QueryExecutor):
         super().__init__()
         require_duckdb()
         self._spark = spark
-        self._connection = connect()
+        # Virtual queries read only the Delta tables featurelake binds (delta_scan): no files.
+        self._connection = connect(external_access=False)
         self._connection_lock = threading.Lock()
 
     # -- what the base class calls ---------------------------------------------------------------
@@ -160,6 +166,14 @@ class DuckDBQueryExecutor(QueryExecutor):
                 "correct the SQL at the position shown; a virtual query is one SELECT (WITH ... "
                 "SELECT is fine) without a trailing statement.",
                 details,
+            )
+        if kind == "PermissionException":
+            return (
+                "reads files directly",
+                message,
+                "read Delta tables with delta_scan('/path/to/table') only; DuckDB virtual "
+                "queries have no file or network access.",
+                {"condition": "EXTERNAL_ACCESS_DENIED"},
             )
         if kind == "CatalogException":
             name = re.search(r"with name (\S+) does not exist", str(error))

@@ -36,6 +36,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -79,6 +80,11 @@ if TYPE_CHECKING:
     from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
 
 ROUTER_METRICS = "router_metrics"
+READ_LOG_SIZE = 10_000
+"""Router metrics kept in memory per store object (the oldest are dropped past it)."""
+METRICS_BATCH = 100
+METRICS_FLUSH_SECONDS = 5.0
+"""Router metrics are committed to the registry in batches: at this many, or this old."""
 AUTO_MATERIALIZE = "auto_materialize"
 
 
@@ -194,6 +200,8 @@ class HybridFeatureStore(BaseFeatureStore):
         executor: str | QueryExecutor | None = None,
         persist_metrics: bool = True,
         mode: StoreMode = StoreMode.HYBRID,
+        read_log_size: int = READ_LOG_SIZE,
+        metrics_batch: int = METRICS_BATCH,
     ) -> None:
         """`mode` sets what a read prefers when it asks for no strategy: HYBRID routes by row
         count and freshness; MATERIALIZED (and ONLINE) read a group's Gold table when it has
@@ -204,7 +212,10 @@ class HybridFeatureStore(BaseFeatureStore):
         self.registry = self.materialized.registry
         self.virtual = VirtualizedFeatureStore(config, spark, self.registry, executor=executor)
         self.persist_metrics = persist_metrics
-        self._metrics: list[RouterMetric] = []
+        self._metrics: deque[RouterMetric] = deque(maxlen=read_log_size)
+        self._unsaved: list[RouterMetric] = []
+        self._unsaved_since = 0.0
+        self.metrics_batch = metrics_batch
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._duckdb_reader: DuckDBFeatureReader | None = None
@@ -829,6 +840,7 @@ class HybridFeatureStore(BaseFeatureStore):
         """Metrics of the reads of this store object, oldest first; with `persisted`, those
         every process recorded in the registry."""
         if persisted:
+            self.flush_metrics()
             return [RouterMetric.from_dict(e) for e in self.registry.events(ROUTER_METRICS)]
         with self._lock:
             return list(self._metrics)
@@ -871,15 +883,29 @@ class HybridFeatureStore(BaseFeatureStore):
             )
             with self._lock:
                 self._metrics.append(metric)
-            if self.persist_metrics:
-                try:
-                    self.registry.append_event(
-                        ROUTER_METRICS,
-                        group_key(decision.group, decision.version),
-                        metric.to_dict(),
-                    )
-                except Exception as error:  # metrics must never fail a read
-                    logger.warning("could not record router metrics: {}", error)
+                if self.persist_metrics:
+                    if not self._unsaved:
+                        self._unsaved_since = time.monotonic()
+                    self._unsaved.append(metric)
+        with self._lock:
+            due = len(self._unsaved) >= self.metrics_batch or (
+                self._unsaved and time.monotonic() - self._unsaved_since >= METRICS_FLUSH_SECONDS
+            )
+        if due:
+            self.flush_metrics()
+
+    def flush_metrics(self) -> None:
+        """Commit the router metrics not saved yet to the registry (one commit)."""
+        with self._lock:
+            batch, self._unsaved = self._unsaved, []
+        if not batch:
+            return
+        try:
+            self.registry.append_events(
+                [(ROUTER_METRICS, group_key(m.group, m.version), m.to_dict()) for m in batch]
+            )
+        except Exception as error:  # metrics must never fail a read
+            logger.warning("could not record {} router metrics: {}", len(batch), error)
 
     def health_check(self) -> dict[str, Any]:
         """The materialized and the virtual side's checks together."""

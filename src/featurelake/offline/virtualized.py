@@ -47,6 +47,7 @@ from featurelake.offline.reads import latest_features, resolve_refs
 from featurelake.offline.training import TrainingSetMethods
 from featurelake.plugins import load_subclass
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
+from featurelake.registry.locations import store_root
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType, is_safe_cast
 from featurelake.session import jvm_attribute, unsupported_over_connect
 from featurelake.times import spark_utc, utc_now
@@ -212,6 +213,7 @@ class SparkQueryExecutor(QueryExecutor):
                 )
             return frame
         assert query.sql is not None
+        check_single_query(self.spark, query.sql)
         return self.spark.sql(wrap_sql(query.sql))
 
     def _execute(self, query: VirtualQuery) -> DataFrame:
@@ -489,6 +491,8 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             VirtualQuery(sql=query) if isinstance(query, str) else VirtualQuery(function=query)
         )
         analysed = self.executor(name).analyse(schema.name, virtual)
+        if name == "duckdb":
+            check_source_paths(self.config, schema.name, analysed.source_paths)
         check_output(schema, analysed.columns, query if isinstance(query, str) else None)
         if isinstance(group_schema, FeatureGroupSchema):
             self.registry.register_group(schema)
@@ -784,6 +788,82 @@ def wrap_sql(sql: str) -> str:
     return f"{WRAP_PREFIX}{body}\n) SELECT * FROM _fl_virtual"
 
 
+def check_single_query(spark: SparkSession, sql: str) -> None:
+    """VirtualizationQueryError unless `sql` is one query statement on its own, so nothing in
+    it can close the wrapping sub-query (`wrap_sql`) and start a statement Spark would run.
+
+    The text is scanned for a parenthesis closed at top level or a statement after a `;`
+    (comments and quoted text skipped); on a classic session, Spark's parser must also read it
+    as one query, or as nothing at all (a syntax error, reported by the usual parse)."""
+    problem = _top_level_problem(sql)
+    if problem is None:
+        parser = _jvm_parser(spark)
+        body = sql.rstrip().rstrip(";")
+        if (
+            parser is not None
+            and not _parses(parser.parseQuery, body)
+            and _parses(parser.parsePlan, body)
+        ):
+            problem = "it is a statement other than a query"
+    if problem is not None:
+        raise VirtualizationQueryError(
+            f"A virtual query must be a single query statement (SELECT, or WITH ... SELECT); "
+            f"this text is not: {problem}.",
+            fix="pass one query without DDL, DML, a second statement or unbalanced parentheses.",
+            condition="NOT_A_SINGLE_QUERY",
+        )
+
+
+def _jvm_parser(spark: SparkSession) -> Any:
+    try:
+        return spark._jsparkSession.sessionState().sqlParser()
+    except Exception:  # Spark Connect: no JVM in this process (the text scan still applies)
+        return None
+
+
+def _parses(parse: Callable[[str], Any], text: str) -> bool:
+    try:
+        parse(text)
+    except Exception:
+        return False
+    return True
+
+
+def _top_level_problem(sql: str) -> str | None:
+    """Why the text could reach outside a wrapping parenthesis, or None."""
+    depth = 0
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in "'\"`":
+            i += 1
+            while i < n and sql[i] != c:
+                i += 2 if sql[i] == "\\" and c != "`" else 1
+        elif sql.startswith("--", i):
+            while i < n and sql[i] != "\n":
+                i += 1
+        elif sql.startswith("/*", i):
+            nested, i = 1, i + 2
+            while i < n and nested:
+                if sql.startswith("/*", i):
+                    nested, i = nested + 1, i + 2
+                elif sql.startswith("*/", i):
+                    nested, i = nested - 1, i + 2
+                else:
+                    i += 1
+            continue  # an unclosed comment or quote swallows the wrapper: a syntax error
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                return f"a parenthesis at position {i} closes one it did not open"
+        elif c == ";" and depth == 0 and sql[i + 1 :].strip(" \t\r\n;"):
+            return f"a second statement follows the ';' at position {i}"
+        i += 1
+    return None
+
+
 _RELATION = re.compile(r"'UnresolvedRelation \[([^\]]*)\]")
 _CTE = re.compile(r"(?:CTE|UnresolvedWith) \[([^\]]*)\]")
 
@@ -888,6 +968,39 @@ def _is_delta_folder(folder: str) -> bool:
         return bool(DeltaTable.is_deltatable(folder))
     except Exception:
         return False
+
+
+def check_source_paths(config: FeatureStoreConfig, group: str, paths: Sequence[str]) -> None:
+    """VirtualizationQueryError when a DuckDB virtual query reads a Delta table outside the
+    store and the configured `virtual_source_paths`."""
+    roots = [store_root(config), *config.virtual_source_paths]
+    allowed = [_resolved(r) for r in roots]
+    outside = [
+        p
+        for p in paths
+        if not any(
+            _resolved(p) == a or _resolved(p).startswith(a.rstrip("/") + "/") for a in allowed
+        )
+    ]
+    if outside:
+        raise VirtualizationQueryError(
+            f"The virtual query of group '{group}' reads Delta tables outside the store and "
+            f"its configured source paths: {', '.join(outside)}.",
+            fix="read tables under the store, or add their folder to the configuration key "
+            "virtual_source_paths.",
+            group=group,
+            condition="SOURCE_PATH_NOT_ALLOWED",
+            paths=outside,
+        )
+
+
+def _within(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _resolved(path: str) -> str:
+    local = _local_path(path)
+    return local if "://" in local else os.path.realpath(local)
 
 
 def _local_path(path: str) -> str:

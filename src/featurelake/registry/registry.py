@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -201,6 +201,13 @@ class Registry:
             f"recording {kind} for '{key}'",
             lambda: self.tables.append_events([(kind, key, payload)]),
         )
+
+    def append_events(self, events: Sequence[tuple[str, str, Mapping[str, Any]]]) -> None:
+        """Record history events `(kind, key, payload)` in one commit."""
+        if events:
+            self._retry(
+                f"recording {len(events)} events", lambda: self.tables.append_events(list(events))
+            )
 
     def events(self, kind: str, key: str | None = None) -> list[dict[str, Any]]:
         """History events of a kind (optionally of one key), oldest first."""

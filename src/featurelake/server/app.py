@@ -9,6 +9,7 @@ key. Errors are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see 
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -23,9 +24,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError
 from featurelake.registry import Registry
-from featurelake.server.audit import AuditLog
+from featurelake.server.access import public_error
+from featurelake.server.audit import AuditLog, UnauthenticatedThrottle
 from featurelake.server.auth import ApiKeyStore
-from featurelake.server.errors import error_body, error_status
+from featurelake.server.errors import RetryLaterError, error_body, error_status
+from featurelake.server.limits import KeyLimiter, OfflineGate, ServePool
 from featurelake.server.metrics import ServerMetrics
 from featurelake.server.middleware import BodyTooLargeError, RequestMiddleware
 from featurelake.server.rows import RowChecker
@@ -41,6 +44,7 @@ HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
     403: "forbidden",
+    429: "too_many_requests",
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
@@ -51,7 +55,7 @@ HTTP_CODES = {
 
 @dataclass
 class ServerState:
-    """What the routes share: the store, keys, audit log, metrics, staging table."""
+    """What the routes share: the store, keys, audit log, metrics, staging table, limits."""
 
     store: FeatureStore
     settings: ServerSettings
@@ -59,6 +63,10 @@ class ServerState:
     audit: AuditLog
     metrics: ServerMetrics
     staging: StagingTable
+    key_limits: KeyLimiter
+    offline: OfflineGate
+    serving: ServePool
+    unauthenticated: UnauthenticatedThrottle
     owns_store: bool = False
     _checkers: dict[str, RowChecker] = field(default_factory=dict)
 
@@ -96,7 +104,21 @@ def create_app(
         audit=AuditLog.for_store(config, flush_seconds=settings.audit_flush_seconds),
         metrics=ServerMetrics(),
         staging=StagingTable.for_store(config),
+        key_limits=KeyLimiter(settings.max_concurrent_per_key, settings.retry_after_seconds),
+        offline=OfflineGate(
+            settings.offline_threads,
+            settings.offline_queue,
+            settings.offline_timeout_seconds,
+            settings.retry_after_seconds,
+        ),
+        serving=ServePool(settings.serve_threads),
+        unauthenticated=UnauthenticatedThrottle(
+            settings.unauthenticated_audit_rows, settings.unauthenticated_audit_window_seconds
+        ),
         owns_store=owns_store,
+    )
+    state.audit.pending = lambda final: state.unauthenticated.summaries(
+        time.monotonic(), final=final
     )
 
     @asynccontextmanager
@@ -105,6 +127,8 @@ def create_app(
         try:
             yield
         finally:
+            state.serving.close()
+            state.offline.close()
             state.audit.close()
             if state.owns_store:
                 state.store.close()
@@ -136,12 +160,19 @@ def server_state(request: Request) -> ServerState:
 
 
 def _respond(
-    request: Request, status: int, code: str, message: str, fix: str | None
+    request: Request,
+    status: int,
+    code: str,
+    message: str,
+    fix: str | None,
+    headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     request.state.error_code = code
     request.state.error_message = message
     request_id = getattr(request.state, "request_id", None)
-    return JSONResponse(status_code=status, content=error_body(code, message, fix, request_id))
+    return JSONResponse(
+        status_code=status, content=error_body(code, message, fix, request_id), headers=headers
+    )
 
 
 def _too_large(request: Request) -> JSONResponse | None:
@@ -163,7 +194,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         status, code = error_status(error)
         if status >= 500:
             logger.warning("{} {}: {}", request.method, request.url.path, error)
-        return _respond(request, status, code, error.message, error.fix)
+        headers = None
+        if isinstance(error, RetryLaterError):
+            headers = {"Retry-After": str(max(1, round(error.retry_after)))}
+        message, fix = public_error(error, server_state(request).store.config)
+        return _respond(request, status, code, message, fix, headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:

@@ -10,7 +10,7 @@ request's latency. A failed commit keeps the events queued and is retried on the
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -94,6 +94,8 @@ class AuditLog:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.dropped = 0
+        self.pending: Callable[[bool], list[AuditEvent]] | None = None
+        """Events made at flush time (summaries of throttled rows); `True` at shutdown."""
 
     @classmethod
     def for_store(cls, config: FeatureStoreConfig, *, flush_seconds: float = 1.0) -> AuditLog:
@@ -107,10 +109,13 @@ class AuditLog:
                 self.dropped += 1
             self._queue.append(event)
 
-    def flush(self) -> int:
+    def flush(self, *, final: bool = False) -> int:
         """Commit the queued events now; returns how many were committed."""
         from deltalake import write_deltalake
 
+        if self.pending is not None:
+            for event in self.pending(final):
+                self.record(event)
         with self._flush_lock:
             with self._lock:
                 events, self._queue = self._queue, []
@@ -140,7 +145,7 @@ class AuditLog:
             self._thread.join(timeout=10)
             self._thread = None
         try:
-            self.flush()
+            self.flush(final=True)
         except Exception as error:
             logger.error("the last audit events could not be committed to {}: {}", self.path, error)
 
@@ -164,6 +169,61 @@ class AuditLog:
         rows = pa.table(DeltaTable(self.path).to_pyarrow_table(filters=filters)).to_pylist()
         rows.sort(key=lambda r: r["at"], reverse=True)
         return rows[:limit] if limit is not None else rows
+
+
+class UnauthenticatedThrottle:
+    """Audit rows of unauthenticated requests (401), limited per client address.
+
+    The first `rows` 401s of a client in each `window_seconds` are audited one by one; the
+    rest are counted, and one summary row per client and window says how many were not (so a
+    flood of bad keys cannot grow the audit table faster than `rows` per window per client).
+    """
+
+    MAX_CLIENTS = 10_000
+
+    def __init__(self, rows: int, window_seconds: float) -> None:
+        self.rows = rows
+        self.window = window_seconds
+        self._windows: dict[str, tuple[float, int, int]] = {}  # start, audited, suppressed
+        self._lock = threading.Lock()
+
+    def admit(self, client: str | None, now: float) -> bool:
+        """True when this 401 gets its own audit row."""
+        name = client or "unknown"
+        with self._lock:
+            if name not in self._windows and len(self._windows) >= self.MAX_CLIENTS:
+                name = "other"
+            start, audited, suppressed = self._windows.get(name, (now, 0, 0))
+            if now - start >= self.window and not suppressed:
+                start, audited = now, 0
+            if audited < self.rows:
+                self._windows[name] = (start, audited + 1, suppressed)
+                return True
+            self._windows[name] = (start, audited, suppressed + 1)
+            return False
+
+    def summaries(self, now: float, *, final: bool = False) -> list[AuditEvent]:
+        """One event per client whose window ended with requests not audited one by one."""
+        events = []
+        with self._lock:
+            for name, (start, _, suppressed) in list(self._windows.items()):
+                if not final and now - start < self.window:
+                    continue
+                del self._windows[name]
+                if suppressed:
+                    events.append(
+                        AuditEvent(
+                            action="request",
+                            result="denied",
+                            status=401,
+                            resource=name,
+                            code="unauthenticated_summary",
+                            detail=f"{suppressed} more unauthenticated request(s) from {name} "
+                            f"within {self.window:g} s were not audited one by one.",
+                            client=name,
+                        )
+                    )
+        return events
 
 
 def describe_resource(value: Mapping[str, Any] | str | None) -> str:

@@ -44,6 +44,43 @@ class PermissionDeniedError(FeatureStoreError):
         self.code = code
 
 
+class EventTimeInFutureError(SchemaValidationError):
+    """A written record's event time is later than now plus the allowed clock skew (422)."""
+
+
+class HistoricalTooLargeError(SchemaValidationError):
+    """A historical request would build more values than the server's limit (422)."""
+
+
+class RetryLaterError(FeatureStoreError):
+    """The server cannot take the request now; the answer carries `Retry-After`."""
+
+    status: int = 503
+
+    def __init__(self, message: str, *, code: str, fix: str, retry_after: float) -> None:
+        super().__init__(message, fix=fix, code=code)
+        self.code = code
+        self.retry_after = retry_after
+
+
+class TooManyRequestsError(RetryLaterError):
+    """The API key has as many requests in flight as it may (429)."""
+
+    status = 429
+
+
+class ServerBusyError(RetryLaterError):
+    """Every thread and queue place for offline work is taken (503)."""
+
+    status = 503
+
+
+class OfflineTimeoutError(RetryLaterError):
+    """Offline work ran past the server's timeout for one request (504)."""
+
+    status = 504
+
+
 class NotFoundError(FeatureStoreError):
     """Something the request names (statistics, a route) does not exist (404)."""
 
@@ -55,6 +92,8 @@ class NotFoundError(FeatureStoreError):
 # Most specific first: the first class an error is an instance of decides.
 STATUS_CODES: tuple[tuple[type[FeatureStoreError], int, str], ...] = (
     (FeatureGroupNotFoundError, 404, "group_not_found"),
+    (EventTimeInFutureError, 422, "event_time_in_future"),
+    (HistoricalTooLargeError, 422, "historical_too_large"),
     (FeatureNotFoundError, 404, "feature_not_found"),
     (SchemaValidationError, 422, "schema_validation_failed"),
     (PointInTimeError, 422, "invalid_time_range"),
@@ -78,6 +117,8 @@ def error_status(error: FeatureStoreError) -> tuple[int, str]:
         return 403, error.code
     if isinstance(error, NotFoundError):
         return 404, error.code
+    if isinstance(error, RetryLaterError):
+        return error.status, error.code
     for kind, status, code in STATUS_CODES:
         if isinstance(error, kind):
             return status, code

@@ -8,6 +8,7 @@ on entities and time is pushed into the Delta scan.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
 from featurelake.schema.types import DataType
+from featurelake.server.errors import HistoricalTooLargeError
 from featurelake.times import utc_naive as naive_utc
 
 if TYPE_CHECKING:
@@ -94,6 +96,30 @@ def build_query(
                     fix="use latest or count for this feature.",
                 )
     return HistoricalQuery(schema, tuple(features), entities, start, end, aggs, length)
+
+
+def estimated_cells(query: HistoricalQuery) -> int:
+    """The most values the answer can hold: entities x windows x features x aggregations."""
+    windows = 1
+    if query.window is not None:
+        windows = max(1, math.ceil((query.end - query.start) / query.window))
+    return len(query.entities) * windows * len(query.features) * len(query.aggregations)
+
+
+def check_size(query: HistoricalQuery, limit: int) -> None:
+    """HistoricalTooLargeError with the numbers when the answer may hold over `limit` values."""
+    cells = estimated_cells(query)
+    if cells > limit:
+        windows = cells // (len(query.entities) * len(query.features) * len(query.aggregations))
+        raise HistoricalTooLargeError(
+            f"The answer may hold up to {cells:,} values ({len(query.entities)} entities x "
+            f"{windows} windows x {len(query.features)} features x {len(query.aggregations)} "
+            f"aggregations); the server's limit is {limit:,}.",
+            fix="split the request (fewer entities or features, a shorter range or a longer "
+            "window), or raise the server setting max_historical_cells.",
+            cells=cells,
+            limit=limit,
+        )
 
 
 def run_query(

@@ -30,6 +30,12 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DENIED = (401, 403)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The metrics label of an HTTP method: one of METHODS, else `OTHER` (a fixed set)."""
+    return method if method in METHODS else "OTHER"
 
 
 class BodyTooLargeError(Exception):
@@ -94,6 +100,10 @@ class RequestMiddleware:
                 if started_response:
                     raise
                 await self._fail(send_with_id, state, error, scope)
+            finally:
+                slot = state.pop("key_slot", None)
+                if slot is not None:
+                    self.server.key_limits.release(slot)
         self._after(scope, state, status, time.perf_counter() - started)
 
     async def _fail(
@@ -127,7 +137,7 @@ class RequestMiddleware:
     def _after(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
         route = getattr(scope.get("route"), "path", None) or "unmatched"
         metrics = self.server.metrics
-        metrics.observe(scope.get("method", ""), route, status, seconds)
+        metrics.observe(method_label(scope.get("method", "")), route, status, seconds)
         code = state.get("error_code")
         if status >= 400 and code:
             metrics.error(route, code)
@@ -136,6 +146,10 @@ class RequestMiddleware:
             return
         action, resource = audit if audit is not None else ("request", "")
         key = state.get("principal")
+        client = scope.get("client")
+        address = client[0] if client else None
+        if status == 401 and not self.server.unauthenticated.admit(address, time.monotonic()):
+            return  # counted in the client's summary row instead
         result = (
             "ok"
             if status < 400
@@ -145,13 +159,12 @@ class RequestMiddleware:
             if status < 500
             else "failed"
         )
-        client = scope.get("client")
         self.server.audit.record(
             AuditEvent(
                 action=action,
                 result=result,
                 status=status,
-                method=scope.get("method", ""),
+                method=scope.get("method", "")[:16],
                 path=scope.get("path", ""),
                 resource=resource,
                 code=code,

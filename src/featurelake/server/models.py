@@ -335,10 +335,15 @@ class GroupDescription(BaseModel):
         default=None, description="The latest statistics' summary (full: `/stats`)."
     )
     staged_pending: int | None = None
+    dead_letters: int | None = Field(
+        default=None, description="Staged records compaction could not merge (see the CLI)."
+    )
 
     model_config = ConfigDict(populate_by_name=True)
 
 
 class HealthResponse(BaseModel):
     healthy: bool
-    checks: dict[str, Any]
+    checks: dict[str, Any] | None = Field(
+        default=None, description="Each part's state; only with a valid API key."
+    )

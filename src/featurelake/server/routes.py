@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from contextlib import suppress
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
-from featurelake.errors import OnlineStoreError, SchemaValidationError
+from featurelake.errors import FeatureNotFoundError, OnlineStoreError, SchemaValidationError
 from featurelake.quality.stats import statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.server.access import hidden_group, hidden_service, visible_group
 from featurelake.server.app import API_PREFIX, ServerState, jsonable, server_state
-from featurelake.server.auth import Access, ApiKey, Role, parse_token
+from featurelake.server.auth import Access, ApiKey, AuthenticationError, Role, parse_token
 from featurelake.server.encoding import FastJSONResponse, json_value
-from featurelake.server.errors import NotFoundError
-from featurelake.server.historical import build_query, run_query
+from featurelake.server.errors import EventTimeInFutureError, NotFoundError, TooManyRequestsError
+from featurelake.server.historical import build_query, check_size, run_query
 from featurelake.server.metrics import CONTENT_TYPE
 from featurelake.server.models import (
     ErrorResponse,
@@ -47,9 +49,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in (
         (401, "No API key, or an unknown, wrong or revoked one."),
         (403, "The key's role or feature patterns do not allow this."),
-        (404, "An unknown group, feature or service."),
+        (404, "An unknown group, feature or service, or one outside the key's rights."),
         (413, "The request body is over the size limit."),
         (422, "The request does not match its schema or the group's schema."),
+        (429, "The key has as many requests in flight as it may (see Retry-After)."),
     )
 }
 
@@ -78,8 +81,11 @@ def authenticate(
             token = value.strip()
     if token:
         request.state.claimed_key_id = parse_token(token)
-    key = server_state(request).keys.verify(token)
+    state = server_state(request)
+    key = state.keys.verify(token)
     request.state.principal = key
+    state.key_limits.acquire(key.id)
+    request.state.key_slot = key.id  # released by the middleware when the request ends
     return key
 
 
@@ -165,15 +171,26 @@ def _matches(
 
 
 def _readable_group(state: ServerState, key: ApiKey, group: str) -> FeatureGroupSchema:
-    name, _, version = group.partition("@")
-    if not version.isdigit() and version:
-        raise SchemaValidationError(
-            f"'{group}' is not a group name.", fix="use 'group' or 'group@VERSION'."
-        )
-    schema = state.store.registry.get_group(name, int(version) if version else None)
+    """The group when the key may read one of its features; else the not-found answer."""
+    schema = visible_group(state.store.registry, key, group)
     if not any(key.can(Access.READ, schema.name, f) for f in schema.feature_names):
-        key.require(Access.READ, [(schema.name, f) for f in schema.feature_names])
+        raise hidden_group(group)
     return schema
+
+
+DEFINITIONS = ("aggregations", "composites", "checks", "source", "event_source")
+
+
+def _readable_schema(schema: FeatureGroupSchema, key: ApiKey) -> dict[str, Any]:
+    """The schema as the key may see it: only readable features; the definitions that derive
+    or check features (aggregations, composites, checks, sources) only with every feature."""
+    out = schema.to_dict()
+    readable = [f for f in out.get("features", []) if key.can(Access.READ, schema.name, f["name"])]
+    if len(readable) < len(schema.feature_names):
+        out["features"] = readable
+        for name in DEFINITIONS:
+            out.pop(name, None)
+    return out
 
 
 @router.get("/features/{group}", response_model=GroupDescription, tags=["groups"])
@@ -188,18 +205,19 @@ def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
     sla = schema.freshness.total_seconds() if schema.freshness is not None else None
     history = statistics_history(registry, schema.name, schema.version)
     latest = list(history.values())[-1] if history else None
+    reads_all = all(key.can(Access.READ, schema.name, f) for f in schema.feature_names)
     body = {
         "group": schema.name,
         "version": schema.version,
         "versions": registry.versions(schema.name),
-        "schema": schema.to_dict(),
+        "schema": _readable_schema(schema, key),
         "state": {
             "last_updated": last,
             "delta_version": group_state.delta_version,
             "row_count": group_state.row_count,
             "writes": group_state.writes,
             "last_mode": group_state.last_mode,
-            "lineage": group_state.lineage[-5:],
+            "lineage": group_state.lineage[-5:] if reads_all else [],
         },
         "freshness": {
             "age_seconds": age,
@@ -216,6 +234,7 @@ def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
             "features": sorted(f for f in latest.features if key.can(Access.READ, schema.name, f)),
         },
         "staged_pending": state.staging.pending(registry, schema.name, schema.version),
+        "dead_letters": state.staging.dead_letters.count(schema.name, schema.version),
     }
     return JSONResponse(jsonable(body))
 
@@ -265,14 +284,14 @@ def _write(
 ) -> WriteResponse:
     audited(request, "write", f"{group} ({len(records)} record(s))")
     key.require_role(Role.WRITER, "writing features")
-    name, _, version = group.partition("@")
     store = state.store
-    schema = store.registry.get_group(name, int(version) if version else None)
+    schema = visible_group(store.registry, key, group)
     audited(request, "write", f"{schema.name}@{schema.version} ({len(records)} record(s))")
-    features = set(schema.feature_names)
-    written = {c for r in records for c in r if c in features}
-    key.require(Access.WRITE, [(schema.name, f) for f in sorted(written)])
+    # A record replaces the whole row of its key and time (features it omits become null),
+    # so writing needs the right to write every feature of the group.
+    key.require(Access.WRITE, [(schema.name, f) for f in schema.feature_names])
     typed = state.checker(schema).check(records)
+    _refuse_future(schema, typed, state.settings.max_future_seconds)
     staging_version = state.staging.append(
         schema,
         records,
@@ -308,20 +327,56 @@ def _write(
     )
 
 
+def _refuse_future(
+    schema: FeatureGroupSchema, typed: Sequence[Mapping[str, Any]], allowance: float
+) -> None:
+    """EventTimeInFutureError naming the records whose event time is past now + allowance."""
+    limit = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=allowance)
+    ts = schema.timestamp_key
+    late = [(n, row[ts]) for n, row in enumerate(typed) if row[ts] > limit]
+    if late:
+        shown = "; ".join(f"record {n}: {t.isoformat()}" for n, t in late[:10])
+        raise EventTimeInFutureError(
+            f"{len(late)} record(s) for group '{schema.name}' have an event time '{ts}' later "
+            f"than now plus {allowance:g} s ({limit.isoformat(timespec='seconds')} UTC): "
+            f"{shown}. Nothing was written.",
+            fix="send the time the values were observed (UTC, or with an offset); the server "
+            "setting max_future_seconds is the clock skew allowed.",
+            group=schema.name,
+        )
+
+
 # -- reads ---------------------------------------------------------------------------------------
 
 
 @router.post("/features/serve", response_model=ServeResponse, tags=["serving"])
-def serve(body: ServeRequest, state: State, key: Key) -> Response:
+async def serve(body: ServeRequest, state: State, key: Key) -> Response:
     """The latest values of features (or of a service) for each entity, from the online store."""
+    return await state.serving.run(lambda: _serve(body, state, key))
+
+
+def _serve(body: ServeRequest, state: ServerState, key: ApiKey) -> Response:
     started = time.perf_counter()
     store = state.store
     definition = None
     if body.service is not None:
-        definition = store.services.get(body.service)
+        try:
+            definition = store.services.get(body.service)
+        except FeatureNotFoundError:
+            raise hidden_service(body.service) from None
         refs = list(definition.features)
+        groups = {ref.group for ref in parse_refs(refs)}
+        if not any(
+            key.can(Access.READ, g.name, f)
+            for g in (store.registry.get_group(name) for name in groups)
+            for f in g.feature_names
+        ):
+            raise hidden_service(body.service)
     else:
         refs = list(body.features or [])
+        named = {ref.group + (f"@{ref.version}" if ref.version else "") for ref in parse_refs(refs)}
+        for group in sorted(named):
+            visible_group(store.registry, key, group)
     plan = store.online.plan(refs)
     key.require(Access.READ, [(g.schema.name, f) for g in plan.groups for f in g.features])
     entities: list[Any] = list(body.entities)
@@ -380,8 +435,25 @@ def serve(body: ServeRequest, state: State, key: Key) -> Response:
 
 
 @router.post("/features/historical", response_model=HistoricalResponse, tags=["serving"])
-def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
-    """Aggregates (latest, avg, sum, min, max, count) per entity over a time range or windows."""
+async def historical(
+    body: HistoricalRequest, request: Request, state: State, key: Key
+) -> JSONResponse:
+    """Aggregates (latest, avg, sum, min, max, count) per entity over a time range or windows.
+
+    Runs on the server's offline threads: 503 `server_busy` when they and their queue are
+    full, 504 `offline_timeout` past the time limit (both with `Retry-After`)."""
+    tag = f"featurelake-historical-{getattr(request.state, 'request_id', 'x')}"
+    session = state.store.spark_session
+
+    def interrupt() -> None:
+        if session is not None:
+            with suppress(Exception):  # best effort: the answer is 504 either way
+                session.interruptTag(tag)
+
+    return await state.offline.run(lambda: _historical(body, state, key, tag), interrupt)
+
+
+def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: str) -> JSONResponse:
     refs = parse_refs(body.features)
     names = sorted({r.group for r in refs})
     versions = sorted({r.version for r in refs if r.version is not None})
@@ -392,7 +464,7 @@ def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
             fix="send one request per group version.",
         )
     name, version = names[0], (versions[0] if versions else None)
-    schema = state.store.registry.get_group(name, version)
+    schema = _readable_group(state, key, name + (f"@{version}" if version else ""))
     features: list[str] = []
     for ref in refs:
         wanted = schema.feature_names if ref.is_wildcard else (schema.feature(ref.feature).name,)
@@ -407,7 +479,15 @@ def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
         body.aggregations,
         body.window,
     )
-    rows, metadata = run_query(state.store, query, body.engine)
+    check_size(query, state.settings.max_historical_cells)
+    session = state.store.spark_session
+    if session is not None:
+        session.addTag(tag)
+    try:
+        rows, metadata = run_query(state.store, query, body.engine)
+    finally:
+        if session is not None:
+            session.removeTag(tag)
     return JSONResponse(
         jsonable(
             {"group": schema.name, "version": schema.version, "rows": rows, "metadata": metadata}
@@ -419,15 +499,25 @@ def historical(body: HistoricalRequest, state: State, key: Key) -> JSONResponse:
 
 
 @router.get("/health", response_model=HealthResponse, tags=["operations"])
-def health(state: State) -> JSONResponse:
-    """Registry, storage, online store (Redis) and Spark; 503 when a required part is down."""
+def health(
+    request: Request,
+    state: State,
+    api_key: Annotated[str | None, Security(API_KEY_HEADER)] = None,
+) -> JSONResponse:
+    """Up (200) or down (503). With a valid API key, each part's details too: registry,
+    storage, online store (Redis), Spark and the audit queue."""
     from featurelake.server.health import health_checks
 
     checks = health_checks(state)
     healthy = all(part.get("healthy", True) for part in checks.values())
-    return JSONResponse(
-        jsonable({"healthy": healthy, "checks": checks}), status_code=200 if healthy else 503
-    )
+    body: dict[str, Any] = {"healthy": healthy}
+    try:
+        authenticate(request, api_key)
+    except (AuthenticationError, TooManyRequestsError):
+        pass
+    else:
+        body["checks"] = checks
+    return JSONResponse(jsonable(body), status_code=200 if healthy else 503)
 
 
 @router.get("/metrics", tags=["operations"], response_class=Response)

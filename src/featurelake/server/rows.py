@@ -209,6 +209,12 @@ class RowChecker:
             )
         return rows
 
+    def check_one(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+        """The typed copy of one record and its problems (empty when it fits the schema)."""
+        if not isinstance(record, Mapping):
+            return {}, ["is not an object"]
+        return self._check_one(record)
+
     def _check_one(self, record: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
         schema = self.schema
         errors: list[str] = []

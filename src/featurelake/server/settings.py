@@ -2,38 +2,91 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 from featurelake.errors import ConfigurationError
+
+SECONDS = (
+    "key_cache_seconds",
+    "audit_flush_seconds",
+    "max_future_seconds",
+    "offline_timeout_seconds",
+    "retry_after_seconds",
+    "unauthenticated_audit_window_seconds",
+)
+COUNTS = (
+    "max_body_bytes",
+    "serve_threads",
+    "offline_threads",
+    "offline_queue",
+    "max_concurrent_per_key",
+    "max_historical_cells",
+    "unauthenticated_audit_rows",
+)
+ZERO_ALLOWED = ("offline_queue", "unauthenticated_audit_rows")
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """Limits of one server process.
+    """Limits of one server process (each a `featurelake serve` option of the same name).
 
-    Request bodies larger than `max_body_bytes` get 413 before they are parsed (the lists in a
-    body have fixed caps, see `models.py`). API keys are re-read from the
-    registry every `key_cache_seconds`, so a key revoked from the CLI stops working within that
-    time. Audit events are committed to their Delta table every `audit_flush_seconds` (and when
-    the server stops).
+    - `max_body_bytes`: larger request bodies get 413 before they are parsed (the lists in a
+      body have fixed caps, see `models.py`).
+    - `key_cache_seconds`: API keys are re-read from the registry this often, so a key revoked
+      from the CLI stops working within that time.
+    - `audit_flush_seconds`: audit events are committed to their Delta table this often (and
+      when the server stops).
+    - `max_future_seconds`: a written event time may be at most this far past the server's
+      clock (422 `event_time_in_future` beyond it).
+    - `serve_threads`: threads reserved for `POST /v1/features/serve` (online reads), apart
+      from the pool the other routes share and from offline work.
+    - `offline_threads` / `offline_queue`: historical requests running at once / waiting for a
+      thread; a request finding both full gets 503 `server_busy` with `Retry-After`.
+    - `offline_timeout_seconds`: a historical request answers 504 `offline_timeout` (with
+      `Retry-After`) after this long; its Spark jobs are cancelled.
+    - `max_concurrent_per_key`: requests one API key may have in flight (429
+      `too_many_requests` with `Retry-After` beyond it).
+    - `max_historical_cells`: the largest historical answer, estimated before running as
+      entities x windows x features x aggregations (422 `historical_too_large` above it).
+    - `unauthenticated_audit_rows` per `unauthenticated_audit_window_seconds`: 401s audited
+      one row each, per client address; the rest of the window is counted in one summary row.
+    - `retry_after_seconds`: the `Retry-After` given with 429, 503 and 504.
     """
 
     max_body_bytes: int = 1024 * 1024
     key_cache_seconds: float = 2.0
     audit_flush_seconds: float = 1.0
+    max_future_seconds: float = 300.0
+    serve_threads: int = 16
+    offline_threads: int = 4
+    offline_queue: int = 16
+    offline_timeout_seconds: float = 120.0
+    max_concurrent_per_key: int = 32
+    max_historical_cells: int = 5_000_000
+    unauthenticated_audit_rows: int = 20
+    unauthenticated_audit_window_seconds: float = 60.0
+    retry_after_seconds: float = 5.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.max_body_bytes, int) or self.max_body_bytes < 1:
-            raise ConfigurationError(
-                f"The server setting max_body_bytes is {self.max_body_bytes!r}.",
-                fix="set max_body_bytes to a whole number of bytes, at least 1.",
-                key="max_body_bytes",
-            )
-        for name in ("key_cache_seconds", "audit_flush_seconds"):
+        for name in COUNTS:
             value = getattr(self, name)
-            if not isinstance(value, int | float) or value < 0:
+            low = 0 if name in ZERO_ALLOWED else 1
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigurationError(
+                    f"The server setting {name} is {value!r}.",
+                    fix=f"set {name} to a whole number, at least {low}.",
+                    key=name,
+                )
+        for name in SECONDS:
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
                 raise ConfigurationError(
                     f"The server setting {name} is {value!r}.",
                     fix=f"set {name} to a number of seconds, 0 or more.",
                     key=name,
                 )
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        """Every setting's name."""
+        return tuple(f.name for f in fields(cls))

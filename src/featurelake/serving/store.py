@@ -592,8 +592,10 @@ class FeatureStore:
         return checks
 
     def close(self) -> None:
-        """Close the online store's connections."""
+        """Commit pending router metrics; close the online store's connections."""
         with self._lock:
+            if self._hybrid is not None:
+                self._hybrid.flush_metrics()
             if self._online is not None:
                 self._online.close()
 
