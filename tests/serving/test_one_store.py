@@ -223,3 +223,30 @@ def test_a_virtual_group_answers_through_every_entry_point(
     )
     assert code == 0
     assert sorted(pd.read_parquet(job_out)["amount"]) == [5.0, 7.0]
+
+
+def test_online_mode_serves_latest_reads_from_the_online_store(
+    stores: dict[str, Any], spark: SparkSession
+) -> None:
+    """ONLINE answers `get_features(refs, ids)` from the online store; MATERIALIZED from Gold."""
+    config: FeatureStoreConfig = stores["config"]
+    online = FeatureStore(config.replace(mode="online", enable_online_store=True), spark)
+    online.sync_to_online("profile")
+    gold: FeatureStore = stores["store"]
+    later = pd.DataFrame(
+        {
+            "customer_id": [2],
+            "event_timestamp": [T0 + timedelta(days=3)],
+            "spend": [77.0],
+            "tier": ["z"],
+        }
+    )
+    gold.write_features("profile", later)  # not synced: the online store still holds 21.0
+    served = online.get_features("profile.spend", {"customer_id": [2]}, to_pandas=True)
+    assert served["spend"].tolist() == [21.0]
+    read = gold.get_features("profile.spend", [2], to_pandas=True)
+    assert read["spend"].tolist() == [77.0]
+    # a point in time, or a pinned strategy, reads offline in every mode
+    before = online.get_features("profile.spend", [2], T0 + timedelta(days=4), to_pandas=True)
+    assert before["spend"].tolist() == [77.0]
+    online.close()
