@@ -59,7 +59,8 @@ def serve(
     ] = 20,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
-    """Serve the store's features over HTTP (OpenAPI at /v1/docs).
+    """Serve the store's features over HTTP (OpenAPI at /v1/docs) and the feature catalog
+    in the browser (/ui).
 
     Starts no Spark session: online reads, writes, registrations and descriptions work
     without one; the first historical read starts it.
@@ -87,9 +88,9 @@ def serve(
         unauthenticated_audit_rows=unauthenticated_audit_rows,
     )
     app = create_app(config, settings)
-    typer.echo(
-        f"Serving {config.storage_path} on http://{host}:{port}/v1 (docs: /v1/docs)", err=True
-    )
+    base = f"http://{host}:{port}"
+    typer.echo(f"Serving {config.storage_path} on {base}/v1 (docs: /v1/docs)", err=True)
+    typer.echo(f"Feature catalog: {base}/ui (sign in with an API key)", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
 
 

@@ -1,7 +1,8 @@
 """A self-contained quality report of a group: HTML (inline CSS and SVG charts) plus JSON.
 
 No plotting library is needed: charts are small inline SVGs. The JSON file carries the same
-numbers for monitoring systems.
+numbers for monitoring systems. The tables and charts (`summary_table`, `distribution_chart`,
+`bar_chart`, `drift_table`, `check_table`) are also what the server's catalog pages show.
 """
 
 from __future__ import annotations
@@ -170,10 +171,10 @@ def render_html(
         ("Rows", f"{latest.row_count:,}" if latest else "—", ""),
         ("Delta version", str(latest.delta_version) if latest else "—", ""),
         ("Newest event", (fresh["last_event"] or "—")[:19].replace("T", " "), ""),
-        ("Age of newest event", _duration(fresh["age_seconds"]), _fresh_class(fresh["fresh"])),
+        ("Age of newest event", duration(fresh["age_seconds"]), _fresh_class(fresh["fresh"])),
         (
             "Last materialization",
-            _duration(fresh["materialization_age_seconds"]) + " ago"
+            duration(fresh["materialization_age_seconds"]) + " ago"
             if fresh["materialization_age_seconds"] is not None
             else "—",
             _fresh_class(fresh["materialization_fresh"]),
@@ -198,16 +199,16 @@ def render_html(
     parts.append("</div>")
     if fresh["max_age_seconds"]:
         parts.append(
-            f"<p class='muted'>Freshness limit: {_duration(fresh['max_age_seconds'])}.</p>"
+            f"<p class='muted'>Freshness limit: {duration(fresh['max_age_seconds'])}.</p>"
         )
     if latest is None:
         parts.append("<p>No statistics stored yet.</p></body></html>")
         return "".join(parts)
     parts.append("<h2>Features</h2>")
-    parts.append(_summary_table(latest))
+    parts.append(summary_table(latest))
     parts.append("<h2>Distributions</h2><div class='grid'>")
     for feature in latest.features.values():
-        parts.append(f"<div class='panel'><h3>{e(feature.name)}</h3>{_distribution(feature)}</div>")
+        parts.append(f"<div class='panel'><h3>{e(feature.name)}</h3>{distribution_chart(feature)}</div>")
     parts.append("</div>")
     parts.append("<h2>Null rate over Delta versions</h2><div class='grid'>")
     for name in latest.features:
@@ -216,7 +217,7 @@ def render_html(
         ]
         parts.append(
             f"<div class='panel'><h3>{e(name)}</h3>"
-            f"{_bar_chart(points, fmt='{:.1%}', color=ORANGE, x_label='Delta version')}</div>"
+            f"{bar_chart(points, fmt='{:.1%}', color=ORANGE, x_label='Delta version')}</div>"
         )
     parts.append("</div>")
     parts.append("<h2>Drift over versions</h2>")
@@ -238,17 +239,18 @@ def render_html(
             ]
             parts.append(
                 f"<div class='panel'><h3>{e(name)} — PSI</h3>"
-                f"{_bar_chart(points, fmt='{:.3f}', threshold=drifts[-1].psi_threshold)}</div>"
+                f"{bar_chart(points, fmt='{:.3f}', threshold=drifts[-1].psi_threshold)}</div>"
             )
         parts.append("</div>")
-        parts.append(_drift_table(drifts[-1]))
+        parts.append(drift_table(drifts[-1]))
     parts.append("<h2>Latest check</h2>")
-    parts.append(_check_table(check))
+    parts.append(check_table(check))
     parts.append("</body></html>")
     return "".join(parts)
 
 
-def _summary_table(stats: GroupStatistics) -> str:
+def summary_table(stats: GroupStatistics) -> str:
+    """The statistics of every feature as an HTML table."""
     head = "".join(
         f"<th>{h}</th>"
         for h in (
@@ -274,11 +276,11 @@ def _summary_table(stats: GroupStatistics) -> str:
             f"{f.null_count:,}",
             f"{_null_bar(f.null_rate)} {f.null_rate:.1%}",
             f"{f.distinct_approx:,}",
-            _num(f.mean),
-            _num(f.std),
-            _num(f.min),
-            _num(f.quantiles.get("p50")),
-            _num(f.max),
+            number(f.mean),
+            number(f.std),
+            number(f.min),
+            number(f.quantiles.get("p50")),
+            number(f.max),
         ]
         rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
@@ -295,7 +297,8 @@ def _null_bar(rate: float) -> str:
     )
 
 
-def _distribution(feature: FeatureStatistics) -> str:
+def distribution_chart(feature: FeatureStatistics) -> str:
+    """An inline SVG of a feature's distribution: quantiles, or its top values."""
     if feature.kind == "numerical" and feature.quantiles:
         return _quantile_chart(feature)
     if feature.top_values:
@@ -331,17 +334,17 @@ def _quantile_chart(feature: FeatureStatistics) -> str:
     )
     for key in ("p1", "p99"):
         out.append(f"<circle cx='{x(q[key]):.1f}' cy='{y}' r='3' fill='{BLUE}'/>")
-    out.append(f"<text x='{pad}' y='{y + 32}'>p1 {_num(low)} (min {_num(feature.min)})</text>")
+    out.append(f"<text x='{pad}' y='{y + 32}'>p1 {number(low)} (min {number(feature.min)})</text>")
     out.append(
-        f"<text x='{width - pad}' y='{y + 32}' text-anchor='end'>p99 {_num(high)} "
-        f"(max {_num(feature.max)})</text>"
+        f"<text x='{width - pad}' y='{y + 32}' text-anchor='end'>p99 {number(high)} "
+        f"(max {number(feature.max)})</text>"
     )
     out.append(
-        f"<text x='{x(q['p50']):.1f}' y='{y - 18}' text-anchor='middle'>p50 {_num(q['p50'])}</text>"
+        f"<text x='{x(q['p50']):.1f}' y='{y - 18}' text-anchor='middle'>p50 {number(q['p50'])}</text>"
     )
     out.append(
         f"<text x='{width / 2}' y='{height - 2}' text-anchor='middle' fill='#57606a'>"
-        f"axis p1 to p99 · box p25-p75 · line p5-p95 · mean {_num(feature.mean)}</text></svg>"
+        f"axis p1 to p99 · box p25-p75 · line p5-p95 · mean {number(feature.mean)}</text></svg>"
     )
     return "".join(out)
 
@@ -365,7 +368,7 @@ def _hbar_chart(points: Sequence[tuple[str, float]], *, total: float) -> str:
     return "".join(out)
 
 
-def _bar_chart(
+def bar_chart(
     points: Sequence[tuple[str, float]],
     *,
     fmt: str,
@@ -373,6 +376,7 @@ def _bar_chart(
     threshold: float | None = None,
     x_label: str = "",
 ) -> str:
+    """An inline SVG bar chart of (label, value) points; bars over `threshold` are red."""
     if not points:
         return "<p class='muted'>No data.</p>"
     if threshold is None and not any(v for _, v in points):
@@ -417,13 +421,14 @@ def _bar_chart(
     return "".join(out)
 
 
-def _drift_table(report: DriftReport) -> str:
+def drift_table(report: DriftReport) -> str:
+    """PSI, KS and status per feature of one drift report, as an HTML table."""
     rows = []
     for f in report.features.values():
         status = "<span class='bad'>drifted</span>" if f.drifted else "<span class='ok'>ok</span>"
         rows.append(
-            f"<tr><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{_num(f.psi)}</td>"
-            f"<td>{_num(f.ks)}</td><td>{status}</td></tr>"
+            f"<tr><td>{html.escape(f.feature)}</td><td>{f.kind}</td><td>{number(f.psi)}</td>"
+            f"<td>{number(f.ks)}</td><td>{status}</td></tr>"
         )
     return (
         f"<p class='muted'>Latest: Delta version {report.current_delta_version} against "
@@ -432,7 +437,8 @@ def _drift_table(report: DriftReport) -> str:
     )
 
 
-def _check_table(check: dict[str, Any] | None) -> str:
+def check_table(check: dict[str, Any] | None) -> str:
+    """The rule results of one stored check report, as an HTML table."""
     if check is None:
         return "<p class='muted'>No checks recorded (declare 'checks' in the group YAML).</p>"
     rows = []
@@ -452,7 +458,8 @@ def _check_table(check: dict[str, Any] | None) -> str:
     )
 
 
-def _num(value: Any) -> str:
+def number(value: Any) -> str:
+    """A value as short, escaped text (`—` for None and NaN)."""
     if value is None:
         return "—"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -464,7 +471,8 @@ def _num(value: Any) -> str:
     return f"{value:,.3f}".rstrip("0").rstrip(".") if isinstance(value, float) else f"{value:,}"
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
+    """Seconds as `42s`, `3.5m`, `2.0h` or `1.5d` (`—` for None)."""
     if seconds is None:
         return "—"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):

@@ -3,7 +3,7 @@
 The app serves one store through the `FeatureStore` facade: online reads come from its online
 store, registrations and Gold reads from its offline store (Spark is started on the first
 request that needs it, never at startup), writes go to the staging table and the online
-store. Every route except `/v1/health`, `/v1/metrics` and the OpenAPI document needs an API
+store. The feature catalog's pages are under `/ui` (`server.ui`). Every route except `/v1/health`, `/v1/metrics` and the OpenAPI document needs an API
 key. Errors are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see `errors.py`).
 """
 
@@ -91,6 +91,7 @@ def create_app(
     """
     from featurelake import __version__
     from featurelake.server.routes import router
+    from featurelake.server.ui.routes import install as install_catalog
 
     settings = settings or ServerSettings()
     owns_store = isinstance(store, FeatureStoreConfig)
@@ -149,6 +150,7 @@ def create_app(
     )
     app.state.server = state
     app.include_router(router)
+    install_catalog(app)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, server=state)
     return app
