@@ -16,6 +16,12 @@ features, `--concurrency` clients) is measured idle, then while `--historical` s
 requests (Spark, 1,000 entities, daily windows) run at once on the server's offline threads;
 it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x). Every loop is
 bounded by --requests; all traffic stays on 127.0.0.1.
+
+The catalog run (`--catalog-only` runs just it): a registry of `--catalog-groups` groups, each
+with a write, statistics and a check report, served in this process; it times the search page
+`/ui` listing all of them (server side, from the `Server-Timing` header, and over HTTP) against
+the JSON list `GET /v1/features?limit=500` of the same groups (the baseline; target: the page
+well under a second).
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -306,6 +312,168 @@ def start_server(config_file: Path, port: int) -> subprocess.Popen[bytes]:
     raise SystemExit("featurelake serve did not start")
 
 
+def fill_catalog(config: FeatureStoreConfig, groups: int) -> None:
+    """`groups` registered groups with a write, statistics and a check each (3 commits)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from featurelake.quality.checks import CHECKS
+    from featurelake.quality.stats import STATS, FeatureStatistics, GroupStatistics
+    from featurelake.registry.deltars_kv import OBJECT_SCHEMA
+    from featurelake.registry.registry import GROUP as GROUP_KIND
+    from featurelake.registry.registry import WRITE, _group_payload, group_key
+
+    registry = Registry(config)
+    registry.tables.ensure_tables()
+    now = datetime.now(UTC).replace(tzinfo=None)
+    schemas = [
+        FeatureGroupSchema(
+            f"group_{n:04d}",
+            ["customer_id" if n % 2 else "store_id"],
+            [{"name": f"f{i}", "type": "double"} for i in range(8)],
+            description=f"Bench group {n} of the catalog benchmark.",
+            owner=f"team-{n % 7}",
+            tags={"domain": f"d{n % 5}"},
+            freshness="1d",
+        )
+        for n in range(groups)
+    ]
+    rows = [
+        {
+            "kind": GROUP_KIND,
+            "key": group_key(s.name, s.version),
+            "payload": json.dumps(_group_payload(s)),
+            "updated_at": now,
+        }
+        for s in schemas
+    ]
+    write_deltalake(
+        registry.tables.objects, pa.Table.from_pylist(rows, schema=OBJECT_SCHEMA), mode="append"
+    )
+    quantiles = {f"p{q}": float(q) for q in (1, 5, 25, 50, 75, 95, 99)}
+    writes, stats, checks = [], [], []
+    for s in schemas:
+        key = group_key(s.name, s.version)
+        writes.append(
+            (
+                WRITE,
+                key,
+                {
+                    "mode": "append",
+                    "rows_written": 1000,
+                    "delta_version": 0,
+                    "row_count": 1000,
+                    "duration_seconds": 1.0,
+                    "at": now.isoformat(),
+                },
+            )
+        )
+        features = {
+            f.name: FeatureStatistics(
+                f.name, "numerical", 1000, 10, 0.01, 900, 50.0, 10.0, 0.0, 100.0, quantiles
+            )
+            for f in s.features
+        }
+        stats.append(
+            (
+                STATS,
+                key,
+                GroupStatistics(
+                    s.name,
+                    s.version,
+                    0,
+                    1000,
+                    now.isoformat(),
+                    now.isoformat(),
+                    now.isoformat(),
+                    features,
+                ).to_dict(),
+            )
+        )
+        checks.append(
+            (
+                CHECKS,
+                key,
+                {
+                    "group": s.name,
+                    "version": s.version,
+                    "total_rows": 1000,
+                    "results": [],
+                    "checked_at": now.isoformat(),
+                    "passed": True,
+                },
+            )
+        )
+    for batch in (writes, stats, checks):
+        registry.append_events(batch)
+
+
+def catalog_run(workdir: Path, groups: int, repeats: int) -> dict[str, Any]:
+    """Time `/ui` (all `groups` groups) and the JSON list of the same groups."""
+    import threading
+
+    import uvicorn
+
+    from featurelake.server import ServerSettings, create_app
+
+    config = FeatureStoreConfig(storage_path=str(workdir / "catalog_store"))
+    t0 = time.perf_counter()
+    fill_catalog(config, groups)
+    print(
+        f"registered {groups} groups with writes, statistics and checks "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    token = ApiKeyStore(Registry(config)).create("bench-catalog", "reader").token
+    store = FeatureStore(config)
+    app = create_app(store, ServerSettings(audit_flush_seconds=0.5))
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client(base_url=url, timeout=120, follow_redirects=True) as http:
+            signed = http.post("/ui/sign-in", data={"api_key": token, "next": "/ui"})
+            assert signed.status_code == 200, signed.status_code
+            assert signed.text.count('class="group-row"') == groups, "not every group listed"
+            page_server, page_wall, list_wall = [], [], []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                page = http.get("/ui")
+                page_wall.append((time.perf_counter() - t) * 1000)
+                timing = page.headers["server-timing"]
+                page_server.append(float(timing.partition("dur=")[2]))
+                t = time.perf_counter()
+                listed = http.get(
+                    "/v1/features", params={"limit": 500}, headers={"X-API-Key": token}
+                )
+                list_wall.append((time.perf_counter() - t) * 1000)
+                assert listed.status_code == 200 and listed.json()["total"] == groups
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        store.close()
+    out = {
+        "groups": groups,
+        "page_server_p50_ms": percentile(page_server, 0.5),
+        "page_server_max_ms": max(page_server),
+        "page_http_p50_ms": percentile(page_wall, 0.5),
+        "json_list_http_p50_ms": percentile(list_wall, 0.5),
+        "page_bytes": len(page.content),
+    }
+    out["page_to_json_ratio"] = out["page_http_p50_ms"] / out["json_list_http_p50_ms"]
+    print(
+        f"catalog /ui with {groups} groups: server side p50 {out['page_server_p50_ms']:.0f} ms "
+        f"(max {out['page_server_max_ms']:.0f} ms), over HTTP p50 {out['page_http_p50_ms']:.0f} "
+        f"ms, {out['page_bytes'] / 1024:.0f} KiB | JSON list of the same groups p50 "
+        f"{out['json_list_http_p50_ms']:.0f} ms | page/JSON {out['page_to_json_ratio']:.1f}x "
+        "(target: page well under 1 s)"
+    )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=10_000)
@@ -313,9 +481,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--historical", type=int, default=20, help="slow requests in the load run")
     parser.add_argument("--history-rows", type=int, default=200_000)
+    parser.add_argument("--catalog-groups", type=int, default=500)
+    parser.add_argument("--catalog-repeats", type=int, default=20)
+    parser.add_argument(
+        "--catalog-only", action="store_true", help="run only the catalog page timing"
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_server_"))
+    if args.catalog_only:
+        try:
+            print(json.dumps(catalog_run(workdir, args.catalog_groups, args.catalog_repeats)))
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+        return
     redis_process, redis_url = start_redis(workdir)
     server = None
     try:
@@ -390,6 +569,7 @@ def main() -> None:
             f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s"
         )
         store.close()
+        results["catalog"] = catalog_run(workdir, args.catalog_groups, args.catalog_repeats)
         print(json.dumps(results, indent=2))
     finally:
         if server is not None:

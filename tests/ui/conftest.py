@@ -130,16 +130,19 @@ def catalog(tmp_path_factory: pytest.TempPathFactory, spark: SparkSession) -> It
     writer.write_features(
         "profile",
         spark.createDataFrame(
-            profiles, "customer_id bigint, event_timestamp timestamp, age int, segment string, "
-            "spend double"
+            profiles,
+            "customer_id bigint, event_timestamp timestamp, age int, segment string, spend double",
         ),
         lineage=Lineage(sources=("silver.customers",), job="nightly_profile"),
     )
-    payments = [(i % 20 + 1, now - timedelta(hours=i), float(i % 40), f"m{i % 4}") for i in range(80)]
+    payments = [
+        (i % 20 + 1, now - timedelta(hours=i), float(i % 40), f"m{i % 4}") for i in range(80)
+    ]
     writer.write_features(
         "payments",
         spark.createDataFrame(
-            payments, "customer_id bigint, event_timestamp timestamp, amount double, merchant string"
+            payments,
+            "customer_id bigint, event_timestamp timestamp, amount double, merchant string",
         ),
     )
     entities = spark.createDataFrame(

@@ -109,8 +109,18 @@ def test_sign_in_search_by_tag_group_page_and_lineage(visitor: Visitor, catalog:
     assert not any(catalog.admin in url for url in visitor.urls)  # the key is never in a URL
 
 
-HIDDEN = ("segment", "spend", "bronze", "payments", "payment_totals", "merchant", "amount",
-          "silver.customers", "nightly_profile", "churn_v1")
+HIDDEN = (
+    "segment",
+    "spend",
+    "bronze",
+    "payments",
+    "payment_totals",
+    "merchant",
+    "amount",
+    "silver.customers",
+    "nightly_profile",
+    "churn_v1",
+)
 
 
 def test_a_key_limited_to_one_feature_sees_nothing_else(visitor: Visitor, catalog: Any) -> None:
@@ -164,7 +174,7 @@ def test_a_wrong_key_sees_the_sign_in_page(visitor: Visitor, catalog: Any) -> No
     visitor.shot("group_without_session")
     # A key sent as an API header does not open the pages either: only the sign-in does.
     answer = httpx.get(f"{catalog.url}/ui", headers={"X-API-Key": catalog.admin}, timeout=30)
-    assert answer.status_code == 401 and "tr class=\"group-row\"" not in answer.text
+    assert answer.status_code == 401 and 'tr class="group-row"' not in answer.text
 
 
 def test_opening_the_catalog_starts_no_spark_session(catalog: Any) -> None:

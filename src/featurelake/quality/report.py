@@ -198,9 +198,7 @@ def render_html(
         )
     parts.append("</div>")
     if fresh["max_age_seconds"]:
-        parts.append(
-            f"<p class='muted'>Freshness limit: {duration(fresh['max_age_seconds'])}.</p>"
-        )
+        parts.append(f"<p class='muted'>Freshness limit: {duration(fresh['max_age_seconds'])}.</p>")
     if latest is None:
         parts.append("<p>No statistics stored yet.</p></body></html>")
         return "".join(parts)
@@ -208,7 +206,9 @@ def render_html(
     parts.append(summary_table(latest))
     parts.append("<h2>Distributions</h2><div class='grid'>")
     for feature in latest.features.values():
-        parts.append(f"<div class='panel'><h3>{e(feature.name)}</h3>{distribution_chart(feature)}</div>")
+        parts.append(
+            f"<div class='panel'><h3>{e(feature.name)}</h3>{distribution_chart(feature)}</div>"
+        )
     parts.append("</div>")
     parts.append("<h2>Null rate over Delta versions</h2><div class='grid'>")
     for name in latest.features:
@@ -340,7 +340,8 @@ def _quantile_chart(feature: FeatureStatistics) -> str:
         f"(max {number(feature.max)})</text>"
     )
     out.append(
-        f"<text x='{x(q['p50']):.1f}' y='{y - 18}' text-anchor='middle'>p50 {number(q['p50'])}</text>"
+        f"<text x='{x(q['p50']):.1f}' y='{y - 18}' text-anchor='middle'>"
+        f"p50 {number(q['p50'])}</text>"
     )
     out.append(
         f"<text x='{width / 2}' y='{height - 2}' text-anchor='middle' fill='#57606a'>"

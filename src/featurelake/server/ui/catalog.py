@@ -10,6 +10,8 @@ reads every feature of the group, as in `GET /v1/features/{group}`.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -25,7 +27,7 @@ from featurelake.quality.drift import DRIFT, DriftReport
 from featurelake.quality.freshness import MATERIALIZATION_RUN, NO_TARGET, GroupFreshness
 from featurelake.quality.stats import STATS, GroupStatistics
 from featurelake.registry import Registry
-from featurelake.registry.registry import LINEAGE, WRITE, group_key
+from featurelake.registry.registry import GROUP, LINEAGE, WRITE, group_key
 from featurelake.schema import FeatureGroupSchema, FeatureRef
 from featurelake.server.auth import Access, ApiKey
 from featurelake.serving.service import SERVICE_KIND
@@ -89,27 +91,93 @@ class GroupPage:
     downstream: list[tuple[str, str]] = field(default_factory=list)
 
 
+class CatalogCache:
+    """What every page reads, kept between requests: parsed schemas (parsed again only when
+    their registry payload changes) and history events by kind (kept as long as the
+    registry's own `metadata_cache_ttl_seconds`)."""
+
+    def __init__(self) -> None:
+        self._schemas: dict[str, tuple[str, FeatureGroupSchema]] = {}
+        self._events: dict[str, tuple[float, dict[str, list[dict[str, Any]]]]] = {}
+        self._lock = threading.Lock()
+
+    def schemas(self, registry: Registry) -> list[FeatureGroupSchema]:
+        """The latest version of every registered group, by name (as `list_groups`)."""
+        latest: dict[str, tuple[int, str, dict[str, Any]]] = {}
+        for key, payload in registry.list_objects(GROUP).items():
+            name, version = str(payload["name"]), int(payload["version"])
+            if name not in latest or version > latest[name][0]:
+                latest[name] = (version, key, payload)
+        out = []
+        with self._lock:
+            for name in sorted(latest):
+                _, key, payload = latest[name]
+                stamp = f"{payload.get('fingerprint')}|{payload.get('updated_at')}"
+                cached = self._schemas.get(key)
+                if cached is None or cached[0] != stamp:
+                    cached = (stamp, FeatureGroupSchema.from_dict(payload["schema"]))
+                    self._schemas[key] = cached
+                out.append(cached[1])
+        return out
+
+    def events(self, registry: Registry, kind: str) -> dict[str, list[dict[str, Any]]]:
+        """Events of one kind by `group@version`, oldest first."""
+        ttl = registry.config.metadata_cache_ttl_seconds
+        with self._lock:
+            cached = self._events.get(kind)
+            if cached is not None and time.monotonic() - cached[0] <= ttl:
+                return cached[1]
+        by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for event in registry.events(kind):
+            by_key[str(event.get("key"))].append(event)
+        found = dict(by_key)
+        with self._lock:
+            self._events[kind] = (time.monotonic(), found)
+        return found
+
+
 class Catalog:
     """The registry as one API key may see it."""
 
-    def __init__(self, registry: Registry, key: ApiKey, now: datetime | None = None) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        key: ApiKey,
+        now: datetime | None = None,
+        cache: CatalogCache | None = None,
+    ) -> None:
         self.registry = registry
         self.key = key
         self.now = now or datetime.now(UTC).replace(tzinfo=None)
+        self.cache = cache or CatalogCache()
         self._events: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        self._groups: list[FeatureGroupSchema] | None = None
+        self._readable: dict[tuple[str, int], tuple[list[str], int]] = {}
 
     # -- rights ---------------------------------------------------------------------------------
 
     def readable(self, schema: FeatureGroupSchema) -> list[str]:
         """The features of `schema` this key may read, in schema order."""
-        return [f for f in schema.feature_names if self.key.can(Access.READ, schema.name, f)]
+        key = (schema.name, schema.version)
+        found = self._readable.get(key)
+        if found is None:
+            names = schema.feature_names
+            found = self._readable[key] = (
+                [f for f in names if self.key.can(Access.READ, schema.name, f)],
+                len(names),
+            )
+        return found[0]
 
     def reads_all(self, schema: FeatureGroupSchema) -> bool:
-        return all(self.key.can(Access.READ, schema.name, f) for f in schema.feature_names)
+        self.readable(schema)
+        readable, total = self._readable[(schema.name, schema.version)]
+        return len(readable) == total
 
     def groups(self) -> list[FeatureGroupSchema]:
         """Latest version of every group with a feature the key may read, by name."""
-        return [s for s in self.registry.list_groups() if self.readable(s)]
+        if self._groups is None:
+            self._groups = [s for s in self.cache.schemas(self.registry) if self.readable(s)]
+        return self._groups
 
     def reads_refs(self, refs: Iterable[str]) -> bool:
         """True when the key may read every feature the references name."""
@@ -129,10 +197,7 @@ class Catalog:
     def events(self, kind: str) -> dict[str, list[dict[str, Any]]]:
         """Events of one kind by `group@version`, oldest first (one read per kind)."""
         if kind not in self._events:
-            by_key: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for event in self.registry.events(kind):
-                by_key[str(event.get("key"))].append(event)
-            self._events[kind] = dict(by_key)
+            self._events[kind] = self.cache.events(self.registry, kind)
         return self._events[kind]
 
     def _of(self, kind: str, schema: FeatureGroupSchema) -> list[dict[str, Any]]:
@@ -329,13 +394,17 @@ class LineageGraph:
                 else:
                     sources.append(schema.event_source.name)
             for composite in schema.composites:
-                upstream_groups += [r.partition(".")[0] for r in composite.source_features if "." in r]
+                upstream_groups += [
+                    r.partition(".")[0] for r in composite.source_features if "." in r
+                ]
             virtual = catalog.registry.get_object(VIRTUAL, group_key(schema.name, schema.version))
             if virtual is not None:
                 sources += [str(s) for s in virtual.get("sources", [])]
             for event in lineage.get(group_key(schema.name, schema.version), [])[-5:]:
                 sources += [str(s) for s in event.get("sources") or []]
-                upstream_groups += [str(g).partition("@")[0] for g in event.get("upstream_groups") or []]
+                upstream_groups += [
+                    str(g).partition("@")[0] for g in event.get("upstream_groups") or []
+                ]
             for source in dict.fromkeys(sources):
                 graph.link(graph.add(f"source:{source}", "source", source), target)
             for name in dict.fromkeys(upstream_groups):

@@ -98,8 +98,6 @@ def lineage_svg(graph: LineageGraph, prefix: str, focus: str | None = None) -> s
         if href is None:
             out.append(f"<g class='node {kind}'>{shape}</g>")
         else:
-            out.append(
-                f"<a href='{e(href)}' class='node {kind}' data-node='{e(node)}'>{shape}</a>"
-            )
+            out.append(f"<a href='{e(href)}' class='node {kind}' data-node='{e(node)}'>{shape}</a>")
     out.append("</svg>")
     return "".join(out)

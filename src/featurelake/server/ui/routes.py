@@ -24,7 +24,13 @@ from featurelake.server.access import visible_group
 from featurelake.server.app import ServerState, server_state
 from featurelake.server.auth import ApiKey, AuthenticationError, parse_token
 from featurelake.server.errors import NotFoundError
-from featurelake.server.ui.catalog import FRESHNESS_STATES, Catalog, GroupPage, LineageGraph
+from featurelake.server.ui.catalog import (
+    FRESHNESS_STATES,
+    Catalog,
+    CatalogCache,
+    GroupPage,
+    LineageGraph,
+)
 from featurelake.server.ui.lineage import lineage_svg
 from featurelake.server.ui.sessions import COOKIE, UiSessions
 from featurelake.server.ui.snippets import cli_snippet, python_snippet
@@ -87,11 +93,16 @@ class SignInRequired(Exception):
 def install(app: FastAPI) -> None:
     """Mount the catalog on the feature server's app."""
     app.state.ui_sessions = UiSessions()
+    app.state.ui_cache = CatalogCache()
     app.include_router(router)
 
     @app.exception_handler(SignInRequired)
     async def sign_in_required(request: Request, error: SignInRequired) -> Response:
         return _sign_in_page(request, error.message, status=401)
+
+
+def _catalog(request: Request, key: ApiKey) -> Catalog:
+    return Catalog(server_state(request).store.registry, key, cache=request.app.state.ui_cache)
 
 
 def _sessions(request: Request) -> UiSessions:
@@ -113,19 +124,23 @@ def signed_in(request: Request) -> ApiKey:
         request.state.error_code = error.code
         raise SignInRequired(error.message) from None
     request.state.principal = key
+    request.state.ui_started = time.perf_counter()
     state.key_limits.acquire(key.id)
     request.state.key_slot = key.id  # released by the middleware when the request ends
     return key
 
 
-def _page(
-    request: Request, name: str, context: dict[str, Any], status: int = 200
-) -> HTMLResponse:
+def _page(request: Request, name: str, context: dict[str, Any], status: int = 200) -> HTMLResponse:
     response = templates.TemplateResponse(
         request, name, {"key": getattr(request.state, "principal", None), **context}, status
     )
     response.headers.update(HEADERS)
-    return response  # type: ignore[return-value]
+    started = getattr(request.state, "ui_started", None)
+    if started is not None:  # the page's time on the server, data and template together
+        response.headers["Server-Timing"] = (
+            f"render;dur={(time.perf_counter() - started) * 1000:.1f}"
+        )
+    return response
 
 
 def _sign_in_page(request: Request, message: str, status: int) -> HTMLResponse:
@@ -202,7 +217,7 @@ def home(
     """Every group the key may read, searched and filtered."""
     key = signed_in(request)
     started = time.perf_counter()
-    catalog = Catalog(server_state(request).store.registry, key)
+    catalog = _catalog(request, key)
     rows, total = catalog.search(
         q[:256], entity[:128], freshness[:32], limit=max(1, min(limit, MAX_ROWS))
     )
@@ -231,13 +246,17 @@ def group_page(request: Request, group: str) -> HTMLResponse:
         schema = visible_group(registry, key, group[:140])
     except NotFoundError:
         return _page(request, "not_found.html", {"what": group[:140]}, 404)
-    catalog = Catalog(registry, key)
+    catalog = _catalog(request, key)
     if not catalog.readable(schema):  # a write-only key
         return _page(request, "not_found.html", {"what": group[:140]}, 404)
     page = catalog.group_page(schema)
     graph = LineageGraph.build(catalog)
     focus = f"group:{schema.name}"
-    near = {focus} | {a for a, b in graph.edges if b == focus} | {b for a, b in graph.edges if a == focus}
+    near = (
+        {focus}
+        | {a for a, b in graph.edges if b == focus}
+        | {b for a, b in graph.edges if a == focus}
+    )
     local = LineageGraph(
         nodes={n: graph.nodes[n] for n in near},
         edges=[(a, b) for a, b in graph.edges if a in near and b in near],
@@ -260,7 +279,7 @@ def group_page(request: Request, group: str) -> HTMLResponse:
 def lineage(request: Request) -> HTMLResponse:
     """Sources -> groups -> training sets and services, as a graph to click through."""
     key = signed_in(request)
-    catalog = Catalog(server_state(request).store.registry, key)
+    catalog = _catalog(request, key)
     graph = LineageGraph.build(catalog)
     return _page(
         request,
@@ -277,7 +296,7 @@ def lineage(request: Request) -> HTMLResponse:
 def training_sets(request: Request) -> HTMLResponse:
     """Saved training set manifests: features, pinned Delta versions, the rebuild call."""
     key = signed_in(request)
-    catalog = Catalog(server_state(request).store.registry, key)
+    catalog = _catalog(request, key)
     return _page(request, "training_sets.html", {"manifests": catalog.training_sets()})
 
 
@@ -341,8 +360,11 @@ def _delta_history(registry: Any, schema: Any) -> dict[str, Any]:
     location = registry.gold_location(schema.name, schema.version)
     path = location.path
     if location.table_name or not path or ("://" in path and not path.startswith("file:")):
-        return {"rows": [], "note": "The Delta history of catalog tables and remote paths is "
-                "shown by 'store.history(group)'."}
+        return {
+            "rows": [],
+            "note": "The Delta history of catalog tables and remote paths is "
+            "shown by 'store.history(group)'.",
+        }
     from deltalake import DeltaTable
 
     if not DeltaTable.is_deltatable(path):
@@ -351,8 +373,11 @@ def _delta_history(registry: Any, schema: Any) -> dict[str, Any]:
     for commit in DeltaTable(path).history(20):
         metrics = commit.get("operationMetrics") or {}
         written = next(
-            (metrics[m] for m in ("numOutputRows", "num_added_rows", "numTargetRowsInserted")
-             if m in metrics),
+            (
+                metrics[m]
+                for m in ("numOutputRows", "num_added_rows", "numTargetRowsInserted")
+                if m in metrics
+            ),
             None,
         )
         stamp = commit.get("timestamp")

@@ -28,7 +28,7 @@ def python_snippet(page: GroupPage) -> str:
             f"refs = {refs!r}".replace("'", '"'),
             "latest = store.get_features(refs, to_pandas=True)  # latest value per entity",
             f"# point in time: entity_df has the columns {keys} and event_timestamp",
-            "training = store.get_training_set(entity_df, refs, name=\"my_set\")",
+            'training = store.get_training_set(entity_df, refs, name="my_set")',
             "online = store.get_online_features(refs, entity_ids, as_frame=True)",
         ]
     )
