@@ -4,7 +4,8 @@ The app serves one store through the `FeatureStore` facade: online reads come fr
 store, registrations and Gold reads from its offline store (Spark is started on the first
 request that needs it, never at startup), writes go to the staging table and the online
 store. Every route except `/v1/health`, `/v1/metrics` and the OpenAPI document needs an API
-key; the feature catalog's pages under `/ui` (`server.ui`) need a signed-in session. Errors are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see `errors.py`).
+key; the feature catalog's pages under `/ui` (`server.ui`) need a signed-in session. Errors
+are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see `errors.py`).
 """
 
 from __future__ import annotations
