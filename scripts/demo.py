@@ -207,6 +207,24 @@ def main() -> None:
     console.rule(f"[bold]Done in {time.perf_counter() - started:.0f} s")
     console.print("The store stays in ./demo_store (`make clean` removes it). Try:")
     console.print("  .venv/bin/featurelake describe customer_profile")
+    catalog_command(config)
+
+
+def catalog_command(config: Any) -> None:
+    """Print the command that serves the demo store with its catalog, and a key to sign in."""
+    try:
+        from featurelake.server.auth import ApiKeyStore
+    except ImportError:
+        return
+    from featurelake.registry import Registry
+
+    token = ApiKeyStore(Registry(config)).create("demo-catalog", "admin").token
+    console.print()
+    console.print(
+        "Serve the demo store with its feature catalog, then open the /ui link it prints:"
+    )
+    console.print(f"  .venv/bin/featurelake --config {CONFIG} serve", soft_wrap=True)
+    console.print(f"  sign in with the API key {token}", soft_wrap=True)
 
 
 def online_demo(config: Any, spark: Any) -> None:

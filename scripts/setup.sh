@@ -14,6 +14,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 
+# The catalog's browser tests drive Debian's Chromium (Playwright never downloads a browser).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing chromium"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
 # Reinstall only when pyproject.toml or the extras changed.
 stamp="$VENV/.featurelake-install"
 want="$(sha256sum pyproject.toml | cut -d' ' -f1) $EXTRAS"

@@ -4,6 +4,8 @@
 # holds one kind of session, so the modes are separate pytest processes; they run side by side
 # (the classic suite on two pytest-xdist workers, one Spark session each, a test file per
 # worker at a time) and the exit code fails when either fails. Extra arguments go to both.
+# The catalog's browser tests (tests/ui, Debian's Chromium through Playwright) run in the
+# classic process; Connect mode leaves them out with the other suites outside CONNECT_SUITES.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
