@@ -1,7 +1,8 @@
 """The lineage graph as an inline SVG: columns from sources to groups to their consumers.
 
 Sources sit in the first column, groups in columns by how many groups they derive from, and
-training sets and services in the last; every group, training set and service is a link.
+training sets and services in the last; every group, training set and service is a link. An
+edge that skips a column runs in its own lane under the nodes.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from urllib.parse import quote
 
 from featurelake.server.ui.catalog import LineageGraph
 
-NODE_W, NODE_H, GAP_X, GAP_Y, PAD = 190, 30, 70, 14, 10
+NODE_W, NODE_H, GAP_X, GAP_Y, PAD, LANE = 190, 30, 70, 14, 10, 8
 COLORS = {
     "source": ("#f0f3f6", "#8c959f"),
     "group": ("#dbe9f7", "#2f6fb0"),
@@ -71,17 +72,35 @@ def lineage_svg(graph: LineageGraph, prefix: str, focus: str | None = None) -> s
     for c, nodes in enumerate(cols):
         for r, node in enumerate(nodes):
             where[node] = (PAD + c * (NODE_W + GAP_X), PAD + r * (NODE_H + GAP_Y))
+    column_of = {node: c for c, nodes in enumerate(cols) for node in nodes}
+    long_edges = [(a, b) for a, b in graph.edges if column_of[b] - column_of[a] > 1]
     width = PAD * 2 + len(cols) * NODE_W + (len(cols) - 1) * GAP_X
-    height = PAD * 2 + max(len(c) for c in cols) * (NODE_H + GAP_Y)
+    bottom = PAD + max(len(c) for c in cols) * (NODE_H + GAP_Y)
+    height = bottom + PAD + LANE * len(long_edges)
     e = html.escape
-    out = [f"<svg class='lineage' width='{width}' height='{height}' role='img'>"]
+    out = [
+        f"<svg class='lineage' width='{width}' height='{height}' role='img'>"
+        "<defs><marker id='arrow' viewBox='0 0 8 8' refX='8' refY='4' markerWidth='7' "
+        "markerHeight='7' orient='auto'><path d='M0,0 L8,4 L0,8 z' fill='#8c959f'/></marker>"
+        "</defs>"
+    ]
     for a, b in graph.edges:
         x1, y1 = where[a][0] + NODE_W, where[a][1] + NODE_H / 2
         x2, y2 = where[b][0], where[b][1] + NODE_H / 2
-        mid = (x1 + x2) / 2
+        if (a, b) in long_edges:  # under the columns it skips, not through their nodes
+            lane = bottom + LANE * long_edges.index((a, b))
+            half = GAP_X / 2
+            path = (
+                f"M{x1:.0f},{y1:.0f} C{x1 + half:.0f},{y1:.0f} {x1 + half:.0f},{lane:.0f} "
+                f"{x1 + GAP_X:.0f},{lane:.0f} L{x2 - GAP_X:.0f},{lane:.0f} "
+                f"C{x2 - half:.0f},{lane:.0f} {x2 - half:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
+            )
+        else:
+            mid = (x1 + x2) / 2
+            path = f"M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}"
         out.append(
-            f"<path d='M{x1:.0f},{y1:.0f} C{mid:.0f},{y1:.0f} {mid:.0f},{y2:.0f} {x2:.0f},{y2:.0f}'"
-            " fill='none' stroke='#8c959f' stroke-width='1.3'/>"
+            f"<path d='{path}' fill='none' stroke='#8c959f' stroke-width='1.3' "
+            "marker-end='url(#arrow)'/>"
         )
     for node, (x, y) in where.items():
         kind, label = graph.nodes[node]

@@ -60,6 +60,7 @@ padding:10px;overflow:auto;margin:0}.snippet{position:relative;margin-bottom:10p
 .snippet button{position:absolute;top:6px;right:6px}.tag{font-size:12px;color:#57606a}
 svg.lineage text{font-size:12px}.signin{max-width:420px;margin:60px auto}
 .signin input{width:100%;padding:8px;margin:8px 0;box-sizing:border-box}.error{color:#c0392b}
+.panel{overflow-x:auto}
 """
 
 router = APIRouter(prefix=UI_PREFIX, include_in_schema=False)
