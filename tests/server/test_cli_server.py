@@ -138,6 +138,8 @@ def test_serve_starts_without_spark_and_serves(tmp_path: Path, redis_server: Any
     finally:
         process.terminate()
         process.wait(timeout=30)
+    assert process.stderr is not None
+    assert f"Feature catalog: {url}/ui" in process.stderr.read().decode()  # the catalog's link
     audit = AuditLog.for_store(FeatureStoreConfig.from_yaml(config, environ={}))
     events = audit.read(action="write")  # committed at shutdown at the latest
     assert [(e["result"], e["key_name"], e["status"]) for e in events] == [("ok", "ops", 200)]
