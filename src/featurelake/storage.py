@@ -30,6 +30,7 @@ from __future__ import annotations
 import configparser
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -429,6 +430,11 @@ def commit_verified(
         before = open_table(path).version() if is_delta_table(path) else -1
         result = commit(CommitProperties(custom_metadata={COMMIT_TOKEN_KEY: token}))
         version, latest = find_token(path, token, after=before)
+        for wait in (0.1, 0.3, 0.9):  # a listing may not show the newest commit at once
+            if version is not None:
+                break
+            time.sleep(wait)
+            version, latest = find_token(path, token, after=before)
         if version is not None:
             return result, version
         if latest == before:  # nothing to commit (a merge that changed no row)
