@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a development/run environment on a fresh machine: .venv, the package, the Delta Lake jars.
-# Idempotent: each step is skipped when its result is already there and up to date.
+# Set up a development/run environment on a fresh machine: .venv, the package, the Delta Lake and
+# S3A jars, and (in the background, when Go is installed) the SeaweedFS server the s3 test mode
+# runs. Idempotent: each step is skipped when its result is already there and up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,4 +44,22 @@ for artifact in "delta-spark_2.13" "delta-storage"; do
             -DoutputDirectory="$JARS_DIR" >/dev/null
     fi
 done
+# S3 stores (storage_path: s3://...): Hadoop's S3A for pyspark 4.0's Hadoop 3.4.1, and the AWS SDK
+# v2 bundle hadoop-aws 3.4.1 depends on (software.amazon.awssdk:bundle:2.24.6).
+for coordinate in "org.apache.hadoop:hadoop-aws:3.4.1" "software.amazon.awssdk:bundle:2.24.6"; do
+    artifact="$(echo "$coordinate" | cut -d: -f2)"
+    version="$(echo "$coordinate" | cut -d: -f3)"
+    if [ ! -s "$JARS_DIR/$artifact-$version.jar" ]; then
+        echo "setup: fetching $coordinate into $JARS_DIR"
+        mvn -q -B -Dstyle.color=never dependency:copy -Dartifact="$coordinate" \
+            -DoutputDirectory="$JARS_DIR" >/dev/null
+    fi
+done
+
+# The S3-compatible server of the s3 test mode and the storage benchmark: built once from its Go
+# module (several minutes) and cached; started in the background so the set-up does not wait.
+# scripts/test.sh waits for it (scripts/build_seaweedfs.sh --wait).
+if command -v go >/dev/null 2>&1 && [ "${FEATURELAKE_SKIP_SEAWEEDFS:-0}" != "1" ]; then
+    bash scripts/build_seaweedfs.sh --background
+fi
 echo "setup: ready (delta $delta_version, jars in $JARS_DIR)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -13,6 +14,7 @@ from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LocalConnectServer
+from featurelake.s3_server import LocalS3Server, find_weed
 from featurelake.session import get_spark
 
 
@@ -27,10 +29,24 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 # -- Spark: classic or Spark Connect ---------------------------------------------------------
 
-SPARK_MODES = ("classic", "connect")
+SPARK_MODES = ("classic", "connect", "s3")
 SPARK_MODE_ENV = "FEATURELAKE_TEST_SPARK_MODE"
 # The suites that must pass unchanged over Spark Connect (Databricks serverless, shared clusters).
 CONNECT_SUITES = ("offline", "quality", "registry", "serving", "pipeline")
+# The suites whose stores live on s3:// in s3 mode (a SeaweedFS server on loopback), and the
+# storage suite, whose server tests run only in that mode.
+S3_SUITES = (
+    "offline/test_materialized.py",
+    "offline/test_training.py",
+    "offline/test_duckdb.py",
+    "registry/test_registry.py",
+    "online/test_online_sync.py",
+    "server/test_staging_historical.py",
+    "server/test_s3_health.py",
+    "scheduling/test_streaming.py",
+    "storage",
+)
+S3_BUCKET = "featurelake"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -39,7 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=SPARK_MODES,
         default=os.environ.get(SPARK_MODE_ENV, "classic"),
         help="run the Spark tests on a classic local session or over a local Spark Connect "
-        "server (connect mode runs only the suites in CONNECT_SUITES)",
+        "server (connect mode runs only the suites in CONNECT_SUITES), or with the stores of "
+        "the S3_SUITES on s3:// (s3 mode, a local SeaweedFS server)",
     )
 
 
@@ -52,15 +69,23 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In connect mode keep the Spark tests of the Connect suites; one process, one mode."""
-    if _spark_mode(config) != "connect":
-        return
+    """In connect mode keep the Spark tests of the Connect suites; in s3 mode the store tests
+    of the S3 suites; the tests on the S3 server run in s3 mode only. One process, one mode."""
+    mode = _spark_mode(config)
     root = Path(__file__).parent
     kept, dropped = [], []
     for item in items:
-        suite = Path(item.path).relative_to(root).parts[0]
-        uses_spark = "spark" in getattr(item, "fixturenames", ())
-        (kept if suite in CONNECT_SUITES and uses_spark else dropped).append(item)
+        relative = Path(item.path).relative_to(root)
+        fixtures = getattr(item, "fixturenames", ())
+        if mode == "connect":
+            keep = relative.parts[0] in CONNECT_SUITES and "spark" in fixtures
+        elif mode == "s3":
+            in_suite = any(str(relative).startswith(suite) for suite in S3_SUITES)
+            on_s3 = {"store_config", "store_paths", "s3_server", "live_server"} & set(fixtures)
+            keep = in_suite and bool(on_s3)
+        else:
+            keep = "s3_server" not in fixtures
+        (kept if keep else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
@@ -120,12 +145,16 @@ def spark(
     spark_mode: str,
     connect_server: LocalConnectServer | None,
     tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[SparkSession]:
     """The one Delta-enabled Spark session of the test run, classic or over Spark Connect."""
     if connect_server is not None:
         config = replace(_session_config(Path(".")), spark_remote=connect_server.url)
     else:
         config = _session_config(tmp_path_factory.mktemp("warehouse"))
+        if spark_mode == "s3":  # S3A reaches the run's SeaweedFS server
+            server = request.getfixturevalue("s3_server")
+            config = replace(config, storage=server.settings())
     session = get_spark(config)
     yield session
     session.stop()
@@ -168,17 +197,42 @@ def spark_jobs(spark: SparkSession, connect_server: LocalConnectServer | None) -
     return SparkJobs(spark, connect_server.ui_url if connect_server else None)
 
 
+class StorePaths:
+    """Where a test's store lives: a folder of its own (classic, connect), or a prefix of its
+    own in the run's S3 bucket (s3 mode), with the storage section to reach it."""
+
+    def __init__(self, server: LocalS3Server | None) -> None:
+        self.storage = server.settings() if server is not None else None
+
+    def path(self, folder: Path) -> str:
+        if self.storage is None:
+            return str(folder / "store")
+        return f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/store"
+
+
+@pytest.fixture(scope="session")
+def store_paths(request: pytest.FixtureRequest) -> StorePaths:
+    """Store roots for fixtures that build their own stores (module-scoped ones too)."""
+    on_s3 = _spark_mode(request.config) == "s3"
+    return StorePaths(request.getfixturevalue("s3_server") if on_s3 else None)
+
+
 @pytest.fixture
 def store_config(tmp_path: Path, request: pytest.FixtureRequest) -> FeatureStoreConfig:
-    """A config whose store lives in this test's own tmp folder (and on the run's Connect
-    server in connect mode)."""
+    """A config whose store lives in this test's own tmp folder (on the run's Connect server
+    in connect mode; under its own prefix of the run's S3 bucket in s3 mode)."""
     remote = None
     if _spark_mode(request.config) == "connect" and "spark" in request.fixturenames:
         server = request.getfixturevalue("connect_server")
         remote = server.url if server is not None else None
+    path, storage = str(tmp_path / "store"), None
+    if _spark_mode(request.config) == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        path, storage = f"s3://{S3_BUCKET}/{uuid.uuid4().hex[:12]}/store", s3.settings()
     return FeatureStoreConfig(
         spark_remote=remote,
-        storage_path=str(tmp_path / "store"),
+        storage_path=path,
+        storage=storage,
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         max_retries=8,
@@ -282,3 +336,30 @@ def redis_server_factory(
 def redis_server(redis_server_factory: Callable[[], RedisServer]) -> RedisServer:
     """The one shared redis-server of the test run (127.0.0.1, free port, no persistence)."""
     return redis_server_factory()
+
+
+# -- S3: a SeaweedFS server on loopback -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[LocalS3Server]:
+    """The run's SeaweedFS server (`weed server -s3`, free loopback ports), its credentials in
+    AWS_* variables of this process and its Spark, a bucket `featurelake`; stopped by pid."""
+    if find_weed() is None:
+        message = "SeaweedFS is not built (bash scripts/build_seaweedfs.sh)"
+        if _spark_mode(request.config) == "s3":
+            pytest.fail(message)
+        pytest.skip(message)
+    server = LocalS3Server.start(tmp_path_factory.mktemp("seaweedfs"))
+    saved = {key: os.environ.get(key) for key in server.environment()}
+    os.environ.update(server.environment())
+    server.create_bucket(S3_BUCKET)
+    yield server
+    server.stop()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from featurelake.errors import ConfigurationError
+from featurelake.storage import SECRET_SPARK_KEYS, StorageSettings, register, spark_conf
 
 ENV_PREFIX = "FEATURELAKE_"
 DEFAULT_CONFIG_PATH = Path("conf/featurelake.yaml")
@@ -79,6 +80,7 @@ class FeatureStoreConfig:
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     virtual_source_paths: tuple[str, ...] = ()
     """Folders (besides the store) whose Delta tables DuckDB virtual queries may read."""
+    storage: StorageSettings | None = None
 
     def __post_init__(self) -> None:
         # Enum-valued keys take their names in any case, as in YAML: mode="hybrid".
@@ -89,6 +91,9 @@ class FeatureStoreConfig:
         if isinstance(self.registry_engine, str):
             object.__setattr__(self, "registry_engine", self.registry_engine.strip().lower())
         _validate(self)
+        if self.storage is not None:
+            # delta-rs calls anywhere in the process find the options of paths under the store.
+            register(self.storage_path, self.storage)
 
     @classmethod
     def from_dict(
@@ -155,8 +160,25 @@ class FeatureStoreConfig:
 
     @property
     def effective_spark_conf(self) -> dict[str, str]:
-        """Spark settings: featurelake's defaults, then the user's `spark_conf`."""
-        return {**DEFAULT_SPARK_CONF, **{str(k): str(v) for k, v in self.spark_conf.items()}}
+        """Spark settings: featurelake's defaults, the storage section's `fs.s3a.*` settings
+        (credentials included), then the user's `spark_conf`."""
+        return {**self.public_spark_conf, **self.storage_spark_secrets}
+
+    @property
+    def public_spark_conf(self) -> dict[str, str]:
+        """`effective_spark_conf` without credentials (for command lines and logs)."""
+        stored = spark_conf(self.storage, with_secrets=False) if self.storage else {}
+        user = {str(k): str(v) for k, v in self.spark_conf.items()}
+        return {**DEFAULT_SPARK_CONF, **stored, **user}
+
+    @property
+    def storage_spark_secrets(self) -> dict[str, str]:
+        """The S3A credential settings of the storage section (secret values)."""
+        if self.storage is None:
+            return {}
+        full = spark_conf(self.storage, with_secrets=True)
+        secret = {"spark.hadoop." + key for key in SECRET_SPARK_KEYS}
+        return {k: v for k, v in full.items() if k in secret}
 
 
 def _coerce(name: str, annotation: Any, value: Any) -> Any:
@@ -165,6 +187,14 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
     try:
         if value is None:
             return None
+        if "StorageSettings" in text:
+            if isinstance(value, StorageSettings):
+                return value
+            if isinstance(value, str):
+                value = yaml.safe_load(value)
+            if not isinstance(value, Mapping):
+                raise ValueError(value)
+            return StorageSettings.from_mapping(value)
         for kind in ENUM_KEYS.values():
             if kind.__name__ in text:
                 return value if isinstance(value, kind) else _enum_member(kind, value)
@@ -243,6 +273,8 @@ def _describe(annotation: Any) -> str:
         return "a mapping of Spark keys to values"
     if text.startswith("tuple"):
         return "a list of paths (or one comma-separated string)"
+    if "StorageSettings" in text:
+        return "a mapping of storage keys (endpoint, region, credentials, ...)"
     return "a string"
 
 

@@ -21,7 +21,8 @@ from loguru import logger
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError
-from featurelake.session import DELTA_ARTIFACTS, delta_version, find_delta_jars
+from featurelake.session import spark_jars
+from featurelake.storage import credential_environment
 
 SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
 LOOPBACK = "127.0.0.1"
@@ -72,12 +73,11 @@ def server_command(config: FeatureStoreConfig, port: int, ui_port: int | None = 
         "--name",
         f"{config.spark_app_name}-connect",
     ]
-    jars = find_delta_jars(config.jars_dir)
+    jars, packages = spark_jars(config)
     if jars:
-        command += ["--jars", ",".join(str(jar) for jar in jars)]
-    else:
-        packages = ",".join(f"io.delta:{a}:{delta_version()}" for a in DELTA_ARTIFACTS)
-        command += ["--packages", packages]
+        command += ["--jars", ",".join(jars)]
+    if packages:
+        command += ["--packages", ",".join(packages)]
     conf = {
         "spark.connect.grpc.binding.address": LOOPBACK,
         "spark.connect.grpc.binding.port": str(port),
@@ -85,7 +85,7 @@ def server_command(config: FeatureStoreConfig, port: int, ui_port: int | None = 
         "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
         "spark.sql.shuffle.partitions": str(config.spark_shuffle_partitions),
         "spark.ui.enabled": str(ui_port is not None).lower(),
-        **config.effective_spark_conf,
+        **config.public_spark_conf,  # credentials go in the environment
     }
     if ui_port is not None:
         conf["spark.ui.port"] = str(ui_port)
@@ -148,6 +148,8 @@ class LocalConnectServer:
         env.pop("SPARK_REMOTE", None)
         env.pop("SPARK_CONNECT_MODE_ENABLED", None)
         env.setdefault("PYSPARK_PYTHON", sys.executable)
+        if config.storage is not None:
+            env.update(credential_environment(config.storage))  # never on the command line
         logger.info("starting a Spark Connect server on {}:{}", LOOPBACK, port)
         with log_path.open("wb") as log:
             process = subprocess.Popen(

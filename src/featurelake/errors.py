@@ -9,6 +9,23 @@ from __future__ import annotations
 
 from typing import Any
 
+_SECRETS: set[str] = set()
+REDACTED = "***"
+
+
+def register_secret(value: str) -> None:
+    """Remember a credential value so that no featurelake error or log line shows it."""
+    if len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` with every registered credential value replaced by `***`."""
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
 
 class FeatureStoreError(Exception):
     """Base of every featurelake error.
@@ -19,6 +36,7 @@ class FeatureStoreError(Exception):
     transient: bool = False
 
     def __init__(self, message: str, *, fix: str | None = None, **details: Any) -> None:
+        message = redact(message)
         self.message = message
         self.fix = fix
         self.details: dict[str, Any] = details

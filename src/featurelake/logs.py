@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from loguru import logger
+
+from featurelake.errors import redact
 
 # The Python loggers of Spark and py4j. PySpark logs every failed query as a JSON record with the
 # whole Java stack (DataFrameQueryContextLogger, SQLQueryContextLogger) before raising it.
@@ -17,6 +20,12 @@ def enable_logging(level: str = "INFO") -> None:
     logger.enable("featurelake")
     logger.remove()
     logger.add(sys.stderr, level=level, format="{time:HH:mm:ss} | {level: <7} | {message}")
+    logger.configure(patcher=_redact_record)
+
+
+def _redact_record(record: Any) -> None:
+    """No credential value reaches a log line (see `errors.register_secret`)."""
+    record["message"] = redact(record["message"])
 
 
 def disable_logging() -> None:

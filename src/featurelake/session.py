@@ -14,12 +14,16 @@ from loguru import logger
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import DependencyNotInstalledError, UnsupportedOperationError
+from featurelake.storage import is_object_store
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 DELTA_ARTIFACTS = ("delta-spark_2.13", "delta-storage")
 JARS_DIR_ENV = "FEATURELAKE_JARS_DIR"
+# S3A for pyspark 4.0's Hadoop 3.4.1, and the AWS SDK v2 bundle that hadoop-aws 3.4.1 names.
+S3_JARS = ("hadoop-aws-3.4.1.jar", "bundle-2.24.6.jar")
+S3_PACKAGES = ("org.apache.hadoop:hadoop-aws:3.4.1", "software.amazon.awssdk:bundle:2.24.6")
 
 
 def delta_version() -> str:
@@ -34,6 +38,16 @@ def find_delta_jars(jars_dir: str | None = None) -> list[Path] | None:
     folder of a source checkout of featurelake.
     """
     version = delta_version()
+    return _find_jars([f"{artifact}-{version}.jar" for artifact in DELTA_ARTIFACTS], jars_dir)
+
+
+def find_s3_jars(jars_dir: str | None = None) -> list[Path] | None:
+    """The local hadoop-aws and AWS SDK jars (S3A, for `s3://` stores), looked up like
+    `find_delta_jars`; None when some are missing."""
+    return _find_jars(list(S3_JARS), jars_dir)
+
+
+def _find_jars(names: list[str], jars_dir: str | None) -> list[Path] | None:
     candidates = [
         jars_dir,
         os.environ.get(JARS_DIR_ENV),
@@ -41,10 +55,33 @@ def find_delta_jars(jars_dir: str | None = None) -> list[Path] | None:
         str(Path(__file__).resolve().parents[2] / ".jars"),
     ]
     for folder in filter(None, candidates):
-        jars = [Path(folder) / f"{artifact}-{version}.jar" for artifact in DELTA_ARTIFACTS]
+        jars = [Path(folder) / name for name in names]
         if all(jar.is_file() for jar in jars):
             return [jar.resolve() for jar in jars]
     return None
+
+
+def needs_s3(config: FeatureStoreConfig) -> bool:
+    """Whether the store lives on S3 (Spark then needs the S3A jars)."""
+    return config.storage is not None or is_object_store(config.storage_path)
+
+
+def spark_jars(config: FeatureStoreConfig) -> tuple[list[str], list[str]]:
+    """(local jars, Maven packages to download) a local session or server of `config` needs."""
+    jars: list[str] = []
+    packages: list[str] = []
+    delta = find_delta_jars(config.jars_dir)
+    if delta:
+        jars += [str(jar) for jar in delta]
+    else:
+        packages += [f"io.delta:{artifact}:{delta_version()}" for artifact in DELTA_ARTIFACTS]
+    if needs_s3(config):
+        s3 = find_s3_jars(config.jars_dir)
+        if s3:
+            jars += [str(jar) for jar in s3]
+        else:
+            packages += list(S3_PACKAGES)
+    return jars, packages
 
 
 def active_session() -> SparkSession | None:
@@ -86,15 +123,12 @@ def get_spark(config: FeatureStoreConfig | None = None) -> SparkSession:
         .config("spark.sql.shuffle.partitions", str(cfg.spark_shuffle_partitions))
         .config("spark.ui.enabled", str(cfg.spark_ui_enabled).lower())
     )
-    jars = find_delta_jars(cfg.jars_dir)
+    jars, packages = spark_jars(cfg)
     if jars:
-        builder = builder.config("spark.jars", ",".join(str(jar) for jar in jars))
-    else:
-        packages = ",".join(
-            f"io.delta:{artifact}:{delta_version()}" for artifact in DELTA_ARTIFACTS
-        )
-        logger.warning("local Delta jars not found; Spark will download {}", packages)
-        builder = builder.config("spark.jars.packages", packages)
+        builder = builder.config("spark.jars", ",".join(jars))
+    if packages:
+        logger.warning("local jars not found; Spark will download {}", ",".join(packages))
+        builder = builder.config("spark.jars.packages", ",".join(packages))
     if cfg.spark_warehouse_dir:
         builder = builder.config("spark.sql.warehouse.dir", cfg.spark_warehouse_dir)
     for key, value in cfg.effective_spark_conf.items():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from pyarrow import fs
 from pyspark.sql import SparkSession
 
+from featurelake import storage
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import (
     DeltaTableNotReadableError,
@@ -109,9 +110,15 @@ class Env:
 
 
 @pytest.fixture(scope="module")
-def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+def env(
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, store_paths: Any
+) -> Iterator[Env]:
     root = tmp_path_factory.mktemp("duckdb")
-    config = FeatureStoreConfig(storage_path=str(root / "store"), metadata_cache_ttl_seconds=60)
+    config = FeatureStoreConfig(
+        storage_path=store_paths.path(root),
+        storage=store_paths.storage,
+        metadata_cache_ttl_seconds=60,
+    )
     store = MaterializedFeatureStore(config, spark)
     store.register_features(PROFILE)
     store.register_features(RISK)
@@ -269,7 +276,10 @@ def test_delta_rs_reads_a_spark_table_after_merges_and_deletes(env: Env) -> None
 
 def test_a_table_delta_rs_cannot_read_gives_a_typed_error(env: Env, tmp_path: Path) -> None:
     path = tmp_path / "future"
-    shutil.copytree(str(env.store.location("risk").path), path)
+    source, inner = storage.filesystem(str(env.store.location("risk").path))  # local or s3
+    fs.copy_files(
+        inner, str(path), source_filesystem=source, destination_filesystem=fs.LocalFileSystem()
+    )
     log = path / "_delta_log"
     version = max(int(p.stem) for p in log.glob("*.json")) + 1
     protocol = {

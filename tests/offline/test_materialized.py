@@ -183,12 +183,14 @@ def one_row_store(
     spark: SparkSession,
     connect_server: LocalConnectServer | None,
     tmp_path_factory: pytest.TempPathFactory,
+    store_paths: Any,
 ) -> MaterializedFeatureStore:
     """A store whose table holds one row, shared by the bad-batch cases: each one checks that
     its rejected writes left the table's version and rows exactly as they were."""
     config = FeatureStoreConfig(
         spark_remote=connect_server.url if connect_server is not None else None,
-        storage_path=str(tmp_path_factory.mktemp("bad_batches") / "store"),
+        storage_path=store_paths.path(tmp_path_factory.mktemp("bad_batches")),
+        storage=store_paths.storage,
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         max_retries=8,

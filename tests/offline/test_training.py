@@ -35,9 +35,12 @@ STORE_STATS = FeatureGroupSchema(
 
 @pytest.fixture(scope="module")
 def store(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory
+    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, store_paths: Any
 ) -> MaterializedFeatureStore:
-    config = FeatureStoreConfig(storage_path=str(tmp_path_factory.mktemp("training") / "store"))
+    config = FeatureStoreConfig(
+        storage_path=store_paths.path(tmp_path_factory.mktemp("training")),
+        storage=store_paths.storage,
+    )
     store = MaterializedFeatureStore(config, spark)
     store.register_features(PROFILE)
     store.register_features(STORE_STATS)

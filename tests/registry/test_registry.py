@@ -160,4 +160,4 @@ def test_both_engines_read_the_same_tables(spark: SparkSession, tmp_path: Path) 
 def test_engine_choice() -> None:
     assert Registry(FeatureStoreConfig(storage_path="/tmp/x")).engine == "delta-rs"
     assert Registry(FeatureStoreConfig(storage_path="dbfs:/x")).engine == "spark"
-    assert Registry(FeatureStoreConfig(storage_path="s3://b/x")).engine == "spark"
+    assert Registry(FeatureStoreConfig(storage_path="s3://b/x")).engine == "delta-rs"

@@ -70,12 +70,16 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespace:
 
 
 @pytest.fixture
-def make_store(spark: SparkSession, tmp_path: Path) -> Callable[[str], MaterializedFeatureStore]:
-    """Stores with their own storage paths under this test's tmp folder."""
+def make_store(
+    spark: SparkSession, tmp_path: Path, store_paths: Any
+) -> Callable[[str], MaterializedFeatureStore]:
+    """Stores with their own storage paths under this test's tmp folder (or the run's S3
+    bucket in s3 mode)."""
 
     def make(name: str = "store") -> MaterializedFeatureStore:
         config = FeatureStoreConfig(
-            storage_path=str(tmp_path / name),
+            storage_path=store_paths.path(tmp_path / name),
+            storage=store_paths.storage,
             spark_master="local[2]",
             spark_shuffle_partitions=2,
             max_retries=8,

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from pyspark.sql import SparkSession
 
+from featurelake import storage
 from featurelake.errors import SchemaValidationError
 from featurelake.offline import delta_ops
 from featurelake.offline.materialized import MaterializedFeatureStore
@@ -130,4 +131,4 @@ def test_bad_micro_batch_stops_the_stream_and_writes_nothing(
         other.await_termination(timeout=1)
     marker = request_stop(store, "spend", checkpoint=other.checkpoint)
     assert other.await_termination(timeout=60)
-    assert not marker.exists() and len(store.read_table("spend").collect()) == 8
+    assert not storage.object_exists(marker) and len(store.read_table("spend").collect()) == 8

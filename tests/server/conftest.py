@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -100,11 +101,18 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(
-    tmp_path_factory: pytest.TempPathFactory, redis_server: Any, spark: SparkSession
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: Any,
+    spark: SparkSession,
+    request: pytest.FixtureRequest,
 ) -> Iterator[LiveServer]:
-    root = tmp_path_factory.mktemp("server_store")
+    path, storage = str(tmp_path_factory.mktemp("server_store") / "store"), None
+    if request.config.getoption("--spark-mode") == "s3":  # the store on the run's S3 server
+        s3 = request.getfixturevalue("s3_server")
+        path, storage = f"s3://featurelake/{uuid.uuid4().hex[:12]}/server", s3.settings()
     config = FeatureStoreConfig(
-        storage_path=str(root / "store"),
+        storage_path=path,
+        storage=storage,
         spark_master="local[2]",
         spark_shuffle_partitions=2,
         enable_online_store=True,

@@ -29,6 +29,7 @@ def health(ctx: typer.Context, as_json: JsonFlag = False) -> None:
         "healthy": bool(checks.get("healthy")),
         "config": str(state.config_path),
         "storage_path": config.storage_path,
+        "storage": config.storage.to_dict() if config.storage else None,  # never a credential
         "mode": config.mode.value,
         "spark": {
             "version": spark.version,

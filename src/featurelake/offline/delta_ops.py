@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from featurelake import storage
 from featurelake.registry import TableLocation, quote_identifier
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema
 from featurelake.times import sql_time_literal, utc_aware
@@ -50,15 +51,15 @@ class CommitInfo:
 
 
 def local_table_exists(location: TableLocation) -> bool | None:
-    """Whether a local path table exists, answered by delta-rs without Spark (None when the
-    table is not a local path)."""
+    """Whether a path table (local or on object storage) exists, answered by delta-rs without
+    Spark (None when the table is a catalog name)."""
     if not _is_local_path(location):
         return None
     try:
-        from deltalake import DeltaTable
+        import deltalake  # noqa: F401
     except ImportError:
         return None
-    return bool(DeltaTable.is_deltatable(str(location.path)))
+    return storage.is_delta_table(str(location.path))
 
 
 def table_exists(spark: SparkSession, location: TableLocation) -> bool:
@@ -158,23 +159,24 @@ def current_version(spark: SparkSession, location: TableLocation) -> int:
 
 
 def _is_local_path(location: TableLocation) -> bool:
-    path = location.path
+    """A path table delta-rs opens: a local folder or an object-store path."""
+    path = str(location.path or "")
     return (
         bool(path)
         and not location.table_name
-        and ("://" not in str(path) or str(path).startswith("file:"))
+        and (storage.is_local(path) or storage.is_object_store(path))
     )
 
 
 def _local_log_reader(location: TableLocation) -> Any:
-    """A delta-rs table for a local path table (fast log reads without Spark), else None."""
+    """A delta-rs table for a path table (fast log reads without Spark), else None."""
     if not _is_local_path(location):
         return None
     try:
-        from deltalake import DeltaTable
+        import deltalake  # noqa: F401
     except ImportError:
         return None
-    return DeltaTable(str(location.path))
+    return storage.open_table(str(location.path))
 
 
 def find_commit(spark: SparkSession, location: TableLocation, token: str) -> CommitInfo:

@@ -72,11 +72,12 @@ def open_snapshot(
 ) -> Snapshot:
     """The table at `path`, at `version` or as of `timestamp` (latest commit at or before it),
     checked readable."""
-    from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
+    from featurelake.storage import open_table
+
     try:
-        table = DeltaTable(path, version=version)
+        table = open_table(path, version=version)
         if timestamp is not None:
             table.load_as_version(_as_utc(timestamp))
     except TableNotFoundError as error:

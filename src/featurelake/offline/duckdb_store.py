@@ -43,6 +43,7 @@ from featurelake.offline.reads import (
 from featurelake.offline.virtualized import VirtualQuery, check_output
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+from featurelake.storage import is_object_store
 from featurelake.times import pandas_utc
 
 if TYPE_CHECKING:
@@ -77,7 +78,10 @@ class DuckDBFeatureReader:
         """Why DuckDB cannot read the group's Gold table, or None when it can."""
         location = self.registry.gold_location(schema.name, schema.version)
         if not _local(location):
-            return f"the Gold table {location} is not a local Delta path (delta-rs reads those)"
+            return (
+                f"the Gold table {location} is not a local or s3:// Delta path (delta-rs reads "
+                "those)"
+            )
         try:
             open_snapshot(str(location.path))
         except FeatureStoreError as error:
@@ -254,7 +258,8 @@ class DuckDBFeatureReader:
         location = self.registry.gold_location(schema.name, schema.version)
         if not _local(location):
             raise MaterializationError(
-                f"The DuckDB engine reads Gold tables at local paths; group '{schema.name}' "
+                f"The DuckDB engine reads Gold tables at local or s3:// paths; group "
+                f"'{schema.name}' "
                 f"lives in {location}.",
                 fix="read it with engine='spark'.",
                 group=schema.name,
@@ -342,8 +347,11 @@ class _Cursor:
 
 
 def _local(location: TableLocation) -> bool:
-    path = location.path
-    return bool(path) and not location.table_name and ("://" not in str(path))
+    """A path table delta-rs opens (a local folder, or `s3://` with the store's options)."""
+    path = str(location.path or "")
+    if not path or location.table_name:
+        return False
+    return ("://" not in path and not path.startswith("dbfs:")) or is_object_store(path)
 
 
 def _ids_table(entity_ids: Any, keys: Sequence[str]) -> pa.Table | None:

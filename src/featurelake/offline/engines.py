@@ -1,10 +1,10 @@
 """Which engine answers a read: Spark, or DuckDB over the same Delta tables.
 
 The choice is per request (every group of it runs on one engine). DuckDB serves when it is
-installed, every group is one it can read (a Gold table at a local path that delta-rs opens, or
-a virtual group defined in DuckDB SQL), and the rows the request touches, estimated from Delta
-log statistics (`offline.estimates`, never a scan), are under `duckdb_threshold_rows`.
-Otherwise Spark does; the decision says why.
+installed, every group is one it can read (a Gold table at a local or `s3://` path that
+delta-rs opens, or a virtual group defined in DuckDB SQL), and the rows the request touches,
+estimated from Delta log statistics (`offline.estimates`, never a scan), are under
+`duckdb_threshold_rows`. Otherwise Spark does; the decision says why.
 """
 
 from __future__ import annotations

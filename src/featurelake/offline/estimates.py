@@ -122,9 +122,10 @@ def file_statistics(path: str) -> tuple[int, Any]:
     """The current version of the table and its add actions as a pyarrow Table (one row per
     data file)."""
     import pyarrow as pa
-    from deltalake import DeltaTable
 
-    table = DeltaTable(path)
+    from featurelake.storage import open_table
+
+    table = open_table(path)
     return int(table.version()), pa.table(table.get_add_actions(flatten=True))
 
 

@@ -963,9 +963,9 @@ def _is_delta_folder(folder: str) -> bool:
     if "://" not in folder:
         return os.path.isdir(os.path.join(folder, "_delta_log"))
     try:
-        from deltalake import DeltaTable
+        from featurelake.storage import is_delta_table
 
-        return bool(DeltaTable.is_deltatable(folder))
+        return is_delta_table(folder)
     except Exception:
         return False
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from featurelake.registry import Registry, TableLocation
 from featurelake.registry.registry import WRITE, group_key
 from featurelake.schema import FeatureGroupSchema
+from featurelake.storage import is_delta_table, is_local, is_object_store, open_table
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -174,16 +175,15 @@ _UNKNOWN = object()
 def _log_statistics_max(location: TableLocation, column: str) -> object:
     """Max of `column` from the Delta log's file statistics (delta-rs), or `_UNKNOWN`."""
     path = location.path
-    if location.table_name or not path or ("://" in path and not path.startswith("file:")):
+    if location.table_name or not path or not (is_local(path) or is_object_store(path)):
         return _UNKNOWN
     try:
         import pyarrow as pa
-        from deltalake import DeltaTable
     except ImportError:
         return _UNKNOWN
-    if not DeltaTable.is_deltatable(path):
+    if not is_delta_table(path):
         return None
-    actions = pa.table(DeltaTable(path).get_add_actions(flatten=True))
+    actions = pa.table(open_table(path).get_add_actions(flatten=True))
     if actions.num_rows == 0:
         return None
     name = f"max.{column}"

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from featurelake import storage
 from featurelake.errors import ConcurrentWriteError
 from featurelake.registry.delta_kv import to_json
 from featurelake.registry.locations import TableLocation
@@ -45,6 +46,11 @@ def _uri(location: TableLocation) -> str:
     return location.path
 
 
+# Commits on S3 are conditional puts of the next log file (see featurelake.storage): of two
+# processes committing the same version one wins and the other gets a conflict, which the
+# registry's retry answers by merging again on the new version. Nothing is overwritten.
+
+
 class DeltaRsKeyValueTables:
     """The `objects` and `events` tables of one registry, through delta-rs."""
 
@@ -53,15 +59,13 @@ class DeltaRsKeyValueTables:
         self.events = _uri(events)
 
     def ensure_tables(self) -> None:
-        from deltalake import DeltaTable
-
         for uri, schema in ((self.objects, OBJECT_SCHEMA), (self.events, EVENT_SCHEMA)):
-            if DeltaTable.is_deltatable(uri):
+            if storage.is_delta_table(uri):
                 continue
             try:
-                DeltaTable.create(uri, schema, mode="ignore")
+                storage.create_table(uri, schema, mode="ignore")
             except Exception as error:
-                if DeltaTable.is_deltatable(uri):
+                if storage.is_delta_table(uri):
                     continue
                 # Another process is creating the same table: its folder exists, its first
                 # commit not yet. Transient: the caller's retry finds the table.
@@ -71,9 +75,7 @@ class DeltaRsKeyValueTables:
                 ) from error
 
     def _table(self, uri: str) -> Any:
-        from deltalake import DeltaTable
-
-        return DeltaTable(uri)
+        return storage.open_table(uri)
 
     def read_objects(self) -> dict[tuple[str, str], dict[str, Any]]:
         table = pa.table(
@@ -116,12 +118,20 @@ class DeltaRsKeyValueTables:
             [{"kind": kind, "key": key, "payload": to_json(payload), "updated_at": utc_now()}],
             schema=OBJECT_SCHEMA,
         )
-        merger = self._table(self.objects).merge(
-            source, predicate=MATCH, source_alias="s", target_alias="t"
-        )
-        if not only_if_absent:
-            merger = merger.when_matched_update_all()
-        metrics = merger.when_not_matched_insert_all().execute()
+
+        def merge(properties: Any) -> dict[str, Any]:
+            merger = self._table(self.objects).merge(
+                source,
+                predicate=MATCH,
+                source_alias="s",
+                target_alias="t",
+                commit_properties=properties,
+            )
+            if not only_if_absent:
+                merger = merger.when_matched_update_all()
+            return dict(merger.when_not_matched_insert_all().execute())
+
+        metrics, _ = storage.commit_verified(self.objects, merge, always=False)
         changed = metrics.get("num_target_rows_inserted", 0) + metrics.get(
             "num_target_rows_updated", 0
         )
@@ -129,14 +139,25 @@ class DeltaRsKeyValueTables:
 
     def delete_object(self, kind: str, key: str) -> None:
         source = pa.Table.from_pylist([{"kind": kind, "key": key}])
-        self._table(self.objects).merge(
-            source, predicate=MATCH, source_alias="s", target_alias="t"
-        ).when_matched_delete().execute()
+
+        def delete(properties: Any) -> Any:
+            return (
+                self._table(self.objects)
+                .merge(
+                    source,
+                    predicate=MATCH,
+                    source_alias="s",
+                    target_alias="t",
+                    commit_properties=properties,
+                )
+                .when_matched_delete()
+                .execute()
+            )
+
+        storage.commit_verified(self.objects, delete, always=False)
 
     def append_events(self, rows: list[tuple[str, str, Mapping[str, Any]]]) -> None:
         """Blind appends: they never conflict with each other."""
-        from deltalake import write_deltalake
-
         if not rows:
             return
         now = utc_now()
@@ -147,4 +168,10 @@ class DeltaRsKeyValueTables:
             ],
             schema=EVENT_SCHEMA,
         )
-        write_deltalake(self.events, table, mode="append")
+        storage.commit_verified(
+            self.events,
+            lambda properties: storage.write_table(
+                self.events, table, mode="append", commit_properties=properties
+            ),
+            always=False,
+        )

@@ -22,6 +22,7 @@ from featurelake.registry.locations import TableLocation, gold_location, registr
 from featurelake.retry import with_retries
 from featurelake.schema import FeatureGroupSchema, SchemaChange, classify_change
 from featurelake.schema.composites import check_composite_sources
+from featurelake.storage import is_object_store
 from featurelake.times import utc_now
 
 if TYPE_CHECKING:
@@ -350,7 +351,8 @@ LOCAL_SCHEMES = ("file:",)
 
 
 def registry_engine(config: FeatureStoreConfig) -> str:
-    """The engine the registry uses: delta-rs for local stores when installed, else Spark.
+    """The engine the registry uses: delta-rs for local and `s3://` stores when installed, else
+    Spark.
 
     `registry_engine: spark` or `delta-rs` in the config forces one.
     """
@@ -358,7 +360,7 @@ def registry_engine(config: FeatureStoreConfig) -> str:
         return config.registry_engine
     path = config.storage_path
     local = ("://" not in path and not path.startswith("dbfs:")) or path.startswith(LOCAL_SCHEMES)
-    if not local:
+    if not local and not is_object_store(path):
         return "spark"
     try:
         import deltalake  # noqa: F401

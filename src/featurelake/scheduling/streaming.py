@@ -20,11 +20,11 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from featurelake import storage
 from featurelake.errors import ConfigurationError, MaterializationError, first_line
 from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
 from featurelake.online import OnlineStore, create_online_store
@@ -190,14 +190,14 @@ class FeatureStream:
         return finished
 
     def _watch_stop_marker(self) -> None:
-        marker = Path(self.checkpoint) / STOP_MARKER
+        marker = f"{self.checkpoint.rstrip('/')}/{STOP_MARKER}"
         while self.is_active:
-            if marker.exists():
+            if storage.object_exists(marker):
                 logger.info("stream {}: stop requested", self.schema.name)
-                marker.unlink(missing_ok=True)
+                storage.delete_object(marker)
                 self.stop()
                 return
-            time.sleep(0.5)
+            time.sleep(0.5 if storage.is_local(marker) else 2.0)
 
 
 def start_stream(
@@ -248,9 +248,9 @@ def start_stream(
         )
     else:
         frame = reader.load()
-    local = "://" not in folder or folder.startswith("file:")
-    if local:
-        (Path(folder.removeprefix("file:")) / STOP_MARKER).unlink(missing_ok=True)
+    watched = storage.is_local(folder) or storage.is_object_store(folder)
+    if watched:
+        storage.delete_object(f"{folder.rstrip('/')}/{STOP_MARKER}")
     stream.query = (
         frame.writeStream.foreachBatch(stream.process)
         .option("checkpointLocation", folder)
@@ -258,7 +258,7 @@ def start_stream(
         .trigger(**_trigger(trigger))
         .start()
     )
-    if local:
+    if watched:
         stream._watcher = threading.Thread(
             target=stream._watch_stop_marker, name="featurelake-stream-stop", daemon=True
         )
@@ -278,19 +278,19 @@ def request_stop(
     store: FeatureStore,
     group: str | FeatureGroupSchema,
     checkpoint: str | None = None,
-) -> Path:
+) -> str:
     """Ask a stream of the group running in another process to stop after its current batch
-    (a marker file in its local checkpoint folder, which the stream watches)."""
+    (a marker file or object in its checkpoint folder, which the stream watches)."""
     schema = store.resolve_group(group)
-    folder = Path((checkpoint or checkpoint_path(store, schema)).removeprefix("file:"))
-    if not folder.is_dir():
+    folder = (checkpoint or checkpoint_path(store, schema)).rstrip("/")
+    if not storage.folder_exists(folder):
         raise ConfigurationError(
             f"No stream of group '{schema.name}' v{schema.version} has run on this store "
             f"(no checkpoint at {folder}).",
             fix="start one first: featurelake stream start GROUP.",
         )
-    marker = folder / STOP_MARKER
-    marker.touch()
+    marker = f"{folder}/{STOP_MARKER}"
+    storage.put_object(marker)
     return marker
 
 

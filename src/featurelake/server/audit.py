@@ -21,6 +21,7 @@ from loguru import logger
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError
 from featurelake.registry.locations import store_root
+from featurelake.storage import is_delta_table, open_table, write_table
 
 AUDIT_SCHEMA = pa.schema(
     [
@@ -111,8 +112,6 @@ class AuditLog:
 
     def flush(self, *, final: bool = False) -> int:
         """Commit the queued events now; returns how many were committed."""
-        from deltalake import write_deltalake
-
         if self.pending is not None:
             for event in self.pending(final):
                 self.record(event)
@@ -123,7 +122,7 @@ class AuditLog:
                 return 0
             try:
                 table = pa.Table.from_pylist([e.row() for e in events], schema=AUDIT_SCHEMA)
-                write_deltalake(self.path, table, mode="append")
+                write_table(self.path, table, mode="append")
             except Exception:
                 with self._lock:
                     self._queue[:0] = events
@@ -160,13 +159,11 @@ class AuditLog:
 
     def read(self, *, limit: int | None = None, **equals: Any) -> list[dict[str, Any]]:
         """Committed events, newest first, optionally filtered (`action="write"`, ...)."""
-        from deltalake import DeltaTable
-
         self.flush()
-        if not DeltaTable.is_deltatable(self.path):
+        if not is_delta_table(self.path):
             return []
         filters = [(k, "=", v) for k, v in equals.items()] or None
-        rows = pa.table(DeltaTable(self.path).to_pyarrow_table(filters=filters)).to_pylist()
+        rows = pa.table(open_table(self.path).to_pyarrow_table(filters=filters)).to_pylist()
         rows.sort(key=lambda r: r["at"], reverse=True)
         return rows[:limit] if limit is not None else rows
 

@@ -35,6 +35,8 @@ def health_checks(state: ServerState) -> dict[str, dict[str, Any]]:
         checks["store"] = {"healthy": path.is_dir(), "path": str(path)}
     else:
         checks["store"] = {"healthy": checks["registry"]["healthy"], "path": root}
+    if store.config.storage is not None:  # where and how, never a credential
+        checks["store"]["storage"] = store.config.storage.to_dict()
     if store.config.enable_online_store:
         checks["online"] = store.online.health_check()
     else:

@@ -41,6 +41,13 @@ from featurelake.online.values import entity_id
 from featurelake.schema import FeatureGroupSchema
 from featurelake.server.audit import server_table_path
 from featurelake.server.rows import RowChecker
+from featurelake.storage import (
+    create_table,
+    is_delta_table,
+    open_table,
+    write_table,
+    write_verified,
+)
 
 if TYPE_CHECKING:
     from featurelake.config import FeatureStoreConfig
@@ -97,20 +104,18 @@ class StagingTable:
 
     def ensure(self) -> None:
         """Create the table (with Change Data Feed on) when it does not exist yet."""
-        from deltalake import DeltaTable
-
-        if self._ready or DeltaTable.is_deltatable(self.path):
+        if self._ready or is_delta_table(self.path):
             self._ready = True
             return
         try:
-            DeltaTable.create(
+            create_table(
                 self.path,
                 STAGING_SCHEMA,
                 mode="ignore",
                 configuration={"delta.enableChangeDataFeed": "true"},
             )
         except Exception as error:
-            if not DeltaTable.is_deltatable(self.path):
+            if not is_delta_table(self.path):
                 raise ConcurrentWriteError(
                     f"The staging table {self.path} is being created by another writer.",
                     fix="retry the write.",
@@ -126,9 +131,7 @@ class StagingTable:
         request_id: str | None = None,
         key_id: str | None = None,
     ) -> int:
-        """Append checked records (one commit); returns the staging table's new version."""
-        from deltalake import DeltaTable, write_deltalake
-
+        """Append checked records (one commit); returns the version holding them."""
         self.ensure()
         now = datetime.now(UTC)
         staged_schema = json.dumps(schema.to_dict(), separators=(",", ":"), sort_keys=True)
@@ -146,27 +149,19 @@ class StagingTable:
             }
             for record, row in zip(records, typed, strict=True)
         ]
-        write_deltalake(
-            self.path,
-            pa.Table.from_pylist(rows, schema=STAGING_SCHEMA),
-            mode="append",
-            schema_mode="merge",  # tables staged before the schema column gain it
-        )
-        return int(DeltaTable(self.path).version())
+        table = pa.Table.from_pylist(rows, schema=STAGING_SCHEMA)
+        # (schema_mode merge: tables staged before the schema column gain it)
+        return write_verified(self.path, table, mode="append", schema_mode="merge")
 
     def version(self) -> int | None:
         """The current Delta version, or None when nothing was ever staged."""
-        from deltalake import DeltaTable
-
-        if not DeltaTable.is_deltatable(self.path):
+        if not is_delta_table(self.path):
             return None
-        return int(DeltaTable(self.path).version())
+        return int(open_table(self.path).version())
 
     def changes(self, first: int, last: int) -> list[dict[str, Any]]:
         """Records committed in versions `first..last` (inclusive), in commit order."""
-        from deltalake import DeltaTable
-
-        reader = DeltaTable(self.path).load_cdf(starting_version=first, ending_version=last)
+        reader = open_table(self.path).load_cdf(starting_version=first, ending_version=last)
         rows = pa.table(reader.read_all()).to_pylist()
         rows = [r for r in rows if r.get("_change_type") == "insert"]
         rows.sort(key=lambda r: (r["_commit_version"], r["staged_at"]))
@@ -209,8 +204,6 @@ class DeadLetterTable:
 
     def append(self, rows: Sequence[Mapping[str, Any]], reason: str) -> int:
         """Put staged rows (as `StagingTable.changes` gives them) aside; how many."""
-        from deltalake import write_deltalake
-
         if not rows:
             return 0
         now = datetime.now(UTC)
@@ -232,39 +225,35 @@ class DeadLetterTable:
             ],
             schema=DEAD_LETTER_SCHEMA,
         )
-        write_deltalake(self.path, table, mode="append")
+        write_table(self.path, table, mode="append")
         return len(rows)
 
     def read(
         self, group: str | None = None, version: int | None = None, *, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Dead letters (of one group or version), newest first."""
-        from deltalake import DeltaTable
-
-        if not DeltaTable.is_deltatable(self.path):
+        if not is_delta_table(self.path):
             return []
         filters: list[tuple[str, str, Any]] = []
         if group is not None:
             filters.append(("group", "=", group))
         if version is not None:
             filters.append(("version", "=", version))
-        rows = pa.table(DeltaTable(self.path).to_pyarrow_table(filters=filters or None))
+        rows = pa.table(open_table(self.path).to_pyarrow_table(filters=filters or None))
         found = rows.to_pylist()
         found.sort(key=lambda r: (r["dead_at"], r["staging_version"]), reverse=True)
         return found[:limit] if limit is not None else found
 
     def count(self, group: str | None = None, version: int | None = None) -> int:
         """How many dead letters (of one group or version) there are."""
-        from deltalake import DeltaTable
-
-        if not DeltaTable.is_deltatable(self.path):
+        if not is_delta_table(self.path):
             return 0
         filters: list[tuple[str, str, Any]] = []
         if group is not None:
             filters.append(("group", "=", group))
         if version is not None:
             filters.append(("version", "=", version))
-        table = DeltaTable(self.path).to_pyarrow_table(columns=["group"], filters=filters or None)
+        table = open_table(self.path).to_pyarrow_table(columns=["group"], filters=filters or None)
         return int(table.num_rows)
 
 
