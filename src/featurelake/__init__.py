@@ -36,6 +36,7 @@ _EXPORTS: dict[str, str] = {
     "OnlineStoreUnavailableError": "featurelake.errors",
     "UnsupportedOperationError": "featurelake.errors",
     "DeltaTableNotReadableError": "featurelake.errors",
+    "JarDownloadError": "featurelake.errors",
     "DataType": "featurelake.schema",
     "FeatureType": "featurelake.schema",
     "FeatureSchema": "featurelake.schema",

@@ -121,3 +121,8 @@ class UnsupportedOperationError(FeatureStoreError):
 
 class DeltaTableNotReadableError(UnsupportedOperationError):
     """delta-rs cannot read a Delta table (a reader feature or protocol it does not support)."""
+
+
+class JarDownloadError(FeatureStoreError):
+    """The Delta jars could not be fetched from the Maven repository (unreachable, missing,
+    or not matching their published checksum)."""

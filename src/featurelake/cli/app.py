@@ -265,6 +265,9 @@ def _register() -> None:
     from featurelake.cli.aggregate import aggregate
 
     app.command("aggregate")(aggregate)
+    from featurelake.cli.setup import setup
+
+    app.command("setup")(setup)
     _register_scheduling()
     _register_server()
 

@@ -77,9 +77,10 @@ class Output:
         sys.stdout.write(json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
         sys.stdout.flush()
 
-    def line(self, text: str = "", *, markup: bool = False) -> None:
+    def line(self, text: str = "", *, markup: bool = False, soft_wrap: bool | None = None) -> None:
+        """One line of result text (`soft_wrap=True`: never broken, for commands to copy)."""
         if not self.as_json:
-            self.console.print(text, markup=markup)
+            self.console.print(text, markup=markup, soft_wrap=soft_wrap)
 
     def table(
         self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, title: str | None = None
