@@ -79,6 +79,12 @@ def start_server(app: Any) -> tuple[str, Callable[[], None]]:
     return f"http://127.0.0.1:{port}", stop
 
 
+@pytest.fixture(scope="session")
+def serve_app() -> Callable[[Any], tuple[str, Callable[[], None]]]:
+    """`start_server` for tests that serve an app of their own."""
+    return start_server
+
+
 @dataclass
 class LiveServer:
     """A running server: its URL, store, state and one key per role."""

@@ -80,8 +80,8 @@ def sync_online(
     if config.online_backend is OnlineBackend.MEMORY:
         raise ConfigurationError(
             "online_backend is 'memory': values synced by this command would vanish when it exits.",
-            fix="set online_backend: redis and online_url in the config (an in-process store "
-            "is synced by FeatureStore(config).sync_to_online in the serving process itself).",
+            fix="set online_backend: redis and online_url in the config (featurelake serve "
+            "fills an in-process store from the Gold tables itself, and keeps it fresh).",
             key="online_backend",
         )
     store = state.store(out)

@@ -63,7 +63,8 @@ def serve(
     in the browser (/ui).
 
     Starts no Spark session: online reads, writes, registrations and descriptions work
-    without one; the first historical read starts it.
+    without one; the first historical read starts it. With online_backend: memory the
+    in-process store is filled from the Gold tables at start and follows later writes.
     """
     try:
         import uvicorn

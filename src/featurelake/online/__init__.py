@@ -20,7 +20,13 @@ from featurelake.online.base import (
 )
 from featurelake.online.factory import BACKENDS, create_online_store, store_namespace
 from featurelake.online.memory import InMemoryOnlineStore
-from featurelake.online.sync import SYNC_KIND, SyncResult, last_sync, sync_to_online
+from featurelake.online.sync import (
+    SYNC_KIND,
+    SyncResult,
+    last_sync,
+    push_latest_arrow,
+    sync_to_online,
+)
 from featurelake.online.vector import FeatureValue, FeatureVector, vectors_to_pandas
 
 if TYPE_CHECKING:
@@ -45,6 +51,7 @@ __all__ = [
     "SyncResult",
     "create_online_store",
     "last_sync",
+    "push_latest_arrow",
     "store_namespace",
     "sync_to_online",
     "vectors_to_pandas",

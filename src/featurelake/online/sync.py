@@ -214,6 +214,27 @@ def push_latest(
     return pusher.written, pusher.rejected
 
 
+def push_latest_arrow(
+    store: OnlineStore,
+    schema: FeatureGroupSchema,
+    rows: Any,
+    *,
+    force: bool = False,
+    batch_rows: int = BATCH_ROWS,
+) -> tuple[int, int]:
+    """Write the latest row per entity of `rows` (an Arrow table of the group's Gold rows, as
+    delta-rs or a change feed reads them) into `store`, the way a sync writes Spark's rows.
+
+    No Spark and no watermark: for processes that read Gold without Spark (the feature server
+    keeping an in-process store filled). Returns (written, rejected as older than the stored
+    value); `force` writes even older values (rows re-read after a rewrite of the table).
+    """
+    store.resolve_group(schema)
+    pusher = _Pusher(store, schema, batch_rows)
+    _push_arrow(pusher, latest_arrow(rows, schema), force)
+    return pusher.written, pusher.rejected
+
+
 def last_sync(
     registry: Registry, store: OnlineStore, group: str | FeatureGroupSchema
 ) -> dict[str, Any] | None:
@@ -403,6 +424,88 @@ def latest_per_entity(frame: DataFrame, schema: FeatureGroupSchema) -> DataFrame
             value = F.unix_micros(value)
         columns.append(value.alias(feature.name))
     return latest.select(*columns)
+
+
+def latest_arrow(rows: Any, schema: FeatureGroupSchema) -> Any:
+    """`latest_per_entity` over an Arrow table: the same columns, the same choice of row
+    (greatest event time, ties to the greatest `_ingested_at`, a null one counting as least).
+
+    Timestamps, naive (UTC) or zoned, become epoch microseconds.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = list(schema.entity_keys)
+    rows = without_views(rows)
+    present = set(rows.column_names)
+    count = rows.num_rows
+    ingested = (
+        _micros(rows.column(INGESTED_AT)) if INGESTED_AT in present else pa.nulls(count, pa.int64())
+    )
+    least = pa.scalar(-(2**63), pa.int64())  # a null time sorts below every time
+    order = pa.table(
+        {
+            **{f"k{i}": rows.column(k) for i, k in enumerate(keys)},
+            "t": pc.fill_null(_micros(rows.column(schema.timestamp_key)), least),
+            "i": pc.fill_null(ingested, least),
+        }
+    )
+    sort_keys = [(name, "ascending") for name in order.column_names]
+    indices = pc.sort_indices(order, sort_keys=sort_keys)
+    ranked = order.take(indices).append_column("p", pa.array(range(count), pa.int64()))
+    # The last position of each entity's run in the sorted order is its latest row.
+    last = ranked.group_by([f"k{i}" for i in range(len(keys))], use_threads=False).aggregate(
+        [("p", "max")]
+    )
+    chosen = indices.take(last.column("p_max"))
+    picked = rows.take(chosen)
+    columns: dict[str, Any] = {k: picked.column(k) for k in keys}
+    columns[_TS] = _micros(picked.column(schema.timestamp_key))
+    columns[_ING] = ingested.take(chosen)
+    for feature in schema.features:
+        if feature.name not in present:
+            columns[feature.name] = pa.nulls(len(chosen))
+        elif feature.data_type.kind is DataType.TIMESTAMP:
+            columns[feature.name] = _micros(picked.column(feature.name))
+        else:
+            columns[feature.name] = picked.column(feature.name)
+    return pa.table(columns)
+
+
+def without_views(table: Any) -> Any:
+    """`table` with view types (string_view, ..., which delta-rs returns and Arrow's `take`
+    does not handle) cast to their plain counterparts."""
+    import pyarrow as pa
+
+    def plain(kind: pa.DataType) -> pa.DataType:
+        if pa.types.is_string_view(kind):
+            return pa.string()
+        if pa.types.is_binary_view(kind):
+            return pa.binary()
+        if pa.types.is_list_view(kind) or pa.types.is_list(kind):
+            return pa.list_(kind.value_field.with_type(plain(kind.value_type)))
+        if pa.types.is_large_list_view(kind) or pa.types.is_large_list(kind):
+            return pa.large_list(kind.value_field.with_type(plain(kind.value_type)))
+        if pa.types.is_map(kind):
+            return pa.map_(
+                kind.key_field.with_type(plain(kind.key_type)),
+                kind.item_field.with_type(plain(kind.item_type)),
+            )
+        if pa.types.is_struct(kind):
+            return pa.struct([f.with_type(plain(f.type)) for f in kind])
+        return kind
+
+    wanted = pa.schema([f.with_type(plain(f.type)) for f in table.schema])
+    return table if wanted.equals(table.schema) else table.cast(wanted)
+
+
+def _micros(column: Any) -> Any:
+    """An Arrow timestamp column (any unit, naive or zoned) as epoch microseconds (int64)."""
+    import pyarrow as pa
+
+    if pa.types.is_timestamp(column.type):
+        return column.cast(pa.timestamp("us", tz=column.type.tz)).cast(pa.int64())
+    return column
 
 
 def _push_frame(pusher: _Pusher, frame: DataFrame, *, force: bool, chunks: int = 1) -> None:

@@ -3,9 +3,11 @@
 The app serves one store through the `FeatureStore` facade: online reads come from its online
 store, registrations and Gold reads from its offline store (Spark is started on the first
 request that needs it, never at startup), writes go to the staging table and the online
-store. Every route except `/v1/health`, `/v1/metrics` and the OpenAPI document needs an API
-key; the feature catalog's pages under `/ui` (`server.ui`) need a signed-in session. Errors
-are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see `errors.py`).
+store. An in-process (memory) online store is filled from the Gold tables at startup and kept
+fresh (see `gold_mirror.py`). Every route except `/v1/health`, `/v1/metrics` and the OpenAPI
+document needs an API key; the feature catalog's pages under `/ui` (`server.ui`) need a
+signed-in session. Errors are JSON `{"error": {"code", "message", "fix", "request_id"}}` (see
+`errors.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from featurelake.server.access import public_error
 from featurelake.server.audit import AuditLog, UnauthenticatedThrottle
 from featurelake.server.auth import ApiKeyStore
 from featurelake.server.errors import RetryLaterError, error_body, error_status
+from featurelake.server.gold_mirror import GoldMirror
 from featurelake.server.limits import KeyLimiter, OfflineGate, ServePool
 from featurelake.server.metrics import ServerMetrics
 from featurelake.server.middleware import BodyTooLargeError, RequestMiddleware
@@ -69,6 +72,7 @@ class ServerState:
     serving: ServePool
     unauthenticated: UnauthenticatedThrottle
     owns_store: bool = False
+    mirror: GoldMirror | None = None
     _checkers: dict[str, RowChecker] = field(default_factory=dict)
 
     def checker(self, schema: FeatureGroupSchema) -> RowChecker:
@@ -118,6 +122,11 @@ def create_app(
             settings.unauthenticated_audit_rows, settings.unauthenticated_audit_window_seconds
         ),
         owns_store=owns_store,
+        mirror=(
+            GoldMirror(features, settings.online_refresh_seconds)
+            if GoldMirror.needed(features)
+            else None
+        ),
     )
     state.audit.pending = lambda final: state.unauthenticated.summaries(
         time.monotonic(), final=final
@@ -126,6 +135,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         state.audit.start()
+        if state.mirror is not None:  # an in-process store: filled from Gold before serving
+            state.mirror.refresh()
         try:
             yield
         finally:

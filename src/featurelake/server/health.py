@@ -41,6 +41,8 @@ def health_checks(state: ServerState) -> dict[str, dict[str, Any]]:
         checks["online"] = store.online.health_check()
     else:
         checks["online"] = {"healthy": True, "enabled": False}
+    if state.mirror is not None:
+        checks["online_from_gold"] = state.mirror.status()
     checks["spark"] = _spark(store.spark_session)
     checks["audit"] = {"healthy": True, "queued_dropped": state.audit.dropped}
     return checks

@@ -379,6 +379,9 @@ def _serve(body: ServeRequest, state: ServerState, key: ApiKey) -> Response:
             visible_group(store.registry, key, group)
     plan = store.online.plan(refs)
     key.require(Access.READ, [(g.schema.name, f) for g in plan.groups for f in g.features])
+    if state.mirror is not None:  # an in-process store: bring in other processes' writes
+        state.mirror.refresh_if_due()
+        state.mirror.check_loaded([g.schema for g in plan.groups])
     entities: list[Any] = list(body.entities)
     if definition is not None:
         vectors = store.services.get_features(definition, entities)

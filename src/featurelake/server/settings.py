@@ -13,6 +13,7 @@ SECONDS = (
     "offline_timeout_seconds",
     "retry_after_seconds",
     "unauthenticated_audit_window_seconds",
+    "online_refresh_seconds",
 )
 COUNTS = (
     "max_body_bytes",
@@ -51,6 +52,8 @@ class ServerSettings:
     - `unauthenticated_audit_rows` per `unauthenticated_audit_window_seconds`: 401s audited
       one row each, per client address; the rest of the window is counted in one summary row.
     - `retry_after_seconds`: the `Retry-After` given with 429, 503 and 504.
+    - `online_refresh_seconds`: with an in-process (memory) online store, how often serve
+      requests check the Gold tables for writes by other processes (see `gold_mirror.py`).
     """
 
     max_body_bytes: int = 1024 * 1024
@@ -66,6 +69,7 @@ class ServerSettings:
     unauthenticated_audit_rows: int = 20
     unauthenticated_audit_window_seconds: float = 60.0
     retry_after_seconds: float = 5.0
+    online_refresh_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         for name in COUNTS:
