@@ -43,7 +43,7 @@ def aggregate(
     state = state_of(ctx)
     output = state.output(as_json)
     store = state.store(output)
-    with output.status(f"Computing the windows of {group}"):
+    with output.status(f"Computing the windows of {group}", spark=store.spark):
         first, last = times["--start"], times["--end"]
         if first is not None and last is not None:
             result = store.backfill_aggregations(group, first, last, every)

@@ -151,7 +151,7 @@ def _write(
     out = state.output(as_json)
     store = state.store(out)
     what = f"Backfilling {group} [{start}, {end})" if start else f"Writing {group} ({mode.value})"
-    with out.status(f"{what} from {source}"):
+    with out.status(f"{what} from {source}", spark=store.spark):
         result = materialize_task(
             store,
             group,
@@ -236,7 +236,7 @@ def training_set(
     state = state_of(ctx)
     out_ = state.output(as_json)
     store = state.store(out_)
-    with out_.status(f"Joining {len(refs)} feature ref(s) onto {entities}"):
+    with out_.status(f"Joining {len(refs)} feature ref(s) onto {entities}", spark=store.spark):
         result = training_set_task(
             store,
             entities,

@@ -101,10 +101,19 @@ def sync_online(
             "materialize.",
         )
     results: list[dict[str, Any]] = []
-    for name in names:
-        with out.status(f"Syncing {name} to the {config.online_backend.value} online store"):
+
+    def step(name: str) -> str:
+        return f"Syncing {name} to the {config.online_backend.value} online store"
+
+    with out.status(step(names[0]), spark=store.spark) as status:
+        rows = 0
+        for index, name in enumerate(names):
+            if index:
+                status.step(step(name))
             synced = store.sync_to_online(name, start, full=full)
-        results.append(dataclasses.asdict(synced))
+            rows += synced.rows_written
+            status.rows(rows)
+            results.append(dataclasses.asdict(synced))
     if out.as_json:
         out.json(results)
         return

@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich.console import Console
 from rich.table import Table
 
 from featurelake.times import utc_now
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 
 def to_jsonable(value: Any) -> Any:
@@ -61,6 +64,38 @@ def number(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+class StatusLine(Protocol):
+    """What a command tells the status display while it works."""
+
+    def step(self, text: str) -> None:
+        """The step the command is in now."""
+
+    def rows(self, count: int) -> None:
+        """Rows done so far (shown by the live progress display)."""
+
+
+class _Spinner:
+    def __init__(self, status: Any) -> None:
+        self._status = status
+
+    def step(self, text: str) -> None:
+        self._status.update(text)
+
+    def rows(self, count: int) -> None:
+        pass
+
+
+class _Lines:
+    def __init__(self, console: Console) -> None:
+        self._console = console
+
+    def step(self, text: str) -> None:
+        self._console.print(f"{text}...", markup=False)
+
+    def rows(self, count: int) -> None:
+        pass
+
+
 @dataclass
 class Output:
     """stdout for results (a table or one JSON document), stderr for progress and errors."""
@@ -95,11 +130,27 @@ class Output:
         self.console.print(table)
 
     @contextmanager
-    def status(self, message: str) -> Iterator[None]:
-        """A spinner on a terminal; one plain line on stderr otherwise."""
-        if self.err.is_terminal:
-            with self.err.status(message):
-                yield
+    def status(self, message: str, *, spark: SparkSession | None = None) -> Iterator[StatusLine]:
+        """While the block runs: on a terminal a spinner, or with `spark` a live display of
+        Spark's task progress (not with --json); elsewhere one plain line on stderr."""
+        if self.err.is_terminal and spark is not None and not self.as_json:
+            from featurelake.cli.progress import ProgressDisplay, SparkProgress
+
+            with ProgressDisplay(self.err, message) as display:
+                progress = SparkProgress(spark, display.spark)
+                try:
+                    progress.start()
+                except Exception:  # no tracker or handler on this session: the spinner only
+                    yield display
+                    return
+                try:
+                    yield display
+                finally:
+                    progress.stop()
+        elif self.err.is_terminal:
+            with self.err.status(message) as spinner:
+                yield _Spinner(spinner)
         else:
-            self.err.print(f"{message}...", markup=False)
-            yield
+            lines = _Lines(self.err)
+            lines.step(message)
+            yield lines

@@ -79,7 +79,7 @@ def refresh(
     state = state_of(ctx)
     out = state.output(as_json)
     store = state.store(out)
-    with out.status(f"Materializing {group} from its source"):
+    with out.status(f"Materializing {group} from its source", spark=store.spark):
         run = materialize_from_source(store, group, full=full, job="featurelake refresh")
     if out.as_json:
         out.json(run.to_dict())
