@@ -47,6 +47,8 @@ S3_SUITES = (
     "storage",
 )
 S3_BUCKET = "featurelake"
+# Single files of other suites that must pass over Connect too.
+CONNECT_FILES = ("cli/test_progress_spark.py",)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -69,7 +71,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In connect mode keep the Spark tests of the Connect suites; in s3 mode the store tests
+    """In connect mode keep the Spark tests of the Connect suites (and CONNECT_FILES); in s3
+    mode the store tests
     of the S3 suites; the tests on the S3 server run in s3 mode only. One process, one mode."""
     mode = _spark_mode(config)
     root = Path(__file__).parent
@@ -78,7 +81,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         relative = Path(item.path).relative_to(root)
         fixtures = getattr(item, "fixturenames", ())
         if mode == "connect":
-            keep = relative.parts[0] in CONNECT_SUITES and "spark" in fixtures
+            connect = relative.parts[0] in CONNECT_SUITES or relative.as_posix() in CONNECT_FILES
+            keep = connect and "spark" in fixtures
         elif mode == "s3":
             in_suite = any(str(relative).startswith(suite) for suite in S3_SUITES)
             on_s3 = {"store_config", "store_paths", "s3_server", "live_server"} & set(fixtures)

@@ -43,7 +43,9 @@ def project(tmp_path: Path, spark: SparkSession) -> Path:
             "pages": [3, 5, 8],
         }
     ).to_parquet(tmp_path / "visits.parquet")
-    applied = CliRunner().invoke(app, ["--config", str(config), "apply", "--features", str(features)])
+    applied = CliRunner().invoke(
+        app, ["--config", str(config), "apply", "--features", str(features)]
+    )
     assert applied.exit_code == 0, applied.output
     return tmp_path
 

@@ -5,12 +5,27 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 
+import pytest
 from pyspark.sql import SparkSession
 from rich.console import Console
 
 from featurelake.cli.output import Output
 from featurelake.cli.progress import SparkCounts, SparkProgress
+
+REPORT_INTERVAL = "spark.connect.progress.reportInterval"
+
+
+@pytest.fixture(autouse=True)
+def frequent_connect_reports(spark: SparkSession) -> Iterator[None]:
+    """A Connect server reports progress every 2 s by default, longer than these jobs run."""
+    if type(spark).__module__.startswith("pyspark.sql.connect"):
+        spark.conf.set(REPORT_INTERVAL, "50ms")
+        yield
+        spark.conf.unset(REPORT_INTERVAL)
+    else:
+        yield
 
 
 def run_job(spark: SparkSession) -> None:

@@ -187,12 +187,14 @@ class SparkProgress:
             if listed:
                 self._seen.groups.add(operation)
             for stage in listed:
-                self._seen.stages[(operation, int(stage.stage_id))] = _Stage(
-                    int(stage.num_tasks),
-                    int(stage.num_completed_tasks),
-                    0,
-                    int(stage.num_bytes_read),
-                )
+                key = (operation, int(stage.stage_id))
+                tasks, completed = int(stage.num_tasks), int(stage.num_completed_tasks)
+                if (done or stage.done) and completed < tasks:
+                    if completed == 0:  # skipped: its output came from an earlier stage
+                        self._seen.stages.pop(key, None)
+                        continue
+                    completed = tasks  # finished after the last report
+                self._seen.stages[key] = _Stage(tasks, completed, 0, int(stage.num_bytes_read))
             self._seen.inflight[operation] = 0 if done else int(inflight_tasks)
         self._notify()
 
