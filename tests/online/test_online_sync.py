@@ -182,11 +182,8 @@ ALL_TYPES = FeatureGroupSchema(
 )
 
 
-def test_every_type_survives_the_sync(
-    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
-) -> None:
-    offline.register_features(ALL_TYPES)
-    spark_schema = T.StructType(
+def typed_spark_schema() -> T.StructType:
+    return T.StructType(
         [
             T.StructField("region", T.StringType()),
             T.StructField("shop_id", T.LongType()),
@@ -194,27 +191,35 @@ def test_every_type_survives_the_sync(
             *[T.StructField(f.name, f.data_type.to_spark()) for f in ALL_TYPES.features],
         ]
     )
-    rows = [
-        (
-            "eu|west",
-            1,
-            T0,
-            -(2**31),
-            2**62,
-            1.5,
-            0.1 + 0.2,
-            Decimal("123456789.125"),
-            "ünïcode ✓",
-            True,
-            datetime(2023, 5, 6, 7, 8, 9, 123456),
-            date(2000, 2, 29),
-            [1.0, None, -0.0],
-            {"a": 1, "b": None},
-            (3, "three"),
-        ),
-        ("us", 2, T0, *([None] * len(ALL_TYPES.features))),
-    ]
-    offline.write_features("typed", spark.createDataFrame(rows, spark_schema))
+
+
+TYPED_ROWS = [
+    (
+        "eu|west",
+        1,
+        T0,
+        -(2**31),
+        2**62,
+        1.5,
+        0.1 + 0.2,
+        Decimal("123456789.125"),
+        "ünïcode ✓",
+        True,
+        datetime(2023, 5, 6, 7, 8, 9, 123456),
+        date(2000, 2, 29),
+        [1.0, None, -0.0],
+        {"a": 1, "b": None},
+        (3, "three"),
+    ),
+    ("us", 2, T0, *([None] * len(ALL_TYPES.features))),
+]
+
+
+def test_every_type_survives_the_sync(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    offline.register_features(ALL_TYPES)
+    offline.write_features("typed", spark.createDataFrame(TYPED_ROWS, typed_spark_schema()))
     for store in stores:
         assert sync_to_online(store, offline.registry, "typed").rows_written == 2
         assert assert_consistent(offline, store, ALL_TYPES) == 2
@@ -253,3 +258,39 @@ def test_syncing_a_group_without_data_says_what_to_do(
 ) -> None:
     with pytest.raises(MaterializationError, match="write features first"):
         sync_to_online(stores[0], offline.registry, "customer_stats")
+
+
+def test_gold_rows_read_with_delta_rs_load_the_values_a_sync_loads(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    """`push_latest_arrow` (the Spark-free path of the feature server): the same latest row
+    per entity, ties on event time going to the later ingestion, every type intact."""
+    from featurelake.offline.delta_reader import open_snapshot, read_arrow
+    from featurelake.online import push_latest_arrow
+
+    first_rows = [(1, T0, 1, 1.0, "a"), (2, T0, 2, 2.0, "b")]
+    offline.write_features("customer_stats", batch(spark, first_rows))
+    later = T0 + timedelta(hours=1)
+    offline.write_features(  # the same event time again: the later write wins
+        "customer_stats", batch(spark, [(1, T0, 10, 10.0, "c"), (2, later, 20, None, "d")])
+    )
+    offline.write_features(
+        "customer_stats", batch(spark, [(2, T0 - timedelta(days=1), 99, 9.0, "old")])
+    )
+    offline.register_features(ALL_TYPES)
+    for schema in (SCHEMA, ALL_TYPES):
+        location = offline.registry.gold_location(schema.name, schema.version)
+        if schema is ALL_TYPES:
+            offline.write_features("typed", spark.createDataFrame(TYPED_ROWS, typed_spark_schema()))
+        rows = read_arrow(open_snapshot(str(location.path)))
+        for store in stores:
+            written, rejected = push_latest_arrow(store, schema, rows)
+            assert (written, rejected) == (2, 0)
+            assert assert_consistent(offline, store, schema) == 2
+    (first,) = stores[0].get("customer_stats.*", [1])
+    assert first.to_dict() == {"orders": 10, "spend": 10.0, "tier": "c"}
+    for store in stores:
+        (typed,) = store.get("typed.*", [("eu|west", 1)])
+        assert typed.get("a_struct") == {"x": 3, "label": "three"}
+        assert typed.get("a_map") == {"a": 1, "b": None}
+        assert typed.get("a_timestamp") == datetime(2023, 5, 6, 7, 8, 9, 123456)
