@@ -127,3 +127,37 @@ def test_served_values_come_from_gold_and_follow_later_writes(
     assert third[1]["values"] == {"balance": 5.0, "tier": "basic", "opened": None}
     assert third[1]["event_times"]["balance"] == "2024-03-01T12:00:00"
     assert third[2]["missing"] == third[3]["missing"] == ["balance", "tier", "opened"]
+
+
+def test_a_group_that_cannot_be_loaded_fails_its_requests_with_the_reason(
+    tmp_path: Path, serve_app: Callable[[Any], tuple[str, Callable[[], None]]]
+) -> None:
+    config = FeatureStoreConfig(
+        storage_path=str(tmp_path / "store"),
+        enable_online_store=True,
+        online_backend=OnlineBackend.MEMORY,
+        metadata_cache_ttl_seconds=0,
+    )
+    registry = Registry(config)
+    registry.register_group(GROUP)
+    log = Path(str(registry.gold_location("accounts", 1).path)) / "_delta_log"
+    log.mkdir(parents=True)
+    (log / "00000000000000000000.json").write_text("this is not a Delta commit\n")
+    token = ApiKeyStore(registry).create("reader", "reader").token
+    store = FeatureStore(config)
+    url, stop = serve_app(create_app(store, ServerSettings(online_refresh_seconds=0)))
+    try:
+        with httpx.Client(base_url=url, headers={"X-API-Key": token}, timeout=60) as client:
+            served = client.post(
+                "/v1/features/serve", json={"features": ["accounts.balance"], "entities": [1]}
+            )
+            health = client.get("/v1/health")
+    finally:
+        stop()
+        store.close()
+    assert served.status_code == 502, served.text
+    error = served.json()["error"]
+    assert "could not load 'accounts' v1 from its Gold table" in error["message"]
+    assert "sync-online" in error["fix"]
+    assert health.status_code == 503
+    assert list(health.json()["checks"]["online_from_gold"]["failed"]) == ["accounts@1"]
