@@ -26,6 +26,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Column
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -208,14 +209,23 @@ class ProgressDisplay:
 
     def __init__(self, console: Console, step: str) -> None:
         self._progress = Progress(
-            SpinnerColumn(),
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("tasks{task.fields[detail]}"),
-            TimeElapsedColumn(),
+            SpinnerColumn(table_column=_fixed()),
+            # The step and the details give way (with an ellipsis) on a narrow terminal, the
+            # task counts never.
+            TextColumn(
+                "{task.description}",
+                table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+            ),
+            BarColumn(bar_width=20, table_column=_fixed()),
+            MofNCompleteColumn(table_column=_fixed()),
+            TextColumn(
+                "tasks{task.fields[detail]}",
+                table_column=Column(ratio=1, no_wrap=True, overflow="ellipsis"),
+            ),
+            TimeElapsedColumn(table_column=_fixed()),
             console=console,
             transient=True,
+            expand=True,
         )
         self._task: TaskID = self._progress.add_task(step, total=None, detail="")
         self._counts = SparkCounts()
@@ -260,6 +270,11 @@ class ProgressDisplay:
             completed=counts.tasks_done,
             detail=("  " + " · ".join(parts)) if parts else "",
         )
+
+
+def _fixed() -> Column:
+    """A column that keeps its width (never wrapped or shortened)."""
+    return Column(no_wrap=True)
 
 
 def _size(count: int) -> str:

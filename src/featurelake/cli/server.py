@@ -57,6 +57,14 @@ def serve(
     unauthenticated_audit_rows: Annotated[
         int, typer.Option(help="401s audited one by one per client per minute.", min=0)
     ] = 20,
+    online_refresh_seconds: Annotated[
+        float,
+        typer.Option(
+            help="With online_backend: memory, how often serve requests check the Gold tables "
+            "for other processes' writes.",
+            min=0,
+        ),
+    ] = 2.0,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the store's features over HTTP (OpenAPI at /v1/docs) and the feature catalog
@@ -87,6 +95,7 @@ def serve(
         max_concurrent_per_key=max_concurrent_per_key,
         max_historical_cells=max_historical_cells,
         unauthenticated_audit_rows=unauthenticated_audit_rows,
+        online_refresh_seconds=online_refresh_seconds,
     )
     app = create_app(config, settings)
     base = f"http://{host}:{port}"
