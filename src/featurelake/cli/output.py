@@ -140,13 +140,14 @@ class Output:
                 progress = SparkProgress(spark, display.spark)
                 try:
                     progress.start()
-                except Exception:  # no tracker or handler on this session: the spinner only
-                    yield display
-                    return
+                    watching = True
+                except Exception:  # no tracker or handler on this session: no task counts
+                    watching = False
                 try:
                     yield display
                 finally:
-                    progress.stop()
+                    if watching:
+                        progress.stop()
         elif self.err.is_terminal:
             with self.err.status(message) as spinner:
                 yield _Spinner(spinner)
