@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.errors import FeatureStoreError, OnlineStoreError
+from featurelake.errors import FeatureStoreError, OnlineStoreError, first_line
 from featurelake.online.sync import push_latest_arrow, without_views
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema
+from featurelake.server.access import scrub
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -109,7 +110,7 @@ class GoldMirror:
                 result = self._refresh_group(schema)
             except Exception as error:
                 reason = (
-                    error.message if isinstance(error, FeatureStoreError) else _first_line(error)
+                    error.message if isinstance(error, FeatureStoreError) else first_line(error)
                 )
                 if self._failed.get(key) != reason:
                     logger.warning(
@@ -207,7 +208,7 @@ class GoldMirror:
                 schema.name,
                 schema.version,
                 loaded + 1,
-                _first_line(error),
+                first_line(error),
             )
             return None
 
@@ -267,19 +268,17 @@ class GoldMirror:
 
     def status(self) -> dict[str, Any]:
         """For /v1/health: the Delta version loaded per group version, and failures."""
+        config = self.store.config
         return {
             "healthy": not self._failed,
             "refresh_seconds": self.refresh_seconds,
             "loaded": {f"{n}@{v}": d for (n, v), d in sorted(self._loaded.items())},
-            "failed": {f"{n}@{v}": r for (n, v), r in sorted(self._failed.items())},
+            "failed": {  # health is public: no storage path in it
+                f"{n}@{v}": scrub(r, config) for (n, v), r in sorted(self._failed.items())
+            },
         }
 
 
 def _columns(schema: FeatureGroupSchema, present: list[str]) -> list[str]:
     wanted = [*schema.entity_keys, schema.timestamp_key, *schema.feature_names, INGESTED_AT]
     return [c for c in wanted if c in present]
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
