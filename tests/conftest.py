@@ -72,8 +72,8 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """In connect mode keep the Spark tests of the Connect suites (and CONNECT_FILES); in s3
-    mode the store tests
-    of the S3 suites; the tests on the S3 server run in s3 mode only. One process, one mode."""
+    mode the store tests of the S3 suites; the tests on the S3 server run in s3 mode only. One
+    process, one mode."""
     mode = _spark_mode(config)
     root = Path(__file__).parent
     kept, dropped = [], []

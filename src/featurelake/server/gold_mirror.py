@@ -164,22 +164,22 @@ class GoldMirror:
     # -- reading Gold ---------------------------------------------------------------------------
 
     def _open(self, schema: FeatureGroupSchema) -> tuple[str, DeltaTable] | None:
-        from deltalake import DeltaTable
-
         from featurelake.offline.delta_reader import check_readable
+        from featurelake.storage import is_delta_table, open_table
 
         location = self.store.registry.gold_location(schema.name, schema.version)
         path = location.path
-        if location.table_name or not path or "://" in path:
+        if location.table_name or not path:
             raise OnlineStoreError(
-                f"The Gold table of '{schema.name}' v{schema.version} ({location}) is not a "
-                "local Delta path, which the in-process online store loads from.",
+                f"The Gold table of '{schema.name}' v{schema.version} ({location}) is a "
+                "catalog table, which the in-process online store cannot load (it reads Delta "
+                "paths with delta-rs).",
                 fix="use online_backend: redis and fill it with featurelake sync-online.",
                 group=schema.name,
             )
-        if not DeltaTable.is_deltatable(path):
+        if not is_delta_table(path):
             return None
-        table = DeltaTable(path)
+        table = open_table(path)
         check_readable(path, table)
         return path, table
 
