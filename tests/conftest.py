@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +15,7 @@ from pyspark.sql import SparkSession
 from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LocalConnectServer
 from featurelake.session import get_spark
+from featurelake.standalone_cluster import LocalStandaloneCluster
 
 
 @pytest.fixture(autouse=True)
@@ -25,12 +27,46 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
 
 
-# -- Spark: classic or Spark Connect ---------------------------------------------------------
+# -- Under CI nothing that needs a service skips ------------------------------------------------
 
-SPARK_MODES = ("classic", "connect")
+# A skip whose reason names one of these is a missing service or browser: on a machine set up
+# by `make setup` / `.ci/run` it cannot happen, so under CI=true it fails the run instead.
+CI_REQUIRED = ("redis", "chromium", "chrome", "browser", "playwright", "cluster")
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI=true, a skipped Redis, Chromium or cluster test is a failure."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not (report.skipped and _under_ci()) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if any(word in reason.lower() for word in CI_REQUIRED):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} skipped under CI=true, where it must run: {reason} "
+            "(make setup installs what the tests need)"
+        )
+
+
+# -- Spark: classic, Spark Connect or a standalone cluster -------------------------------------
+
+SPARK_MODES = ("classic", "connect", "cluster")
 SPARK_MODE_ENV = "FEATURELAKE_TEST_SPARK_MODE"
 # The suites that must pass unchanged over Spark Connect (Databricks serverless, shared clusters).
 CONNECT_SUITES = ("offline", "quality", "registry", "serving", "pipeline")
+# The suites that must pass unchanged on a standalone cluster (executors in JVMs of their own):
+# the ones whose work runs on executors (offline reads, writes and windows, quality, scheduling
+# with incremental runs and streaming, pipeline nodes) and the jobs, spark-submitted to it.
+CLUSTER_SUITES = ("offline", "quality", "scheduling", "pipeline", "jobs")
+MODE_SUITES = {"connect": CONNECT_SUITES, "cluster": CLUSTER_SUITES}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -38,8 +74,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--spark-mode",
         choices=SPARK_MODES,
         default=os.environ.get(SPARK_MODE_ENV, "classic"),
-        help="run the Spark tests on a classic local session or over a local Spark Connect "
-        "server (connect mode runs only the suites in CONNECT_SUITES)",
+        help="run the Spark tests on a classic local session, over a local Spark Connect "
+        "server (only the suites in CONNECT_SUITES) or on a local standalone cluster (only "
+        "the suites in CLUSTER_SUITES)",
     )
 
 
@@ -52,15 +89,17 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In connect mode keep the Spark tests of the Connect suites; one process, one mode."""
-    if _spark_mode(config) != "connect":
+    """In connect and cluster modes keep the Spark tests of that mode's suites; one process,
+    one mode."""
+    suites = MODE_SUITES.get(_spark_mode(config))
+    if suites is None:
         return
     root = Path(__file__).parent
     kept, dropped = [], []
     for item in items:
         suite = Path(item.path).relative_to(root).parts[0]
         uses_spark = "spark" in getattr(item, "fixturenames", ())
-        (kept if suite in CONNECT_SUITES and uses_spark else dropped).append(item)
+        (kept if suite in suites and uses_spark else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
@@ -75,7 +114,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def spark_mode(request: pytest.FixtureRequest) -> str:
-    """`classic` (a local session in this process) or `connect` (a local Connect server)."""
+    """`classic` (a local session in this process), `connect` (a local Connect server) or
+    `cluster` (a session in this process on a local standalone cluster)."""
     return str(getattr(request, "param", _spark_mode(request.config)))
 
 
@@ -96,7 +136,40 @@ def connect_server(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_cluster(
+    spark_mode: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStandaloneCluster | None]:
+    """The local standalone cluster of a cluster-mode run (None in the other modes): a master
+    and two workers, each executor a JVM of its own; every process is stopped by its id."""
+    if spark_mode != "cluster":
+        yield None
+        return
+    cluster = LocalStandaloneCluster.start(
+        log_dir=tmp_path_factory.mktemp("cluster"),
+        workers=CLUSTER_WORKERS,
+        worker_cores=CLUSTER_WORKER_CORES,
+        worker_memory=CLUSTER_WORKER_MEMORY,
+    )
+    yield cluster
+    cluster.stop()
+
+
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# Cluster mode: two workers; the test session holds one single-core executor on each, and the
+# spark-submitted jobs get the slots left (cores are scheduling slots, not the machine's cores).
+CLUSTER_WORKERS = 2
+CLUSTER_WORKER_CORES = 2
+CLUSTER_WORKER_MEMORY = "2g"
+CLUSTER_SESSION_CONF = {
+    "spark.cores.max": "2",
+    "spark.executor.cores": "1",
+    "spark.executor.memory": "768m",
+    "spark.executor.extraJavaOptions": TEST_JVM_OPTIONS,
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.executor.syncLogLevel.enabled": "true",  # get_spark's ERROR level on executors too
+}
 
 
 def _session_config(warehouse: Path) -> FeatureStoreConfig:
@@ -119,13 +192,23 @@ def _session_config(warehouse: Path) -> FeatureStoreConfig:
 def spark(
     spark_mode: str,
     connect_server: LocalConnectServer | None,
+    spark_cluster: LocalStandaloneCluster | None,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[SparkSession]:
-    """The one Delta-enabled Spark session of the test run, classic or over Spark Connect."""
+    """The one Delta-enabled Spark session of the test run: classic, over Spark Connect, or
+    a classic driver on the local standalone cluster."""
     if connect_server is not None:
         config = replace(_session_config(Path(".")), spark_remote=connect_server.url)
     else:
         config = _session_config(tmp_path_factory.mktemp("warehouse"))
+    if spark_cluster is not None:
+        # Executors start their Python workers with the driver's PYSPARK_PYTHON.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        config = replace(
+            config,
+            spark_master=spark_cluster.url,
+            spark_conf={**config.spark_conf, **CLUSTER_SESSION_CONF},
+        )
     session = get_spark(config)
     yield session
     session.stop()
