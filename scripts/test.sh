@@ -1,21 +1,61 @@
 #!/usr/bin/env bash
-# The test suite in both Spark modes: classic (every suite) and Spark Connect (the suites that
-# must run unchanged over Connect, see CONNECT_SUITES in tests/conftest.py). A Python process
-# holds one kind of session, so the modes are separate pytest processes; they run side by side
-# (the classic suite on two pytest-xdist workers, one Spark session each, a test file per
-# worker at a time) and the exit code fails when either fails. Extra arguments go to both.
+# The test suite in three Spark modes: classic (every suite), Spark Connect (the suites that must
+# run unchanged over Connect, CONNECT_SUITES in tests/conftest.py) and a standalone cluster (the
+# suites whose work runs on executors, CLUSTER_SUITES). A Python process holds one kind of
+# session, so each mode is a pytest process of its own. The classic suite runs on two
+# pytest-xdist workers (one Spark session each, a test file per worker at a time); beside it, one
+# lane runs the Connect mode and then the cluster mode (FEATURELAKE_TEST_MODES_IN_SEQUENCE=1 runs
+# all three one after another instead). The exit code fails when any mode fails. Extra
+# arguments go to every mode.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 mkdir -p .pytest-tmp
-log=.pytest-tmp/connect.log
-"$PY" -m pytest -q --spark-mode=connect --basetemp=.pytest-tmp/connect "$@" >"$log" 2>&1 &
-connect_pid=$!
-"$PY" -m pytest -q --spark-mode=classic --basetemp=.pytest-tmp/classic \
-    -n "${FEATURELAKE_TEST_WORKERS:-2}" --dist loadfile "$@"
-classic=$?
-wait "$connect_pid"
-connect=$?
+connect_log=.pytest-tmp/connect.log
+cluster_log=.pytest-tmp/cluster.log
+
+run_mode() {  # run_mode MODE LOG ARGS...: one mode's pytest process, output to LOG
+    local mode=$1 log=$2
+    shift 2
+    local started=$SECONDS
+    "$PY" -m pytest -q --spark-mode="$mode" --basetemp=".pytest-tmp/$mode" "$@" >"$log" 2>&1
+    local code=$?
+    echo "($mode mode: $((SECONDS - started)) s)" >>"$log"
+    return "$code"
+}
+
+other_modes() {
+    run_mode connect "$connect_log" "$@"
+    local connect=$?
+    run_mode cluster "$cluster_log" "$@"
+    local cluster=$?
+    [ "$connect" -eq 0 ] && [ "$cluster" -eq 0 ]
+}
+
+classic_mode() {
+    local started=$SECONDS
+    "$PY" -m pytest -q --spark-mode=classic --basetemp=.pytest-tmp/classic \
+        -n "${FEATURELAKE_TEST_WORKERS:-2}" --dist loadfile "$@"
+    local code=$?
+    echo "(classic mode: $((SECONDS - started)) s)"
+    return "$code"
+}
+
+if [ "${FEATURELAKE_TEST_MODES_IN_SEQUENCE:-0}" = 1 ]; then
+    classic_mode "$@"
+    classic=$?
+    other_modes "$@"
+    others=$?
+else
+    other_modes "$@" &
+    others_pid=$!
+    classic_mode "$@"
+    classic=$?
+    wait "$others_pid"
+    others=$?
+fi
 echo "== Spark Connect mode (pytest --spark-mode=connect)"
-cat "$log"
-[ "$classic" -eq 0 ] && [ "$connect" -eq 0 ]
+cat "$connect_log"
+echo "== Standalone cluster mode (pytest --spark-mode=cluster)"
+cat "$cluster_log"
+[ "$classic" -eq 0 ] && [ "$others" -eq 0 ]
