@@ -82,7 +82,10 @@ def spark_submit(script: str, args: list[str], workdir: Path, label: str, master
         # Short-lived JVMs: the C1 compiler and serial GC halve the CPU a run costs.
         "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     }
-    env.pop("PYSPARK_PYTHON", None)  # spark.pyspark.python must be what sets it
+    # As in an activated venv; spark.pyspark.python (not the environment) names the Python.
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYSPARK_PYTHON", None)
+    env.pop("PYSPARK_DRIVER_PYTHON", None)
     command = [
         str(VENV_BIN / "spark-submit"),
         *submit_options(master),
