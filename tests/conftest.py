@@ -65,8 +65,11 @@ CONNECT_SUITES = ("offline", "quality", "registry", "serving", "pipeline")
 # The suites that must pass unchanged on a standalone cluster (executors in JVMs of their own):
 # the ones whose work runs on executors (offline reads, writes and windows, quality, scheduling
 # with incremental runs and streaming, pipeline nodes) and the jobs, spark-submitted to it.
-CLUSTER_SUITES = ("offline", "quality", "scheduling", "pipeline", "jobs")
+CLUSTER_SUITES = ("offline", "quality", "scheduling", "pipeline", "jobs", "cluster")
 MODE_SUITES = {"connect": CONNECT_SUITES, "cluster": CLUSTER_SUITES}
+# Suites about one mode's own machinery, run in that mode only.
+MODE_ONLY_SUITES = {"cluster": "cluster"}
+SPARK_FIXTURES = {"spark", "spark_cluster"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -89,17 +92,20 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In connect and cluster modes keep the Spark tests of that mode's suites; one process,
-    one mode."""
-    suites = MODE_SUITES.get(_spark_mode(config))
-    if suites is None:
-        return
+    """In connect and cluster modes keep the Spark tests of that mode's suites, and a mode's
+    own suite (tests/cluster) only in that mode; one process, one mode."""
+    mode = _spark_mode(config)
+    suites = MODE_SUITES.get(mode)
     root = Path(__file__).parent
     kept, dropped = [], []
     for item in items:
         suite = Path(item.path).relative_to(root).parts[0]
-        uses_spark = "spark" in getattr(item, "fixturenames", ())
-        (kept if suite in suites and uses_spark else dropped).append(item)
+        uses_spark = bool(SPARK_FIXTURES & set(getattr(item, "fixturenames", ())))
+        if MODE_ONLY_SUITES.get(suite, mode) != mode:
+            keep = False
+        else:
+            keep = suites is None or (suite in suites and uses_spark)
+        (kept if keep else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept

@@ -100,7 +100,11 @@ class LocalStandaloneCluster:
         timeout_s: float = 180.0,
     ) -> LocalStandaloneCluster:
         """Start a master and `workers` workers of `worker_cores` cores and `worker_memory`
-        each on free loopback ports; wait until every worker has registered."""
+        each on free loopback ports; wait until every worker has registered.
+
+        Logs, the workers' folders and `pids` (each process started) go to `log_dir`. When the
+        cluster does not come up, what was started is stopped and a ConfigurationError says why.
+        """
         log_dir = Path(log_dir)
         log_dir.mkdir(parents=True, exist_ok=True)
         port, ui_port = free_loopback_port(), free_loopback_port()
@@ -200,4 +204,6 @@ def _launch(name: str, arguments: list[str], log_dir: Path) -> ClusterProcess:
             env=env,
             start_new_session=True,
         )
+    with (log_dir / "pids").open("a") as pids:  # what was started, to check or clean up
+        pids.write(f"{process.pid} {name}\n")
     return ClusterProcess(name, process, log_path)
