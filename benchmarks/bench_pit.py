@@ -2,6 +2,8 @@
 
     .venv/bin/python benchmarks/bench_pit.py                      # ~200k entity x 2M feature rows
     .venv/bin/python benchmarks/bench_pit.py --entities 1000000 --events 10000000
+    .venv/bin/python benchmarks/bench_pit.py --cluster local      # local[2] vs a standalone cluster
+    .venv/bin/python benchmarks/bench_pit.py --cluster spark://host:7077 --storage /shared/bench
 
 Measures, on the same Delta input, writing every result to the `noop` sink:
   1. point_in_time_join vs a naive join-and-rank with the same semantics (uniform keys),
@@ -9,12 +11,22 @@ Measures, on the same Delta input, writing every result to the `noop` sink:
   3. point_in_time_join vs one shuffle-sort of the same rows (the floor for any sort-based join).
 A naive run still going after `--naive-timeout-factor` x the point-in-time time is cancelled,
 and its time is reported as a lower bound ("> ..."). `--repeat N` keeps the best of N runs.
+
+With `--cluster MASTER` it instead runs the point-in-time join and the shuffle-sort floor on
+`--master` (local[2]) and then on MASTER over the same Delta tables (uniform keys), and reports
+the wall times and the shuffle bytes each read (Spark's REST status API): the join reads about
+what one shuffle of the entity and event rows reads. `--cluster local` starts a standalone
+cluster of two single-core workers on loopback for the run (its executors are JVMs of their
+own, as on a real cluster) and stops it at the end; the data must be on a path every executor
+sees (`--storage`, default a local temp folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sys
 import tempfile
 import threading
 import time
@@ -22,14 +34,19 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
+from typing import Any
+from urllib.request import urlopen
 
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.connect_server import LOOPBACK
 from featurelake.offline.pit import PitSource, point_in_time_join
 from featurelake.session import get_spark
+from featurelake.standalone_cluster import LocalStandaloneCluster
 
 KEY = "customer_id"
 TS = "event_ts"
@@ -43,6 +60,7 @@ class Timing:
     seconds: float
     finished: bool
     cpu_seconds: float | None = None  # CPU time of the local Spark JVM during the run
+    shuffle_read_bytes: int | None = None  # over the run's jobs (Spark's REST status API)
 
     def __str__(self) -> str:
         return f"{self.seconds:8.1f}" if self.finished else f"> {self.seconds:6.1f}"
@@ -58,6 +76,8 @@ class JvmCpu:
 
     def __init__(self, spark: SparkSession) -> None:
         self.path: Path | None = None
+        if not spark.sparkContext.master.startswith("local"):
+            return  # the executors are other processes
         try:
             pid = spark._jvm.java.lang.ProcessHandle.current().pid()  # type: ignore[union-attr]
             path = Path(f"/proc/{pid}/stat")
@@ -141,6 +161,31 @@ def shuffle_sort(entity_df: DataFrame, features: DataFrame) -> DataFrame:
     return rows.repartition(KEY).sortWithinPartitions(KEY, "ts")
 
 
+def shuffle_read_bytes(spark: SparkSession, group: str) -> int | None:
+    """Shuffle bytes read by the stages of the job group's jobs, from the REST status API."""
+    ui = spark.sparkContext.uiWebUrl
+    if ui is None:
+        return None
+    base = f"{ui}/api/v1/applications/{spark.sparkContext.applicationId}"
+
+    def get(path: str) -> Any:
+        with urlopen(f"{base}/{path}", timeout=30) as response:
+            return json.load(response)
+
+    stage_ids = {
+        stage_id
+        for job in get("jobs")
+        if job.get("jobGroup") == group
+        for stage_id in job["stageIds"]
+    }
+    total = 0
+    for stage_id in stage_ids:
+        for attempt in get(f"stages/{stage_id}"):
+            if attempt.get("status") != "SKIPPED":
+                total += int(attempt.get("shuffleReadBytes", 0))
+    return total
+
+
 def run(
     spark: SparkSession,
     build: Callable[[], DataFrame],
@@ -173,7 +218,8 @@ def run(
     elif failure:
         raise failure[0]
     used = None if cpu_start is None or cpu_end is None else cpu_end - cpu_start
-    return Timing(elapsed, finished=finished, cpu_seconds=used)
+    read = shuffle_read_bytes(spark, group) if finished else None
+    return Timing(elapsed, finished=finished, cpu_seconds=used, shuffle_read_bytes=read)
 
 
 def best(
@@ -246,6 +292,87 @@ def ratio(slow: Timing, fast: Timing, *, cpu: bool = False) -> str:
     return f"{value:.2f}x" if slow.finished else f">={value:.1f}x"
 
 
+def session(args: argparse.Namespace, master: str, root: str) -> SparkSession:
+    """A Delta-enabled session on `master` with the Spark UI on (for its REST status API)."""
+    conf = {"spark.driver.memory": args.driver_memory}
+    if master.startswith("spark://"):
+        # Executors start Python workers with the driver's PYSPARK_PYTHON; size them to fit.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        conf |= {"spark.executor.memory": args.executor_memory, "spark.driver.host": LOOPBACK}
+    return get_spark(
+        FeatureStoreConfig(
+            storage_path=root,
+            spark_master=master,
+            spark_shuffle_partitions=args.partitions,
+            spark_warehouse_dir=f"{root}/warehouse",
+            spark_ui_enabled=True,
+            spark_conf=conf,
+        )
+    )
+
+
+def local_vs_cluster(args: argparse.Namespace, root: str, ttl: timedelta | None) -> None:
+    """The point-in-time join and the shuffle-sort floor on --master, then on --cluster."""
+    cluster = None
+    if args.cluster == "local":
+        cluster = LocalStandaloneCluster.start(
+            log_dir=f"{root}/cluster", workers=2, worker_cores=1, worker_memory="4g"
+        )
+    try:
+        masters = [args.master, cluster.url if cluster else args.cluster]
+        results: dict[str, dict[str, Timing]] = {}
+        for index, master in enumerate(masters):
+            spark = session(args, master, root)
+            if index == 0:
+                started = time.perf_counter()
+                generate(spark, f"{root}/uniform", args, skew=False)
+                print(f"data written to Delta in {time.perf_counter() - started:.1f} s")
+            entity_df = spark.read.format("delta").load(f"{root}/uniform/entities")
+            events = spark.read.format("delta").load(f"{root}/uniform/features")
+            source = PitSource(
+                group="customer",
+                df=events,
+                entity_keys=(KEY,),
+                timestamp_key=TS,
+                features=FEATURES,
+                output_names={},
+                ttl=ttl,
+            )
+            builds: dict[str, Callable[[], DataFrame]] = {
+                "point_in_time": partial(point_in_time_join, entity_df, [source], "ts"),
+                "shuffle_sort": partial(shuffle_sort, entity_df, events),
+            }
+            run(spark, builds["point_in_time"], timeout=None)  # warm-up (JIT, jars, workers)
+            results[master] = {name: best(spark, build, args.repeat, JvmCpu(spark))
+                               for name, build in builds.items()}  # fmt: skip
+            print(f"[{master}] " + ", ".join(f"{k} {v} s" for k, v in results[master].items()))
+            spark.stop()
+    finally:
+        if cluster is not None:
+            cluster.stop()
+
+    print()
+    header = ("pit s", "sort s", "pit/sort", "pit shuffle", "sort shuffle", "pit/sort")
+    print("master                   " + " ".join(f"{h:>12}" for h in header))
+    for master, t in results.items():
+        pit, floor = t["point_in_time"], t["shuffle_sort"]
+        pit_read, floor_read = pit.shuffle_read_bytes or 0, floor.shuffle_read_bytes or 0
+        cells = (
+            str(pit).strip(),
+            str(floor).strip(),
+            ratio(pit, floor),
+            f"{pit_read / 2**20:.1f} MiB",
+            f"{floor_read / 2**20:.1f} MiB",
+            f"{pit_read / floor_read:.2f}x" if floor_read else "n/a",
+        )
+        print(f"  {master:<23}" + " ".join(f"{c:>12}" for c in cells))
+    (local, remote) = results.values()
+    cluster_ratio = remote["point_in_time"].seconds / local["point_in_time"].seconds
+    print(f"cluster / local point-in-time wall time: {cluster_ratio:.2f}x")
+    print("shuffle read of the join / of one shuffle-sort of the same rows: ~1x means the")
+    print("entity and event rows are shuffled once")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entities", type=int, default=200_000)
@@ -259,25 +386,31 @@ def main() -> None:
     parser.add_argument("--naive-timeout-factor", type=float, default=11.0)
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; best is kept")
     parser.add_argument("--master", default="local[2]")
+    parser.add_argument(
+        "--cluster",
+        metavar="MASTER",
+        help="compare the join on --master with the same join on this master "
+        "(spark://host:port, or `local` for a standalone cluster started for the run)",
+    )
+    parser.add_argument(
+        "--storage", default=None, help="where the data goes (a path every executor sees)"
+    )
     parser.add_argument("--driver-memory", default="4g")
+    parser.add_argument("--executor-memory", default="3g", help="on --cluster")
     args = parser.parse_args()
     args.keys = args.keys or max(2, args.events // 365)  # a year of daily events per key
     ttl = timedelta(days=args.ttl_days) if args.ttl_days else None
 
-    with tempfile.TemporaryDirectory(prefix="bench_pit_") as root:
-        spark = get_spark(
-            FeatureStoreConfig(
-                storage_path=root,
-                spark_master=args.master,
-                spark_shuffle_partitions=args.partitions,
-                spark_warehouse_dir=f"{root}/warehouse",
-                spark_conf={"spark.driver.memory": args.driver_memory},
-            )
-        )
+    with tempfile.TemporaryDirectory(prefix="bench_pit_", dir=args.storage) as root:
         print(
             f"entities={args.entities:,} events={args.events:,} keys={args.keys:,} "
-            f"ttl={ttl} master={args.master} shuffle_partitions={args.partitions}"
+            f"ttl={ttl} master={args.master} cluster={args.cluster} "
+            f"shuffle_partitions={args.partitions}"
         )
+        if args.cluster:
+            local_vs_cluster(args, root, ttl)
+            return
+        spark = session(args, args.master, root)
         cpu = JvmCpu(spark)
         cases = ["uniform", "skewed"] if args.skew else ["uniform"]
         results: dict[str, dict[str, Timing]] = {}

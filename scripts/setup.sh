@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a development/run environment on a fresh machine: .venv, the package, the Delta Lake and
-# S3A jars, and (in the background, when Go is installed) the SeaweedFS server the s3 test mode
-# runs. Idempotent: each step is skipped when its result is already there and up to date.
+# S3A jars, redis-server for the online-store tests, and (in the background, when Go is installed)
+# the SeaweedFS server the s3 test mode runs.
+# Idempotent: each step is skipped when its result is already there and up to date.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,5 +62,18 @@ done
 # scripts/test.sh waits for it (scripts/build_seaweedfs.sh --wait).
 if command -v go >/dev/null 2>&1 && [ "${FEATURELAKE_SKIP_SEAWEEDFS:-0}" != "1" ]; then
     bash scripts/build_seaweedfs.sh --background
+fi
+# The online-store tests run a real redis-server: install it when missing and this can (root
+# with apt), else say how in one line.
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "setup: installing redis-server (apt-get)"
+        if ! { DEBIAN_FRONTEND=noninteractive apt-get update -qq \
+            && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }; then
+            echo "setup: apt-get could not install redis-server; install it with: apt-get install -y redis-server" >&2
+        fi
+    else
+        echo "setup: redis-server is missing; install it with: sudo apt-get install -y redis-server"
+    fi
 fi
 echo "setup: ready (delta $delta_version, jars in $JARS_DIR)"

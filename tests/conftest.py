@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,6 +17,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LocalConnectServer
 from featurelake.s3_server import LocalS3Server, find_weed
 from featurelake.session import get_spark
+from featurelake.standalone_cluster import LocalStandaloneCluster
 
 
 @pytest.fixture(autouse=True)
@@ -27,12 +29,45 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SPARK_REMOTE", raising=False)
 
 
-# -- Spark: classic or Spark Connect ---------------------------------------------------------
+# -- Under CI nothing that needs a service skips ------------------------------------------------
 
-SPARK_MODES = ("classic", "connect", "s3")
+# A skip whose reason names one of these is a missing service or browser: on a machine set up
+# by `make setup` / `.ci/run` it cannot happen, so under CI=true it fails the run instead.
+CI_REQUIRED = ("redis", "chromium", "chrome", "browser", "playwright", "cluster")
+
+
+def _under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Under CI=true, a skipped Redis, Chromium or cluster test is a failure."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()  # type: ignore[attr-defined]
+    if not (report.skipped and _under_ci()) or hasattr(report, "wasxfail"):
+        return
+    longrepr = report.longrepr
+    reason = str(longrepr[2]) if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    if any(word in reason.lower() for word in CI_REQUIRED):
+        report.outcome = "failed"
+        report.longrepr = (
+            f"{item.nodeid} skipped under CI=true, where it must run: {reason} "
+            "(make setup installs what the tests need)"
+        )
+
+
+# -- Spark: classic, Spark Connect, a standalone cluster, or classic with stores on S3 ---------
+
+SPARK_MODES = ("classic", "connect", "cluster", "s3")
 SPARK_MODE_ENV = "FEATURELAKE_TEST_SPARK_MODE"
 # The suites that must pass unchanged over Spark Connect (Databricks serverless, shared clusters).
 CONNECT_SUITES = ("offline", "quality", "registry", "serving", "pipeline")
+# The suites that must pass unchanged on a standalone cluster (executors in JVMs of their own):
+# the ones whose work runs on executors (offline reads, writes and windows, quality, scheduling
+# with incremental runs and streaming, pipeline nodes) and the jobs, spark-submitted to it.
+CLUSTER_SUITES = ("offline", "quality", "scheduling", "pipeline", "jobs", "cluster")
 # The suites whose stores live on s3:// in s3 mode (a SeaweedFS server on loopback), and the
 # storage suite, whose server tests run only in that mode.
 S3_SUITES = (
@@ -49,6 +84,9 @@ S3_SUITES = (
 S3_BUCKET = "featurelake"
 # Single files of other suites that must pass over Connect too.
 CONNECT_FILES = ("cli/test_progress_spark.py",)
+# Suites about one mode's own machinery, run in that mode only.
+MODE_ONLY_SUITES = {"cluster": "cluster"}
+SPARK_FIXTURES = {"spark", "spark_cluster"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -56,9 +94,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--spark-mode",
         choices=SPARK_MODES,
         default=os.environ.get(SPARK_MODE_ENV, "classic"),
-        help="run the Spark tests on a classic local session or over a local Spark Connect "
-        "server (connect mode runs only the suites in CONNECT_SUITES), or with the stores of "
-        "the S3_SUITES on s3:// (s3 mode, a local SeaweedFS server)",
+        help="run the Spark tests on a classic local session, over a local Spark Connect "
+        "server (only the suites in CONNECT_SUITES and CONNECT_FILES), on a local standalone "
+        "cluster (only the suites in CLUSTER_SUITES), or with the stores of the S3_SUITES on "
+        "s3:// (s3 mode, a local SeaweedFS server)",
     )
 
 
@@ -71,21 +110,27 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """In connect mode keep the Spark tests of the Connect suites (and CONNECT_FILES); in s3
-    mode the store tests of the S3 suites; the tests on the S3 server run in s3 mode only. One
-    process, one mode."""
+    """Keep what the run's mode runs; one process, one mode. Connect: the Spark tests of the
+    Connect suites (and CONNECT_FILES). Cluster: the Spark tests of the cluster suites. s3: the
+    store tests of the S3 suites. A mode's own suite (tests/cluster) and the tests on the S3
+    server run in that mode only."""
     mode = _spark_mode(config)
     root = Path(__file__).parent
     kept, dropped = [], []
     for item in items:
         relative = Path(item.path).relative_to(root)
-        fixtures = getattr(item, "fixturenames", ())
-        if mode == "connect":
-            connect = relative.parts[0] in CONNECT_SUITES or relative.as_posix() in CONNECT_FILES
+        suite = relative.parts[0]
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if MODE_ONLY_SUITES.get(suite, mode) != mode:
+            keep = False
+        elif mode == "connect":
+            connect = suite in CONNECT_SUITES or relative.as_posix() in CONNECT_FILES
             keep = connect and "spark" in fixtures
+        elif mode == "cluster":
+            keep = suite in CLUSTER_SUITES and bool(SPARK_FIXTURES & fixtures)
         elif mode == "s3":
-            in_suite = any(str(relative).startswith(suite) for suite in S3_SUITES)
-            on_s3 = {"store_config", "store_paths", "s3_server", "live_server"} & set(fixtures)
+            in_suite = any(relative.as_posix().startswith(s) for s in S3_SUITES)
+            on_s3 = {"store_config", "store_paths", "s3_server", "live_server"} & fixtures
             keep = in_suite and bool(on_s3)
         else:
             keep = "s3_server" not in fixtures
@@ -104,7 +149,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="session")
 def spark_mode(request: pytest.FixtureRequest) -> str:
-    """`classic` (a local session in this process) or `connect` (a local Connect server)."""
+    """`classic` (a local session in this process), `connect` (a local Connect server) or
+    `cluster` (a session in this process on a local standalone cluster)."""
     return str(getattr(request, "param", _spark_mode(request.config)))
 
 
@@ -125,7 +171,40 @@ def connect_server(
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def spark_cluster(
+    spark_mode: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalStandaloneCluster | None]:
+    """The local standalone cluster of a cluster-mode run (None in the other modes): a master
+    and two workers, each executor a JVM of its own; every process is stopped by its id."""
+    if spark_mode != "cluster":
+        yield None
+        return
+    cluster = LocalStandaloneCluster.start(
+        log_dir=tmp_path_factory.mktemp("cluster"),
+        workers=CLUSTER_WORKERS,
+        worker_cores=CLUSTER_WORKER_CORES,
+        worker_memory=CLUSTER_WORKER_MEMORY,
+    )
+    yield cluster
+    cluster.stop()
+
+
 TEST_JVM_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+# Cluster mode: two workers; the test session holds one single-core executor on each, and the
+# spark-submitted jobs get the slots left (cores are scheduling slots, not the machine's cores).
+CLUSTER_WORKERS = 2
+CLUSTER_WORKER_CORES = 2
+CLUSTER_WORKER_MEMORY = "2g"
+CLUSTER_SESSION_CONF = {
+    "spark.cores.max": "2",
+    "spark.executor.cores": "1",
+    "spark.executor.memory": "768m",
+    "spark.executor.extraJavaOptions": TEST_JVM_OPTIONS,
+    "spark.driver.host": "127.0.0.1",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.executor.syncLogLevel.enabled": "true",  # get_spark's ERROR level on executors too
+}
 
 
 def _session_config(warehouse: Path) -> FeatureStoreConfig:
@@ -148,10 +227,12 @@ def _session_config(warehouse: Path) -> FeatureStoreConfig:
 def spark(
     spark_mode: str,
     connect_server: LocalConnectServer | None,
+    spark_cluster: LocalStandaloneCluster | None,
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[SparkSession]:
-    """The one Delta-enabled Spark session of the test run, classic or over Spark Connect."""
+    """The one Delta-enabled Spark session of the test run: classic, over Spark Connect, or
+    a classic driver on the local standalone cluster."""
     if connect_server is not None:
         config = replace(_session_config(Path(".")), spark_remote=connect_server.url)
     else:
@@ -159,6 +240,14 @@ def spark(
         if spark_mode == "s3":  # S3A reaches the run's SeaweedFS server
             server = request.getfixturevalue("s3_server")
             config = replace(config, storage=server.settings())
+    if spark_cluster is not None:
+        # Executors start their Python workers with the driver's PYSPARK_PYTHON.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        config = replace(
+            config,
+            spark_master=spark_cluster.url,
+            spark_conf={**config.spark_conf, **CLUSTER_SESSION_CONF},
+        )
     session = get_spark(config)
     yield session
     session.stop()

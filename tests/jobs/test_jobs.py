@@ -1,7 +1,9 @@
-"""Every job in jobs/ run for real with spark-submit (local master), plus its error paths.
+"""Every job in jobs/ run for real with spark-submit, plus its error paths.
 
-The spark-submit runs start together in one module fixture (each costs a JVM and ~15 s) and
-each test waits for its own.
+The jobs are submitted to a local master in classic mode and, in cluster mode, to the run's
+standalone cluster with the command jobs/README.md gives (the Delta jars shipped with `--jars`,
+the executors' Python set with `spark.pyspark.python`). The spark-submit runs start together in
+one module fixture (each costs a JVM and ~15 s) and each test waits for its own.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import load_groups
 from featurelake.serving import FeatureStore
 from featurelake.session import find_delta_jars
+from featurelake.standalone_cluster import LocalStandaloneCluster
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"
@@ -54,29 +57,41 @@ class Run:
         return code, self.stdout.read_text(), self.stderr.read_text()
 
 
-def spark_submit(script: str, args: list[str], workdir: Path, label: str) -> Run:
+def submit_options(master: str) -> list[str]:
+    """spark-submit's options before the job file: jobs/README.md's command for `master`."""
     jars = find_delta_jars()
     assert jars, "run `make setup` to fetch the Delta jars"
+    options = [
+        "--master", master,
+        "--jars", ",".join(str(jar) for jar in jars),
+        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
+        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        "--conf", f"spark.pyspark.python={sys.executable}",
+    ]  # fmt: skip
+    if master.startswith("spark://"):  # one small executor each: the test session runs too
+        options += ["--total-executor-cores", "1", "--executor-memory", "512m"]
+    # This machine's sizes: a small driver, no UI, two shuffle partitions.
+    options += ["--driver-memory", "1g", "--conf", "spark.ui.enabled=false"]
+    return [*options, "--conf", "spark.sql.shuffle.partitions=2"]
+
+
+def spark_submit(script: str, args: list[str], workdir: Path, label: str, master: str) -> Run:
     env = {
         **os.environ,
-        "PYSPARK_PYTHON": sys.executable,
-        "PYSPARK_DRIVER_PYTHON": sys.executable,
         "PYTHONPATH": str(REPO / "src"),
         # Short-lived JVMs: the C1 compiler and serial GC halve the CPU a run costs.
         "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
     }
+    # As in an activated venv; spark.pyspark.python (not the environment) names the Python.
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    env.pop("PYSPARK_PYTHON", None)
+    env.pop("PYSPARK_DRIVER_PYTHON", None)
     command = [
         str(VENV_BIN / "spark-submit"),
-        "--master", "local[1]",
-        "--driver-memory", "1g",
-        "--jars", ",".join(str(jar) for jar in jars),
-        "--conf", "spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension",
-        "--conf", "spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog",
-        "--conf", "spark.ui.enabled=false",
-        "--conf", "spark.sql.shuffle.partitions=2",
+        *submit_options(master),
         str(JOBS / script),
         *args,
-    ]  # fmt: skip
+    ]
     stdout, stderr = workdir / f"{label}.out", workdir / f"{label}.err"
     with stdout.open("wb") as out, stderr.open("wb") as err:
         process = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=err)
@@ -95,7 +110,7 @@ def result_line(stdout: str, *, many: bool = False) -> Any:
 def write_config(path: Path, storage: Path, **extra: object) -> Path:
     settings = {
         "storage_path": str(storage),
-        "spark_master": "local[2]",  # spark-submit's --master local[1] must win
+        "spark_master": "local[2]",  # spark-submit's --master must win
         "spark_shuffle_partitions": 2,
         "metadata_cache_ttl_seconds": 0,
         **extra,
@@ -110,6 +125,7 @@ class Setup:
     empty_config: Path  # groups registered, no data: materialize and backfill write here
     full_config: Path  # groups with data: the training set reads here
     online_config: Path  # customer_profile with data, and a Redis online store
+    master: str  # where the jobs were submitted
     profiles: Path
     txn: Path
     labels: Path
@@ -121,8 +137,12 @@ class Setup:
 
 @pytest.fixture(scope="module")
 def setup(
-    spark: SparkSession, tmp_path_factory: pytest.TempPathFactory, redis_server: Any
+    spark: SparkSession,
+    spark_cluster: LocalStandaloneCluster | None,
+    tmp_path_factory: pytest.TempPathFactory,
+    redis_server: Any,
 ) -> Iterator[Setup]:
+    master = spark_cluster.url if spark_cluster is not None else "local[1]"
     root = tmp_path_factory.mktemp("jobs")
     groups = load_groups(EXAMPLE_FEATURES)
     empty = write_config(root / "empty.yaml", root / "empty_store")
@@ -156,6 +176,7 @@ def setup(
             ["--config", str(empty), "--group", "customer_profile", "--source", str(profiles)],
             root,
             "materialize",
+            master,
         ),
         "backfill": spark_submit(
             "backfill.py",
@@ -163,6 +184,7 @@ def setup(
              "--start", "2024-01-03", "--end", "2024-01-06"],
             root,
             "backfill",
+            master,
         ),
         "training_set": spark_submit(
             "training_set.py",
@@ -172,21 +194,24 @@ def setup(
              "--name", "churn"],
             root,
             "training_set",
+            master,
         ),
         "sync_online": spark_submit(
             "sync_online.py",
             ["--config", str(online), "--group", "customer_profile"],
             root,
             "sync_online",
+            master,
         ),
         "failure": spark_submit(
             "materialize.py",
             ["--config", str(empty), "--group", "no_such_group", "--source", str(profiles)],
             root,
             "failure",
+            master,
         ),
     }  # fmt: skip
-    yield Setup(root, empty, full, online, profiles, txn, labels, runs)
+    yield Setup(root, empty, full, online, master, profiles, txn, labels, runs)
     for run in runs.values():
         if run.process.poll() is None:
             run.process.kill()
@@ -206,7 +231,7 @@ def test_materialize_job(setup: Setup, spark: SparkSession) -> None:
     assert lineage[-1]["sources"] == [str(setup.profiles)]
     # spark-submit passes the Python driver's stderr (loguru, enabled by the job) to stdout.
     assert "materialize done" in stdout + stderr
-    assert "materialize: Spark 4.0.1 on local[1]" in stdout + stderr
+    assert f"materialize: Spark 4.0.1 on {setup.master}" in stdout + stderr
 
 
 def test_backfill_job(setup: Setup, spark: SparkSession) -> None:
