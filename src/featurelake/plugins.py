@@ -23,8 +23,12 @@ def load_subclass(path: str, base: type, *, what: str, key: str | None = None) -
         ) from error
     if not (isinstance(cls, type) and issubclass(cls, base)):
         raise ConfigurationError(
-            f"The {what} '{path}' is not a {base.__name__} subclass.",
+            f"The {what} '{path}' is not {_article(base.__name__)} {base.__name__} subclass.",
             fix=f"point at a class that extends {base.__module__}.{base.__name__}.",
             **details,
         )
     return cls
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"

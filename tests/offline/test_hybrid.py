@@ -233,5 +233,6 @@ def test_metrics_persist_in_the_registry(env: Env) -> None:
     mine = store.metrics()[-1]
     assert (mine.operation, mine.group, mine.strategy) == ("get_features", "hot", "virtual")
     assert mine.estimated_rows == 50 and mine.duration_seconds > 0
+    store.flush_metrics()  # router metrics are committed in batches (and on close)
     persisted = HybridFeatureStore(env.config, env.spark).metrics(persisted=True)
     assert mine in persisted

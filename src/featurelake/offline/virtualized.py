@@ -157,6 +157,9 @@ class QueryExecutor(ABC):
         except VirtualizationQueryError:
             failed = True
             raise
+        except NotASingleQuery as error:
+            failed = True
+            raise error.to_error(group) from None
         except Exception as error:
             failed = True
             attribute = jvm_attribute(error)
@@ -806,10 +809,18 @@ def check_single_query(spark: SparkSession, sql: str) -> None:
         ):
             problem = "it is a statement other than a query"
     if problem is not None:
-        raise VirtualizationQueryError(
-            f"A virtual query must be a single query statement (SELECT, or WITH ... SELECT); "
-            f"this text is not: {problem}.",
+        raise NotASingleQuery(problem)
+
+
+class NotASingleQuery(Exception):
+    """The text of a virtual query is not one query statement (reported with its group)."""
+
+    def to_error(self, group: str) -> VirtualizationQueryError:
+        return VirtualizationQueryError(
+            f"The virtual query of group '{group}' does not parse as a single query statement "
+            f"(SELECT, or WITH ... SELECT): {self.args[0]}.",
             fix="pass one query without DDL, DML, a second statement or unbalanced parentheses.",
+            group=group,
             condition="NOT_A_SINGLE_QUERY",
         )
 
