@@ -231,3 +231,39 @@ def test_time_literals_carry_the_utc_rule(spark: SparkSession) -> None:
     ).collect()
     epoch = (moment - pd.Timestamp(0).to_pydatetime()) // timedelta(microseconds=1)
     assert row.same and row.us == epoch
+
+
+def test_windows_over_a_source_of_wall_clock_times(
+    spark: SparkSession, zoned: dict[str, object]
+) -> None:
+    """An aggregation group over a Delta path whose event times are TIMESTAMP_NTZ gives the
+    windows of the same events stored as TIMESTAMP (naive means UTC)."""
+    store, folder = zoned["store"], zoned["folder"]
+    assert isinstance(store, MaterializedFeatureStore) and isinstance(folder, Path)
+    data = events()
+    as_utc = spark.createDataFrame(data)
+    sources = {
+        "utc": as_utc,
+        "ntz": as_utc.withColumn("event_timestamp", F.col("event_timestamp").cast("timestamp_ntz")),
+    }
+    values = {}
+    for name, frame in sources.items():
+        path = folder / f"source_{name}"
+        frame.write.format("delta").save(str(path))
+        group_name = f"windows_{name}"
+        store.register_features(
+            FeatureGroupSchema.from_dict(
+                {
+                    "name": group_name,
+                    "entity_keys": [{"name": "customer_id", "type": "bigint"}],
+                    "event_source": {"path": str(path)},
+                    "aggregations": [
+                        {"column": "spend", "function": f, "windows": ["6h", "1d"]}
+                        for f in ("sum", "count", "max")
+                    ],
+                }
+            )
+        )
+        store.materialize_aggregations(group_name, T0 + timedelta(hours=20))
+        values[name] = rows(store.read_table(group_name), ["customer_id"])
+    assert values["ntz"] == values["utc"] and len(values["utc"]) == 4
