@@ -694,8 +694,10 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                     group=name,
                 )
             distinct = {str(q) for q in queries.values()}
-            if len(distinct) == 1 or not isinstance(group, FeatureGroupSchema):
-                return distinct.pop()
+            if not isinstance(group, FeatureGroupSchema) or (
+                len(distinct) == 1 and set(queries) == set(group.feature_names)
+            ):
+                return distinct.pop()  # the same query for every feature: the group's query
             return join_feature_queries(group, queries)
         if query is None or not (isinstance(query, str) or callable(query)):
             raise VirtualizationQueryError(
