@@ -172,6 +172,16 @@ class FeatureStore:
         self.offline  # noqa: B018 - the Gold part, with its quality hooks and online sync
         return self.hybrid.register_features(group_schema)
 
+    def register_feature(self, definition: Any) -> None:
+        """Refused: featurelake registers features in groups (keys, event time, versions)."""
+        name = getattr(definition, "name", definition)
+        raise ArgumentConflictError(
+            f"register_feature({name!r}): featurelake registers features in groups, which give "
+            "them entity keys, an event time and a version.",
+            fix=f"store.register_features(FeatureGroupSchema('<group>', ['<entity key>'], "
+            f"[{name!r} definition])).",
+        )
+
     def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
         """The Gold part of this store on another Spark session (a streaming micro-batch's),
         with the same registry, quality hooks and online sync."""
