@@ -35,3 +35,54 @@ def online_store_of(
     yield make
     for store in made:
         store.close()
+
+
+def serve_app(app: Any) -> tuple[str, Callable[[], None]]:
+    """Serve `app` with uvicorn in a thread on a free loopback port: (url, stop)."""
+    import socket
+    import threading
+    import time
+
+    import uvicorn
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
+    thread = threading.Thread(target=server.run, name="featurelake-seed-server", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.05)
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+    return f"http://127.0.0.1:{port}", stop
+
+
+@pytest.fixture
+def http_app() -> Iterator[Callable[[Any], Any]]:
+    """Serves apps on real uvicorn servers; gives an httpx client per app."""
+    import httpx
+
+    stops: list[Callable[[], None]] = []
+    clients: list[httpx.Client] = []
+
+    def start(app: Any) -> httpx.Client:
+        url, stop = serve_app(app)
+        stops.append(stop)
+        client = httpx.Client(base_url=url, timeout=300)
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        client.close()
+    for stop in stops:
+        stop()

@@ -53,7 +53,7 @@ class FeatureRef:
         group, feature, version = match.group("group", "feature", "version")
         pinned = match.group("pinned")
         if pinned is not None and pinned != version:
-            raise FeatureNotFoundError(
+            raise SchemaValidationError(
                 f"'{text}' pins group '{group}' at two versions ({pinned} and {version}).",
                 fix=f"write '{group}@{version}.{feature}' (featurelake's form).",
                 ref=text,
