@@ -577,6 +577,7 @@ class FeatureStore:
         read is small, else Spark; vectors say `source == "offline"`).
         """
         entity_keys = normalize_entity_ids(entity_keys)
+        feature_refs = self.feature_refs(feature_refs)
         try:
             vectors = self.online.get(feature_refs, entity_keys, defaults=defaults)
         except OnlineStoreUnavailableError as error:
@@ -625,7 +626,7 @@ class FeatureStore:
                     fix="pass feature_names (e.g. ['group.feature'] or ['group.*']).",
                 )
             feature_names = f"{groups[0].name}.*"
-        vectors = self.get_online_features(self.feature_refs(feature_names), [entity_id])
+        vectors = self.get_online_features(feature_names, [entity_id])
         assert isinstance(vectors, list)
         return vectors[0]
 
