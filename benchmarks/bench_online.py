@@ -10,9 +10,13 @@ group to a Gold table in a temporary store, and measures:
   2. latency (p50/p95/p99) of FeatureStore.get_online_features for 1 entity x 20 features and
      100 entities x 20 features, in-memory and Redis;
   3. the reference: raw pipelined HGETALL of the same keys through redis-py, same entities,
-     same run. Redis figures are reported as a ratio to it.
+     same run. Redis figures are reported as a ratio to it;
+  4. the cost of value history: latest-value reads (1x20, 100x20) of stores keeping the last
+     10 versions of every value against stores keeping none, after the same 5 writes of every
+     entity, reads of the two interleaved batch by batch (`--history-only` runs just this).
 Targets: in-memory p99 < 0.2 ms (1x20); Redis p50 within 2x of the raw reads; sync into local
-Redis >= 100k entity rows/s. Loops are bounded by --reads.
+Redis >= 100k entity rows/s; history slows the latest-value read by <= 10%. Loops are bounded
+by --reads.
 """
 
 from __future__ import annotations
@@ -128,12 +132,16 @@ def main() -> None:
     parser.add_argument("--entities", type=int, default=100_000)
     parser.add_argument("--reads", type=int, default=3_000, help="timed reads per case")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history-entities", type=int, default=10_000)
+    parser.add_argument("--history-only", action="store_true", help="run only part 4")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_online_"))
     process, url = start_redis(workdir)
     try:
-        run(args, workdir, url)
+        if not args.history_only:
+            run(args, workdir, url)
+        history_cost(args, url)
     finally:
         process.kill()
         process.wait()
@@ -219,6 +227,93 @@ def run(args: argparse.Namespace, workdir: Path, url: str) -> None:
         print(f"{label:<26}{raw_p[0]:>9.3f}{raw_p[1]:>9.3f}{raw_p[2]:>9.3f}{'1.00x':>11}")
     raw.close()
     redis_serving.close()
+
+
+HISTORY_KEPT = 10
+HISTORY_WRITES = 5
+
+
+def history_cost(args: argparse.Namespace, url: str) -> None:
+    """Latest-value reads with and without value history, same data, same run."""
+    entities = args.history_entities
+    rng = random.Random(args.seed)
+    stores: dict[str, dict[int, Any]] = {"memory": {}, "redis": {}}
+    print(
+        f"\nvalue history: {entities:,} entities x {len(FEATURES)} features, each written "
+        f"{HISTORY_WRITES} times; keeping 0 vs {HISTORY_KEPT} versions"
+    )
+    print(f"{'store':<8}{'kept':>5}{'write s':>9}{'rows/s':>10}")
+    for kept in (0, HISTORY_KEPT):
+        stores["memory"][kept] = InMemoryOnlineStore(history_size=kept)
+        stores["redis"][kept] = RedisOnlineStore(
+            url, namespace=f"bench_history_{kept}", timeout_ms=5_000, history_size=kept
+        )
+        for name in ("memory", "redis"):
+            store = stores[name][kept]
+            store.register_schema(SCHEMA)
+            started = time.perf_counter()
+            for version in range(HISTORY_WRITES):
+                at = f"2024-06-01T00:00:0{version}"
+                for start in range(0, entities, 2_000):
+                    rows = [
+                        {
+                            "entity_id": e,
+                            "event_timestamp": at,
+                            **{
+                                f["name"]: history_value(f["type"], e + version + i)
+                                for i, f in enumerate(FEATURES)
+                            },
+                        }
+                        for e in range(start, min(entities, start + 2_000))
+                    ]
+                    store.write_batch(SCHEMA, rows)
+            seconds = time.perf_counter() - started
+            total = entities * HISTORY_WRITES
+            print(f"{name:<8}{kept:>5}{seconds:>9.2f}{total / seconds:>10,.0f}")
+    print(f"\nlatest-value read, {args.reads:,} reads per case, interleaved (ms)")
+    print(f"{'case':<18}{'p50 off':>9}{'p50 on':>9}{'p99 off':>9}{'p99 on':>9}{'p50 on/off':>12}")
+    for size in (1, 100):
+        batches = [[rng.randrange(entities) for _ in range(size)] for _ in range(args.reads)]
+        for name in ("memory", "redis"):
+            off, on = stores[name][0], stores[name][HISTORY_KEPT]
+            assert off.get(REFS, batches[0])[0].to_list() == on.get(REFS, batches[0])[0].to_list()
+            for batch in batches[: max(50, args.reads // 20)]:
+                off.get(REFS, batch)
+                on.get(REFS, batch)
+            times: dict[int, list[int]] = {0: [], HISTORY_KEPT: []}
+            gc.disable()
+            try:
+                for number, batch in enumerate(batches):
+                    order = (off, on) if number % 2 == 0 else (on, off)
+                    for store in order:
+                        started = time.perf_counter_ns()
+                        store.get(REFS, batch)
+                        times[store.history_size].append(time.perf_counter_ns() - started)
+            finally:
+                gc.enable()
+            p_off, p_on = percentiles(times[0]), percentiles(times[HISTORY_KEPT])
+            label = f"{name} {size}x{len(REFS)}"
+            print(
+                f"{label:<18}{p_off[0]:>9.3f}{p_on[0]:>9.3f}{p_off[2]:>9.3f}{p_on[2]:>9.3f}"
+                f"{p_on[0] / p_off[0]:>11.2f}x"
+            )
+    history = stores["redis"][HISTORY_KEPT].get_value_history(REFS[0], 0)
+    assert [v.version for v in history] == list(range(HISTORY_WRITES, 0, -1))
+    for kept_stores in stores.values():
+        for store in kept_stores.values():
+            store.delete(SCHEMA)
+            store.close()
+
+
+def history_value(kind: str, seed: int) -> Any:
+    """The same value for the same seed, in every store."""
+    if kind == "double":
+        return seed * 0.25
+    if kind == "bigint":
+        return seed % 100
+    if kind == "boolean":
+        return seed % 2 == 0
+    return f"v-{seed % 97}"
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from featurelake.config_aliases import translate
 from featurelake.errors import ConfigurationError
 from featurelake.storage import SECRET_SPARK_KEYS, StorageSettings, register, spark_conf
 
@@ -26,6 +27,10 @@ class StoreMode(StrEnum):
     VIRTUALIZED = "VIRTUALIZED"
     HYBRID = "HYBRID"
     ONLINE = "ONLINE"
+
+
+FeatureStoreMode = StoreMode
+"""The name other feature stores give `StoreMode`."""
 
 
 class OnlineBackend(StrEnum):
@@ -66,6 +71,8 @@ class FeatureStoreConfig:
     online_backend: OnlineBackend = OnlineBackend.MEMORY
     online_url: str | None = None
     online_timeout_ms: int = 500
+    online_history_size: int = 0
+    """Versions of each online feature value kept per entity (0: only the latest)."""
     sync_to_online: bool = False
     auto_materialize_on_read: bool = False
     auto_materialize_after_reads: int = 3
@@ -79,6 +86,10 @@ class FeatureStoreConfig:
     jars_dir: str | None = None
     spark_conf: Mapping[str, str] = field(default_factory=dict)
     virtual_source_paths: tuple[str, ...] = ()
+    virtual_engine: str = "spark"
+    """The engine of virtual queries defined without `engine=` ("spark" or "duckdb")."""
+    query_timeout_seconds: float | None = None
+    """A virtual query read that runs longer is cancelled with a VirtualizationQueryError."""
     """Folders (besides the store) whose Delta tables DuckDB virtual queries may read."""
     storage: StorageSettings | None = None
 
@@ -109,6 +120,7 @@ class FeatureStoreConfig:
                 f"{type(values).__name__}.",
                 fix="write the config as 'key: value' lines (see conf/featurelake.yaml).",
             )
+        values = translate(values)
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - set(known))
         if unknown:
@@ -303,6 +315,7 @@ def _validate(config: FeatureStoreConfig) -> None:
         "max_retries": config.max_retries,
         "retry_backoff_ms": config.retry_backoff_ms,
         "metadata_cache_ttl_seconds": config.metadata_cache_ttl_seconds,
+        "online_history_size": config.online_history_size,
     }
     for key, value in non_negative.items():
         if value < 0:
@@ -323,6 +336,18 @@ def _validate(config: FeatureStoreConfig) -> None:
                 fix=f"set '{key}' to 1 or more.",
                 key=key,
             )
+    if config.virtual_engine not in ("spark", "duckdb"):
+        raise ConfigurationError(
+            f"The configuration key 'virtual_engine' is {config.virtual_engine!r}.",
+            fix="set it to 'spark' or 'duckdb'.",
+            key="virtual_engine",
+        )
+    if config.query_timeout_seconds is not None and config.query_timeout_seconds <= 0:
+        raise ConfigurationError(
+            f"The configuration key 'query_timeout_seconds' is {config.query_timeout_seconds}.",
+            fix="set it to a positive number of seconds, or leave it out for no limit.",
+            key="query_timeout_seconds",
+        )
     if config.retry_backoff_multiplier < 1.0:
         raise ConfigurationError(
             f"The configuration key 'retry_backoff_multiplier' is "

@@ -100,9 +100,6 @@ class RegistryError(FeatureStoreError):
     """Reading or writing feature metadata in the registry failed."""
 
 
-MetadataError = RegistryError
-
-
 class PointInTimeError(FeatureStoreError):
     """A point-in-time (training set) request is malformed."""
 
@@ -126,3 +123,20 @@ class DeltaTableNotReadableError(UnsupportedOperationError):
 class JarDownloadError(FeatureStoreError):
     """The Delta jars could not be fetched from the Maven repository (unreachable, missing,
     or not matching their published checksum)."""
+
+
+class ArgumentConflictError(FeatureStoreError, TypeError):
+    """A call names the same argument twice (ours and another store's name for it), or a
+    shape that featurelake reads differently; the message shows the featurelake call."""
+
+
+class AmbiguousFeatureError(FeatureNotFoundError):
+    """A bare feature name (no group) is a feature of several registered groups."""
+
+
+# The names other feature stores give these errors, so their `except` clauses keep catching.
+FeatureStoreException = FeatureStoreError
+FeatureMaterializationError = MaterializationError
+FeatureRegistryError = RegistryError
+MetadataError = RegistryError
+VirtualizationError = VirtualizationQueryError

@@ -227,11 +227,16 @@ def test_missing_entities_get_defaults(
     store_factory: Callable[..., OnlineStore], small_schema: FeatureGroupSchema
 ) -> None:
     store = store_factory(defaults={"segment": "unknown"})
-    store.write_batch(small_schema, [row(1, T0, 10)])
-    known, unknown = store.get(
-        ["user_stats.clicks", "user_stats.segment"], [1, 404], defaults={"user_stats.clicks": 0}
+    store.write_batch(small_schema, [row(1, T0, 10, segment=None), row(2, T0, 20)])
+    known, unwritten, unknown = store.get(
+        ["user_stats.clicks", "user_stats.segment"],
+        [1, 2, 404],
+        defaults={"user_stats.clicks": 0},
     )
     assert known.to_dict() == {"clicks": 10, "segment": None}  # stored null is not replaced
+    # a feature never written for a known entity has no value: it takes the default
+    assert unwritten.to_dict() == {"clicks": 20, "segment": "unknown"}
+    assert not unwritten.found("segment") and unwritten.found("clicks")
     assert unknown.to_dict() == {"clicks": 0, "segment": "unknown"}
     value = unknown.feature("clicks")
     assert not value.found and value.event_time is None and value.age is None

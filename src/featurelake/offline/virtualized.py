@@ -43,6 +43,7 @@ from featurelake.errors import (
 )
 from featurelake.offline.base import BaseFeatureStore
 from featurelake.offline.engines import Engine
+from featurelake.offline.feature_queries import join_feature_queries
 from featurelake.offline.reads import latest_features, resolve_refs
 from featurelake.offline.training import TrainingSetMethods
 from featurelake.plugins import load_subclass
@@ -476,19 +477,19 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         (on Spark Connect, finding the Delta folders of its tables asks Spark for their files).
         `sources` overrides the Delta folders whose statistics feed row estimates.
 
-        One query per group is the model: `queries={feature: sql}` (the seed shape) is
-        accepted when every feature maps to the same query; write one SELECT that joins them
-        otherwise.
+        `queries={feature: sql}` gives one query per feature instead, each yielding the keys,
+        the event time and its feature; the group is their join on keys and event time
+        (`offline.feature_queries`).
 
         Raises VirtualizationQueryError (with the engine's message and the offending part) for a
         query that does not parse, names an unknown table or column, or does not match the
         group schema.
         """
-        query = self._one_query(group_schema, query, queries)
         if isinstance(group_schema, FeatureGroupSchema):
             schema = group_schema
         else:
             schema = self.resolve_group(group_schema)
+        query = self._one_query(schema, query, queries)
         name = str(engine or self.default_engine)
         virtual = (
             VirtualQuery(sql=query) if isinstance(query, str) else VirtualQuery(function=query)
@@ -693,15 +694,11 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                     group=name,
                 )
             distinct = {str(q) for q in queries.values()}
-            if len(distinct) != 1:
-                raise VirtualizationQueryError(
-                    f"Group '{name}' was given {len(distinct)} different queries (one per "
-                    "feature); a virtual group is computed by one query.",
-                    fix="write one SELECT yielding the keys, the event time and every feature "
-                    "(join the per-feature parts in SQL), and pass it as query=.",
-                    group=name,
-                )
-            return distinct.pop()
+            if not isinstance(group, FeatureGroupSchema) or (
+                len(distinct) == 1 and set(queries) == set(group.feature_names)
+            ):
+                return distinct.pop()  # the same query for every feature: the group's query
+            return join_feature_queries(group, queries)
         if query is None or not (isinstance(query, str) or callable(query)):
             raise VirtualizationQueryError(
                 f"Group '{name}' was given no query.",

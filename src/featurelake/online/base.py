@@ -17,7 +17,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, NamedTuple
 
@@ -34,16 +34,28 @@ from featurelake.online.values import (
     entity_dict,
     entity_id,
     entity_list,
+    from_micros,
     now_micros,
     to_micros,
 )
-from featurelake.online.vector import FeatureVector
+from featurelake.online.vector import FeatureValue, FeatureVector
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, parse_refs
 from featurelake.schema.composites import ExpandedRequest, expand_composites
 from featurelake.schema.refs import two_versions_error
+from featurelake.times import utc_now
 
 SchemaResolver = Callable[[str, int | None], FeatureGroupSchema]
 MAX_REPORTED = 20
+ABSENT: Any = type("Absent", (), {"__repr__": lambda self: "ABSENT"})()
+"""What a backend read returns for a feature the entity has no value of (not even a null)."""
+
+
+class StoredValue(NamedTuple):
+    """One version of a feature value as a backend holds it (version None: not counted)."""
+
+    version: int | None
+    event_us: int
+    value: Any
 
 
 class OnlineRecord(NamedTuple):
@@ -96,6 +108,10 @@ class OnlineWriteResult:
     ignored_columns: list[str] = field(default_factory=list)
     offline_rows: int = 0
 
+    def __int__(self) -> int:
+        """The number of rows written."""
+        return self.written
+
 
 @dataclass(frozen=True)
 class GroupPlan:
@@ -140,7 +156,16 @@ class OnlineStore(ABC):
         resolver: SchemaResolver | None = None,
         defaults: Mapping[str, Any] | None = None,
         plan_cache_seconds: float = 30.0,
+        history_size: int = 0,
     ) -> None:
+        if history_size < 0:
+            raise SchemaValidationError(
+                f"The online history size is {history_size}.",
+                fix="set online_history_size to 0 (no history) or more.",
+            )
+        self.history_size = history_size
+        """How many versions of each feature value per entity are kept (0: only the latest,
+        without version numbers)."""
         self._resolver = resolver
         self._defaults = dict(defaults or {})
         self._plan_cache_seconds = plan_cache_seconds
@@ -324,6 +349,8 @@ class OnlineStore(ABC):
                 if row is None:
                     continue
                 for position, value in zip(group_plan.positions, row.values, strict=True):
+                    if value is ABSENT:
+                        continue
                     values[position] = value
                     event_us[position] = row.event_us
             if fill:
@@ -437,13 +464,87 @@ class OnlineStore(ABC):
             for g, (features, positions) in per_group.items()
         )
         empty = {
-            position: 0
+            position: 0 if feature in _counted(group.schema) else default
             for group in groups
             for feature, position in zip(group.features, group.positions, strict=True)
             if feature in _counted(group.schema)
+            or (default := group.schema.feature(feature).default_value) is not None
         }
         expires = time.monotonic() + self._plan_cache_seconds
         return ReadPlan(groups, tuple(names), index, expires, empty_values=empty)
+
+    # -- single values and their versions ---------------------------------------------------
+
+    def _feature(self, feature_ref: str) -> tuple[FeatureGroupSchema, str]:
+        ref = parse_refs(feature_ref)[0]
+        if ref.is_wildcard:
+            raise SchemaValidationError(
+                f"'{feature_ref}' names a whole group; a single value needs one feature.",
+                fix="write 'group.feature'.",
+            )
+        schema = self._schema(ref.group, ref.version)
+        return schema, schema.feature(ref.feature).name
+
+    def set_value(
+        self, feature_ref: str, entity: Any, value: Any, *, event_time: Any = None
+    ) -> bool:
+        """Write one feature value of one entity (event time: now unless given). Returns
+        False when the store holds a newer event (an older event never overwrites it)."""
+        schema, feature = self._feature(feature_ref)
+        row = {
+            **entity_dict(schema.entity_keys, entity),
+            schema.timestamp_key: event_time if event_time is not None else utc_now(),
+            feature: value,
+        }
+        result = self.write_batch(schema, [row])
+        if result.skipped:
+            raise SchemaValidationError(
+                f"The value of '{feature_ref}' was not written: {result.skipped_reasons[0]}.",
+                fix=f"pass a value of type {schema.feature(feature).data_type}.",
+            )
+        return result.written == 1
+
+    def get_value(self, feature_ref: str, entity: Any) -> FeatureValue | None:
+        """The current value of one feature of one entity with its version, event time and
+        age; None when the entity has none."""
+        history = self.get_value_history(feature_ref, entity, limit=1)
+        return history[0] if history else None
+
+    def get_value_history(
+        self, feature_ref: str, entity: Any, limit: int | None = None
+    ) -> list[FeatureValue]:
+        """The kept versions of one feature value of one entity, newest first (the last
+        `history_size` writes; only the current value when no history is kept)."""
+        schema, feature = self._feature(feature_ref)
+        key = entity_id(schema.entity_keys, entity)
+        size = max(self.history_size, 1) if limit is None else min(limit, max(self.history_size, 1))
+        stored = self._call(
+            f"reading the history of '{feature_ref}'",
+            lambda: self._value_history(schema, key, feature, size),
+        )
+        now = now_micros()
+        return [
+            FeatureValue(
+                feature,
+                item.value,
+                from_micros(item.event_us),
+                timedelta(microseconds=now - item.event_us),
+                True,
+                item.version,
+            )
+            for item in stored
+        ]
+
+    def delete_value(self, feature_ref: str, entity: Any) -> bool:
+        """Remove one feature value of one entity and its history; True when there was one."""
+        schema, feature = self._feature(feature_ref)
+        key = entity_id(schema.entity_keys, entity)
+        return bool(
+            self._call(
+                f"deleting '{feature_ref}' of one entity",
+                lambda: self._delete_value(schema, key, feature),
+            )
+        )
 
     # -- deletes, health, lifecycle ------------------------------------------------------------
 
@@ -559,6 +660,17 @@ class OnlineStore(ABC):
     @abstractmethod
     def _delete(self, schema: FeatureGroupSchema, entities: list[str] | None) -> int:
         """Delete entities (all of the group when None); returns how many were deleted."""
+
+    @abstractmethod
+    def _value_history(
+        self, schema: FeatureGroupSchema, entity: str, feature: str, limit: int
+    ) -> list[StoredValue]:
+        """Up to `limit` kept versions of a feature value, newest first (the current value,
+        version None, when no history is kept)."""
+
+    @abstractmethod
+    def _delete_value(self, schema: FeatureGroupSchema, entity: str, feature: str) -> bool:
+        """Remove a feature value (and its history) of an entity."""
 
     @abstractmethod
     def _health(self) -> dict[str, Any]:

@@ -24,7 +24,9 @@ def _memory(config: FeatureStoreConfig, resolver: SchemaResolver | None) -> Onli
     from featurelake.online.memory import InMemoryOnlineStore
 
     return InMemoryOnlineStore(
-        resolver=resolver, plan_cache_seconds=config.metadata_cache_ttl_seconds
+        resolver=resolver,
+        plan_cache_seconds=config.metadata_cache_ttl_seconds,
+        history_size=config.online_history_size,
     )
 
 
@@ -47,6 +49,7 @@ def _redis(config: FeatureStoreConfig, resolver: SchemaResolver | None) -> Onlin
         namespace=store_namespace(config),
         resolver=resolver,
         plan_cache_seconds=config.metadata_cache_ttl_seconds,
+        history_size=config.online_history_size,
     )
 
 

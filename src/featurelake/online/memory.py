@@ -10,15 +10,18 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from featurelake.online.base import (
+    ABSENT,
     OnlineRecord,
     OnlineStore,
     ReadRequest,
     SchemaResolver,
     StoredRow,
+    StoredValue,
 )
 from featurelake.schema import FeatureGroupSchema
 
@@ -44,13 +47,19 @@ class InMemoryOnlineStore(OnlineStore):
         defaults: Mapping[str, Any] | None = None,
         plan_cache_seconds: float = 30.0,
         name: str | None = None,
+        history_size: int = 0,
     ) -> None:
         super().__init__(
-            resolver=resolver, defaults=defaults, plan_cache_seconds=plan_cache_seconds
+            resolver=resolver,
+            defaults=defaults,
+            plan_cache_seconds=plan_cache_seconds,
+            history_size=history_size,
         )
         self._name = name or uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._data: dict[tuple[str, int], dict[str, _Entry]] = {}
+        # (group, version) -> entity -> feature -> kept versions, newest first
+        self._history: dict[tuple[str, int], dict[str, dict[str, deque[StoredValue]]]] = {}
         self._writes = 0
 
     @property
@@ -70,8 +79,10 @@ class InMemoryOnlineStore(OnlineStore):
         now = time.time()
         expires_at = now + ttl_ms / 1000.0 if ttl_ms else 0.0
         accepted = []
+        keep = self.history_size
         with self._lock:
             table = self._table(schema)
+            history = self._history.setdefault((schema.name, schema.version), {}) if keep else None
             self._writes += 1
             if self._writes % SWEEP_EVERY == 0:
                 self._sweep(now)
@@ -91,6 +102,12 @@ class InMemoryOnlineStore(OnlineStore):
                 table[record.entity] = _Entry(
                     record.event_us, record.ingested_us, values, expires_at
                 )
+                if history is not None:
+                    kept = history.setdefault(record.entity, {})
+                    for feature, value in record.values.items():
+                        versions = kept.setdefault(feature, deque(maxlen=keep))
+                        number = versions[0].version + 1 if versions else 1  # type: ignore[operator]
+                        versions.appendleft(StoredValue(number, record.event_us, value))
                 accepted.append(True)
         return accepted
 
@@ -117,17 +134,53 @@ class InMemoryOnlineStore(OnlineStore):
                         rows.append(None)
                         continue
                     values = entry.values
-                    rows.append(StoredRow(entry.event_us, [values.get(f) for f in features]))
+                    rows.append(
+                        StoredRow(entry.event_us, [values.get(f, ABSENT) for f in features])
+                    )
                 out.append(rows)
         return out
 
     def _delete(self, schema: FeatureGroupSchema, entities: list[str] | None) -> int:
         with self._lock:
             if entities is None:
+                self._history.pop((schema.name, schema.version), None)
                 table = self._data.pop((schema.name, schema.version), {})
                 return len(table)
             table = self._table(schema)
+            history = self._history.get((schema.name, schema.version), {})
+            for entity in entities:
+                history.pop(entity, None)
             return sum(table.pop(e, None) is not None for e in entities)
+
+    def _value_history(
+        self, schema: FeatureGroupSchema, entity: str, feature: str, limit: int
+    ) -> list[StoredValue]:
+        now = time.time()
+        with self._lock:
+            entry = self._table(schema).get(entity)
+            if entry is None or feature not in entry.values:
+                return []
+            if entry.expires_at and entry.expires_at <= now:
+                return []
+            kept = self._history.get((schema.name, schema.version), {}).get(entity, {})
+            versions = kept.get(feature)
+            if not versions:
+                return [StoredValue(None, entry.event_us, entry.values[feature])]
+            return list(versions)[:limit]
+
+    def _delete_value(self, schema: FeatureGroupSchema, entity: str, feature: str) -> bool:
+        with self._lock:
+            table = self._table(schema)
+            self._history.get((schema.name, schema.version), {}).get(entity, {}).pop(feature, None)
+            entry = table.get(entity)
+            if entry is None or feature not in entry.values:
+                return False
+            values = {k: v for k, v in entry.values.items() if k != feature}
+            if values:
+                table[entity] = entry._replace(values=values)
+            else:
+                del table[entity]
+            return True
 
     def _health(self) -> dict[str, Any]:
         with self._lock:
@@ -139,3 +192,4 @@ class InMemoryOnlineStore(OnlineStore):
     def _close(self) -> None:
         with self._lock:
             self._data.clear()
+            self._history.clear()

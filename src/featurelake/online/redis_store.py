@@ -27,33 +27,40 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from featurelake.online.base import (
+    ABSENT,
     ColumnBatch,
     OnlineRecord,
     OnlineStore,
     ReadRequest,
     SchemaResolver,
     StoredRow,
+    StoredValue,
 )
 from featurelake.online.codec import bulk, column_bulk_encoder, decode, encode
 from featurelake.schema import FeatureGroupSchema
 
 TS_FIELD = "@ts"
+HISTORY_INFIX = "#h:"
 INGESTED_FIELD = "@ing"
 SCRIPT_KEYS = 250
 DELETE_CHUNK = 1_000
 
 # One call sets many entities that carry the same fields. KEYS: the hashes.
-# ARGV: ttl ms (0 = none), force (1/0), n, n field names, then per key: event us, ingested us
-# and n values. Returns one character per key: '1' written, '0' rejected as older.
+# ARGV: ttl ms (0 = none), force (1/0), history size h (0 = none), n, n field names, then per
+# key: event us, ingested us and n values. Returns one character per key: '1' written, '0'
+# rejected as older. With h > 0 each written value gets the next version of its feature
+# (hash field '@v:<feature>') and is pushed onto the list '<key>#h:<feature>' as
+# 'version:event us:value', trimmed to the newest h.
 COMPARE_AND_SET = """
 local ttl = ARGV[1]
 local force = ARGV[2] == '1'
-local n = tonumber(ARGV[3])
+local h = tonumber(ARGV[3])
+local n = tonumber(ARGV[4])
 local call = redis.call
 local fields = {'@ts', 0, '@ing', 0}
-for j = 1, n do fields[3 + 2 * j] = ARGV[3 + j] end
+for j = 1, n do fields[3 + 2 * j] = ARGV[4 + j] end
 local out = {}
-local a = 4 + n
+local a = 5 + n
 for i, key in ipairs(KEYS) do
   local ts, ing = ARGV[a], ARGV[a + 1]
   local newer, existed = true, force
@@ -76,6 +83,16 @@ for i, key in ipairs(KEYS) do
       call('PEXPIRE', key, ttl)
     elseif existed then
       call('PERSIST', key)
+    end
+    if h > 0 then
+      for j = 1, n do
+        local name = ARGV[4 + j]
+        local version = call('HINCRBY', key, '@v:' .. name, 1)
+        local list = key .. '#h:' .. name
+        call('LPUSH', list, version .. ':' .. ts .. ':' .. ARGV[a + 1 + j])
+        call('LTRIM', list, 0, h - 1)
+        if ttl ~= '0' then call('PEXPIRE', list, ttl) end
+      end
     end
     out[i] = '1'
   else
@@ -105,9 +122,13 @@ class RedisOnlineStore(OnlineStore):
         resolver: SchemaResolver | None = None,
         defaults: Mapping[str, Any] | None = None,
         plan_cache_seconds: float = 30.0,
+        history_size: int = 0,
     ) -> None:
         super().__init__(
-            resolver=resolver, defaults=defaults, plan_cache_seconds=plan_cache_seconds
+            resolver=resolver,
+            defaults=defaults,
+            plan_cache_seconds=plan_cache_seconds,
+            history_size=history_size,
         )
         self.url = url
         self.namespace = namespace
@@ -215,7 +236,11 @@ class RedisOnlineStore(OnlineStore):
         Values arrive already framed as protocol bulk strings, so a command is one join.
         """
         head = [bulk(b"EVALSHA"), bulk(self._script_sha())]
-        options = [bulk(str(ttl_ms).encode()), bulk(b"1" if force else b"0")]
+        options = [
+            bulk(str(ttl_ms).encode()),
+            bulk(b"1" if force else b"0"),
+            bulk(b"%d" % self.history_size),
+        ]
         prefix = f"{self.namespace}:{schema.name}@{schema.version}:"
         for entities, event_us, ingested_us, names, columns in batches:
             fields = [bulk(b"%d" % len(names)), *(bulk(name.encode()) for name in names)]
@@ -262,7 +287,7 @@ class RedisOnlineStore(OnlineStore):
                 rows.append(
                     StoredRow(
                         int(reply[0]),
-                        [None if raw is None else decode(raw) for raw in reply[1:]],
+                        [ABSENT if raw is None else decode(raw) for raw in reply[1:]],
                     )
                 )
             out.append(rows)
@@ -323,25 +348,62 @@ class RedisOnlineStore(OnlineStore):
         finally:
             self._pool.release(connection)
 
+    # -- single values and their versions ---------------------------------------------------
+
+    def _value_history(
+        self, schema: FeatureGroupSchema, entity: str, feature: str, limit: int
+    ) -> list[StoredValue]:
+        key = self.key(schema, entity)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hmget(key, [TS_FIELD, feature])
+        pipe.lrange(f"{key}{HISTORY_INFIX}{feature}", 0, limit - 1)
+        (event_us, current), kept = pipe.execute()
+        if current is None:
+            return []
+        if not kept:
+            return [StoredValue(None, int(event_us), decode(current))]
+        out = []
+        for item in kept:
+            version, event, raw = bytes(item).split(b":", 2)
+            out.append(StoredValue(int(version), int(event), decode(raw)))
+        return out
+
+    def _delete_value(self, schema: FeatureGroupSchema, entity: str, feature: str) -> bool:
+        key = self.key(schema, entity)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hdel(key, feature, f"@v:{feature}")
+        pipe.delete(f"{key}{HISTORY_INFIX}{feature}")
+        removed, _ = pipe.execute()
+        return int(removed) > 0
+
     # -- deletes, health, lifecycle ------------------------------------------------------------
 
     def _delete(self, schema: FeatureGroupSchema, entities: list[str] | None) -> int:
         if entities is not None:
             keys = [self.key(schema, e) for e in entities]
+            histories = (
+                [f"{k}{HISTORY_INFIX}{f}" for k in keys for f in schema.feature_names]
+                if self.history_size
+                else []
+            )
             deleted = 0
             for start in range(0, len(keys), DELETE_CHUNK):
                 deleted += int(self._client.unlink(*keys[start : start + DELETE_CHUNK]))
+            for start in range(0, len(histories), DELETE_CHUNK):
+                self._client.unlink(*histories[start : start + DELETE_CHUNK])
             return deleted
         pattern = _escape_glob(f"{self.namespace}:{schema.name}@{schema.version}:") + "*"
         deleted = 0
         batch: list[bytes] = []
+        infix = HISTORY_INFIX.encode()
         for key in self._client.scan_iter(match=pattern, count=1_000):
             batch.append(key)
+            deleted += infix not in key  # an entity's hash, not one of its history lists
             if len(batch) >= DELETE_CHUNK:
-                deleted += int(self._client.unlink(*batch))
+                self._client.unlink(*batch)
                 batch = []
         if batch:
-            deleted += int(self._client.unlink(*batch))
+            self._client.unlink(*batch)
         return deleted
 
     def _health(self) -> dict[str, Any]:

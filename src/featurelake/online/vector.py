@@ -19,7 +19,8 @@ if TYPE_CHECKING:
 class FeatureValue:
     """One feature of one entity: its value, when the event happened, and how old it is.
 
-    `found` is False when the store had no value (then `value` is the default, or None).
+    `found` is False when the store had no value (then `value` is the default, or None);
+    `version` is set by `get_value` / `get_value_history` when the store keeps history.
     """
 
     name: str
@@ -27,6 +28,18 @@ class FeatureValue:
     event_time: datetime | None
     age: timedelta | None
     found: bool
+    version: int | None = None
+    """Which write of this value it is (1, 2, ...), when the store keeps value history."""
+
+    @property
+    def timestamp(self) -> datetime | None:
+        """The event time (the name other stores give it)."""
+        return self.event_time
+
+    @property
+    def age_seconds(self) -> float | None:
+        """The age in seconds."""
+        return None if self.age is None else self.age.total_seconds()
 
 
 class FeatureVector:

@@ -20,6 +20,7 @@ from featurelake.pipeline.sources import (
 )
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.schema.model import IDENTIFIER
 from featurelake.serving.store import FeatureStore
 
 if TYPE_CHECKING:
@@ -184,8 +185,9 @@ def write_summary(result: WriteResult) -> dict[str, Any]:
 
 
 def feature_ref_list(refs: str | Sequence[str]) -> list[str]:
-    """Refs from a list or comma-separated text, checked for syntax."""
+    """Refs from a list or comma-separated text, checked for syntax (a bare feature name is
+    kept, and resolved to its group when read)."""
     items: list[str] = []
     for item in [refs] if isinstance(refs, str) else list(refs):
         items.extend(part.strip() for part in str(item).split(",") if part.strip())
-    return [str(ref) for ref in parse_refs(items)]
+    return [item if IDENTIFIER.match(item) else str(parse_refs(item)[0]) for item in items]

@@ -22,7 +22,13 @@ from featurelake.schema.aggregations import (
 from featurelake.schema.durations import format_duration, parse_duration
 from featurelake.schema.keys import check_keys
 from featurelake.schema.materialization import MaterializationSource, check_cron
-from featurelake.schema.types import DataType, FeatureType, SqlType
+from featurelake.schema.types import (
+    DataType,
+    FeatureType,
+    SqlType,
+    feature_type_of,
+    value_type_of,
+)
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 INGESTED_AT = "_ingested_at"
@@ -78,11 +84,14 @@ class FeatureSchema:
     unit: str | None = None
     allowed_values: tuple[Any, ...] | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    default_value: Any = None
+    """Served online for an entity that has no value of this feature."""
+    tags: tuple[str, ...] = ()
 
     def __init__(
         self,
         name: str,
-        data_type: str | DataType | SqlType,
+        data_type: str | DataType | SqlType | None = None,
         feature_type: str | FeatureType | None = None,
         description: str = "",
         nullable: bool = True,
@@ -91,12 +100,23 @@ class FeatureSchema:
         unit: str | None = None,
         allowed_values: Iterable[Any] | None = None,
         metadata: Mapping[str, Any] | None = None,
+        *,
+        default_value: Any = None,
+        tags: Iterable[str] | None = None,
+        value_type: Any = None,
     ) -> None:
         check_identifier(name, "feature")
-        sql_type = SqlType.parse(data_type)
+        if (data_type is None) == (value_type is None):
+            raise SchemaValidationError(
+                f"Feature '{name}' needs one type: data_type= (a Spark type) or value_type= "
+                "(INT, FLOAT, STRING, BOOL, LIST, DICT)"
+                + (", not both." if data_type is not None else "."),
+                fix="pass data_type='double' (or int, bigint, string, array<double>, ...).",
+            )
+        sql_type = SqlType.parse(data_type if data_type is not None else value_type_of(value_type))
         try:
             ftype = (
-                FeatureType(str(feature_type).lower())
+                feature_type_of(feature_type)
                 if feature_type is not None
                 else _default_feature_type(sql_type)
             )
@@ -132,6 +152,10 @@ class FeatureSchema:
         set_(self, "unit", unit)
         set_(self, "allowed_values", allowed)
         set_(self, "metadata", dict(metadata or {}))
+        set_(self, "default_value", default_value)
+        if isinstance(tags, str):
+            tags = [tags]
+        set_(self, "tags", tuple(str(t) for t in tags or ()))
 
     def __hash__(self) -> int:
         return hash(json.dumps(self.to_dict(), sort_keys=True, default=str))
@@ -154,6 +178,10 @@ class FeatureSchema:
             out["allowed_values"] = list(self.allowed_values)
         if self.metadata:
             out["metadata"] = dict(self.metadata)
+        if self.default_value is not None:
+            out["default_value"] = self.default_value
+        if self.tags:
+            out["tags"] = list(self.tags)
         return out
 
     @classmethod
@@ -178,9 +206,14 @@ class FeatureSchema:
             "unit",
             "allowed_values",
             "metadata",
+            "default_value",
+            "tags",
+            "value_type",
         }
         check_keys(data, known, f"Feature '{data.get('name')}'")
         data_type = data.get("type", data.get("data_type"))
+        if data_type is None and data.get("value_type") is not None:
+            data_type = value_type_of(data["value_type"])
         if data_type is None:
             raise SchemaValidationError(
                 f"Feature '{data.get('name')}' has no type.",
@@ -197,6 +230,8 @@ class FeatureSchema:
             unit=data.get("unit"),
             allowed_values=data.get("allowed_values"),
             metadata=data.get("metadata"),
+            default_value=data.get("default_value"),
+            tags=data.get("tags"),
         )
 
 

@@ -1,4 +1,7 @@
-"""Feature references: `group.feature`, `group.*`, and `group@2.feature` (pinned version)."""
+"""Feature references: `group.feature`, `group.*`, and `group@2.feature` (pinned version).
+
+`group.feature.v2` (the versioned form other stores write) is read as `group@2.feature`.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,12 @@ from featurelake.errors import FeatureNotFoundError, SchemaValidationError
 
 _REF = re.compile(
     r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<version>\d+))?\.(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)$"
+)
+
+
+_SUFFIXED = re.compile(
+    r"^(?P<group>[A-Za-z_][A-Za-z0-9_]*)(?:@(?P<pinned>\d+))?\.(?P<feature>\*|[A-Za-z_][A-Za-z0-9_]*)"
+    r"\.v(?P<version>\d+)$"
 )
 
 
@@ -27,6 +36,9 @@ class FeatureRef:
             return text
         match = _REF.match(str(text).strip())
         if not match:
+            suffixed = _SUFFIXED.match(str(text).strip())
+            if suffixed:
+                return cls._suffixed(str(text), suffixed)
             raise FeatureNotFoundError(
                 f"'{text}' is not a feature reference.",
                 fix="write 'group.feature', 'group.*' for a whole group, or 'group@2.feature' "
@@ -35,6 +47,18 @@ class FeatureRef:
             )
         version = match.group("version")
         return cls(match.group("group"), match.group("feature"), int(version) if version else None)
+
+    @classmethod
+    def _suffixed(cls, text: str, match: re.Match[str]) -> FeatureRef:
+        group, feature, version = match.group("group", "feature", "version")
+        pinned = match.group("pinned")
+        if pinned is not None and pinned != version:
+            raise SchemaValidationError(
+                f"'{text}' pins group '{group}' at two versions ({pinned} and {version}).",
+                fix=f"write '{group}@{version}.{feature}' (featurelake's form).",
+                ref=text,
+            )
+        return cls(group, feature, int(version))
 
     @property
     def is_wildcard(self) -> bool:

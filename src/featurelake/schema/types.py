@@ -45,6 +45,45 @@ class FeatureType(StrEnum):
     COMPLEX = "complex"
 
 
+FEATURE_TYPE_ALIASES: dict[str, FeatureType] = {
+    "numeric": FeatureType.NUMERICAL,
+    "embedding": FeatureType.VECTOR,
+    "timestamp": FeatureType.TIMESERIES,
+    "boolean": FeatureType.CATEGORICAL,
+}
+"""Other stores' names of feature types (NUMERIC, EMBEDDING, TIMESTAMP, BOOLEAN)."""
+
+VALUE_TYPES: dict[str, str] = {
+    "int": "bigint",
+    "float": "double",
+    "string": "string",
+    "bool": "boolean",
+    "list": "array<double>",
+    "dict": "map<string,string>",
+}
+"""Python value types (`value_type=` INT, FLOAT, STRING, BOOL, LIST, DICT) as Spark types."""
+
+
+def feature_type_of(value: Any) -> FeatureType:
+    """A `FeatureType` from its name or another store's name for it (case-insensitive)."""
+    if isinstance(value, FeatureType):
+        return value
+    text = str(getattr(value, "name", value)).lower()
+    return FEATURE_TYPE_ALIASES.get(text) or FeatureType(text)
+
+
+def value_type_of(value: Any) -> str:
+    """The Spark type of a Python value type name (INT, FLOAT, STRING, BOOL, LIST, DICT)."""
+    text = str(getattr(value, "name", value)).lower()
+    if text not in VALUE_TYPES:
+        raise SchemaValidationError(
+            f"'{value}' is not a value type.",
+            fix="use one of INT, FLOAT, STRING, BOOL, LIST, DICT, or data_type= with a Spark "
+            "type such as 'double' or 'array<float>'.",
+        )
+    return VALUE_TYPES[text]
+
+
 ATOMIC = frozenset(
     {
         DataType.INT,

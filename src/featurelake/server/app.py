@@ -97,6 +97,7 @@ def create_app(
     from featurelake import __version__
     from featurelake.server.routes import router
     from featurelake.server.ui.routes import install as install_catalog
+    from featurelake.server.values import router as values_router
 
     settings = settings or ServerSettings()
     owns_store = isinstance(store, FeatureStoreConfig)
@@ -162,6 +163,7 @@ def create_app(
     )
     app.state.server = state
     app.include_router(router)
+    app.include_router(values_router)
     install_catalog(app)
     _install_error_handlers(app)
     app.add_middleware(RequestMiddleware, server=state)

@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StrictInt, StrictStr, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StrictInt,
+    StrictStr,
+    model_validator,
+)
 
 MAX_ENTITIES = 1_000
 MAX_FEATURES = 200
@@ -33,8 +42,10 @@ FeatureRefText = Annotated[
     Field(
         min_length=3,
         max_length=2 * MAX_NAME + 12,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]{1,9})?\.(\*|[A-Za-z_][A-Za-z0-9_]*)$",
-        description="`group.feature`, `group.*` or `group@2.feature`.",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*(@[0-9]{1,9})?\.(\*|[A-Za-z_][A-Za-z0-9_]*)"
+        r"(\.v[0-9]{1,9})?$",
+        description="`group.feature`, `group.*` or `group@2.feature` (`group.feature.v2` is "
+        "read as `group@2.feature`).",
     ),
 ]
 KeyValue = Annotated[StrictInt | Annotated[StrictStr, Field(max_length=MAX_KEY_TEXT)], Field()]
@@ -43,6 +54,30 @@ Entity = Annotated[
     Field(description="One key value (single-key groups) or an object {key: value}."),
 ]
 Record = Annotated[dict[str, Any], Field(max_length=1_000)]
+
+
+def refuse_value_writes(data: Any, ours: str) -> Any:
+    """A write of single feature values (`featureId`, `entityId`, `value`, or `values` of
+    them) is refused with the record shape to send: a record replaces the whole row of its
+    key and time, so one value alone would null the group's other features."""
+    if not isinstance(data, dict):
+        return data
+    single = {"featureId", "entityId", "value"} & set(data)
+    listed = "values" in data and ours == "records"
+    if single or listed:
+        raise ValueError(
+            "featurelake writes whole records of a group, not single feature values "
+            f"({', '.join(sorted(single) or ['values'])}): send "
+            '{"group": "user@1", "'
+            + ours
+            + '": '
+            + ("[" if ours == "records" else "")
+            + '{"user_id": "user123", "event_timestamp": "2025-11-07T10:00:00Z", '
+            '"purchase_count_7d": 5, ...every feature of the group}'
+            + ("]" if ours == "records" else "")
+            + "}"
+        )
+    return data
 
 
 class Body(BaseModel):
@@ -86,7 +121,9 @@ class ServeRequest(Body):
         Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)] | None
     ) = None
     service: Name | None = None
-    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_ENTITIES)]
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_ENTITIES)] = Field(
+        validation_alias=AliasChoices("entities", "entityIds")
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ServeRequest:
@@ -142,6 +179,11 @@ class WriteRequest(Body):
     group: GroupName
     record: Record
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_write(cls, data: Any) -> Any:
+        return refuse_value_writes(data, "record")
+
 
 class WriteBatchRequest(Body):
     """Records of one group."""
@@ -160,6 +202,11 @@ class WriteBatchRequest(Body):
 
     group: GroupName
     records: Annotated[list[Record], Field(min_length=1, max_length=MAX_BATCH_ROWS)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_value_writes(cls, data: Any) -> Any:
+        return refuse_value_writes(data, "records")
 
 
 class WriteResponse(BaseModel):
@@ -198,9 +245,17 @@ class HistoricalRequest(Body):
     )
 
     features: Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)]
-    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_HISTORICAL_ENTITIES)]
-    start: datetime = Field(description="Inclusive start of the range (naive means UTC).")
-    end: datetime = Field(description="Exclusive end of the range.")
+    entities: Annotated[list[Entity], Field(min_length=1, max_length=MAX_HISTORICAL_ENTITIES)] = (
+        Field(validation_alias=AliasChoices("entities", "entityIds"))
+    )
+    start: datetime = Field(
+        description="Inclusive start of the range (naive means UTC).",
+        validation_alias=AliasChoices("start", "startTime"),
+    )
+    end: datetime = Field(
+        description="Exclusive end of the range.",
+        validation_alias=AliasChoices("end", "endTime"),
+    )
     aggregations: Annotated[list[Aggregation], Field(min_length=1, max_length=6)] = ["latest"]
     window: Annotated[str, Field(max_length=32)] | None = Field(
         default=None,
@@ -212,6 +267,18 @@ class HistoricalRequest(Body):
         description="`auto`: DuckDB for small reads (estimated from Delta statistics), else "
         "Spark; or force one.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_aggregation(cls, data: Any) -> Any:
+        """`aggregation: "avg"` (one) is `aggregations: ["avg"]`."""
+        if isinstance(data, dict) and "aggregation" in data:
+            if "aggregations" in data:
+                raise ValueError("give 'aggregations' (a list) or 'aggregation', not both")
+            one = data["aggregation"]
+            data = {k: v for k, v in data.items() if k != "aggregation"}
+            data["aggregations"] = [one]
+        return data
 
 
 class HistoricalRow(BaseModel):

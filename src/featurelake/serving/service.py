@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
 from featurelake.online import FeatureVector, OnlineWriteResult, vectors_to_pandas
+from featurelake.online.values import entity_dict
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.serving.transforms import FeatureTransform, TransformError
 
@@ -70,9 +71,19 @@ IngestResult = OnlineWriteResult
 class FeatureService:
     """Register feature services, read them with transforms applied, push records online."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: FeatureStore, transform: FeatureTransform | None = None) -> None:
         self.store = store
+        self.transform = transform
+        """Applied by `get_features(entity_id, feature_names, apply_transform=True)`."""
         self._parsed: dict[str, tuple[dict[str, Any], ServiceDefinition]] = {}
+
+    def register_group(self, group: FeatureGroupSchema) -> Any:
+        """`store.register_features(group)`."""
+        return self.store.register_features(group)
+
+    def get_group_features(self, entity_id: Any, group: str) -> FeatureVector:
+        """Every feature of `group` for one entity, from the online store."""
+        return self.store.get_vector(entity_id, f"{group}.*")
 
     # -- definitions ---------------------------------------------------------------------------
 
@@ -162,13 +173,28 @@ class FeatureService:
 
     def get_features(
         self,
-        service: str | ServiceDefinition,
-        entity_keys: Any,
+        service: str | ServiceDefinition | Any = None,
+        entity_keys: Any = None,
         *,
         as_frame: bool = False,
         fallback_to_offline: bool = False,
-    ) -> list[FeatureVector] | pd.DataFrame:
-        """The service's features for each entity, transforms applied (one vector each)."""
+        apply_transform: bool | None = None,
+        entity_id: Any = None,
+        feature_names: str | Sequence[str] | None = None,
+    ) -> list[FeatureVector] | pd.DataFrame | FeatureVector:
+        """The service's features for each entity, transforms applied (one vector each).
+
+        Also `get_features(entity_id, feature_names, apply_transform=True)`: one entity's
+        vector of those features (refs or bare names), with `self.transform` applied when
+        `apply_transform`."""
+        if apply_transform is not None or entity_id is not None or feature_names is not None:
+            entity = entity_id if entity_id is not None else service
+            names = feature_names if feature_names is not None else entity_keys
+            vector = self.store.get_vector(entity, names)
+            if apply_transform and self.transform is not None:
+                transformed: FeatureVector = self.transform.apply(vector)
+                return transformed
+            return vector
         definition = service if isinstance(service, ServiceDefinition) else self.get(service)
         vectors = self.store.get_online_features(
             list(definition.features),
@@ -185,30 +211,52 @@ class FeatureService:
 
     def ingest(
         self,
-        group: str | FeatureGroupSchema,
-        record: Mapping[str, Any],
+        group: str | FeatureGroupSchema | Mapping[str, Any],
+        record: Mapping[str, Any] | Any,
         *,
         to_offline: bool = False,
     ) -> IngestResult:
-        """Push one record of a group online (see `ingest_batch`)."""
+        """Push one record of a group online (see `ingest_batch`). Also `ingest(features,
+        entity_id)`: a dict of feature values (bare names of one group) for one entity."""
+        if isinstance(group, Mapping):
+            schema = self._group_of(group.keys())
+            keys = schema.entity_keys
+            row = {**entity_dict(keys, record), **group}
+            return self.ingest_batch(schema, [row], to_offline=to_offline)
         return self.ingest_batch(group, [record], to_offline=to_offline)
 
     def ingest_batch(
         self,
-        group: str | FeatureGroupSchema,
-        records: Iterable[Mapping[str, Any]],
+        group: str | FeatureGroupSchema | Iterable[Mapping[str, Any]],
+        records: Iterable[Mapping[str, Any]] | str | None = None,
         *,
         to_offline: bool = False,
+        entity_id_field: str | None = None,
     ) -> IngestResult:
         """Push records of a group into the online store.
 
         A record without an entity id is skipped and reported; a record without the event
         time gets the current time. Older records than what is stored are rejected. With
         `to_offline=True` the written records are also appended to the Gold table (they then
-        need every column of the group).
+        need every column of the group). `int(result)` is the number written.
+
+        Also `ingest_batch(records, entity_id_field="user_id")`: the group is the one
+        registered group holding the records' features, and `entity_id_field` names the
+        field holding its entity key.
         """
+        batch: Iterable[Mapping[str, Any]]
+        if not isinstance(group, str | FeatureGroupSchema):
+            if isinstance(records, str) and entity_id_field is None:
+                entity_id_field = records
+            group, batch = self._seed_batch(list(group), entity_id_field)
+        else:
+            batch = () if records is None or isinstance(records, str) else records
+            if entity_id_field is not None:
+                schema = self.store.online.resolve_group(group)
+                batch = _renamed(list(batch), entity_id_field, schema)
         online = self.store.online
         schema = online.resolve_group(group)
+        records = batch
         ts_key = schema.timestamp_key
         now = datetime.now(UTC).replace(tzinfo=None)
         rows = [
@@ -235,6 +283,56 @@ class FeatureService:
             skipped_reasons=result.skipped_reasons[:MAX_REPORTED],
             offline_rows=offline_rows,
         )
+
+    def _group_of(self, names: Iterable[str]) -> FeatureGroupSchema:
+        """The one registered group whose columns hold every named field (features, and
+        perhaps its keys and event time)."""
+        wanted = set(names)
+        fits = [
+            schema
+            for schema in self.store.registry.list_groups()
+            if wanted & set(schema.feature_names) and wanted <= set(schema.columns)
+        ]
+        if len(fits) != 1:
+            raise FeatureNotFoundError(
+                f"The fields {sorted(wanted)} are the columns of {len(fits)} groups "
+                f"({', '.join(s.name for s in fits) or 'none'}); one ingest writes one group.",
+                fix="name the group: ingest_batch(group, records) (or ingest(group, record)).",
+            )
+        return fits[0]
+
+    def _seed_batch(
+        self, records: list[Mapping[str, Any]], entity_id_field: str | None
+    ) -> tuple[FeatureGroupSchema, list[Mapping[str, Any]]]:
+        if entity_id_field is None:
+            raise SchemaValidationError(
+                "ingest_batch(records) without a group needs entity_id_field= (the field "
+                "holding each record's entity id).",
+                fix="ingest_batch(records, entity_id_field='user_id'), or "
+                "ingest_batch(group, records).",
+            )
+        schema = self._group_of({k for r in records for k in r if k != entity_id_field})
+        return schema, _renamed(records, entity_id_field, schema)
+
+
+def _renamed(
+    records: list[Mapping[str, Any]], field_name: str, schema: FeatureGroupSchema
+) -> list[Mapping[str, Any]]:
+    """Records whose `field_name` holds the group's (single) entity key."""
+    keys = schema.entity_keys
+    if field_name in keys:
+        return records
+    if len(keys) != 1:
+        raise SchemaValidationError(
+            f"entity_id_field='{field_name}' names one field, and group '{schema.name}' has "
+            f"the keys {list(keys)}.",
+            fix="give each record every key column, and leave out entity_id_field.",
+        )
+    key = keys[0]
+    return [
+        {(key if k == field_name else k): v for k, v in r.items()} if field_name in r else r
+        for r in records
+    ]
 
 
 def _transformed(

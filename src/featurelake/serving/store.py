@@ -19,8 +19,14 @@ from loguru import logger
 
 from featurelake.config import FeatureStoreConfig, StoreMode
 from featurelake.entities import is_frame, normalize_entity_ids
-from featurelake.errors import ConfigurationError, FeatureStoreError, OnlineStoreUnavailableError
+from featurelake.errors import (
+    ArgumentConflictError,
+    ConfigurationError,
+    FeatureStoreError,
+    OnlineStoreUnavailableError,
+)
 from featurelake.online import (
+    FeatureValue,
     FeatureVector,
     InMemoryOnlineStore,
     OnlineStore,
@@ -32,7 +38,10 @@ from featurelake.online import (
 )
 from featurelake.online.values import entity_dict, entity_id, entity_list, now_micros, to_micros
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
-from featurelake.schema import FeatureGroupSchema
+from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
+from featurelake.serving.health import HealthResult
+from featurelake.serving.metadata import StoreMetadata
+from featurelake.serving.shapes import alias, resolve_bare_names, time_span
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -53,12 +62,22 @@ class FeatureStore:
 
     def __init__(
         self,
-        config: FeatureStoreConfig,
+        config: FeatureStoreConfig | Mapping[str, Any] | None = None,
         spark: SparkSession | None = None,
         *,
         registry: Registry | None = None,
         online: OnlineStore | None = None,
+        storage_path: str | None = None,
+        query_executor: Any = None,
     ) -> None:
+        """`config` is a `FeatureStoreConfig` or a mapping of its keys; `storage_path=` alone
+        makes a default config. `query_executor` ("spark", "duckdb" or a `QueryExecutor`)
+        runs virtual queries defined without `engine=`."""
+        config = store_config(config, storage_path)
+        self._executor = query_executor
+        if isinstance(query_executor, str):
+            config = config.replace(virtual_engine=query_executor)
+            self._executor = None
         self.config = config
         self._spark = spark
         self.registry = registry or Registry(config, spark)
@@ -98,7 +117,11 @@ class FeatureStore:
                 from featurelake.offline.hybrid import HybridFeatureStore
 
                 self._hybrid = HybridFeatureStore(
-                    self.config, self._spark, self.registry, mode=self.config.mode
+                    self.config,
+                    self._spark,
+                    self.registry,
+                    mode=self.config.mode,
+                    executor=self._executor or self.config.virtual_engine,
                 )
             return self._hybrid
 
@@ -128,6 +151,11 @@ class FeatureStore:
             return self._online
 
     @property
+    def metadata(self) -> StoreMetadata:
+        """Groups, features, last updates and feature lineage (`store.metadata.list_features`)."""
+        return StoreMetadata(self)
+
+    @property
     def services(self) -> FeatureService:
         """Feature services (named feature sets with transforms) of this store."""
         with self._lock:
@@ -144,6 +172,16 @@ class FeatureStore:
         self.offline  # noqa: B018 - the Gold part, with its quality hooks and online sync
         return self.hybrid.register_features(group_schema)
 
+    def register_feature(self, definition: Any) -> None:
+        """Refused: featurelake registers features in groups (keys, event time, versions)."""
+        name = getattr(definition, "name", definition)
+        raise ArgumentConflictError(
+            f"register_feature({name!r}): featurelake registers features in groups, which give "
+            "them entity keys, an event time and a version.",
+            fix=f"store.register_features(FeatureGroupSchema('<group>', ['<entity key>'], "
+            f"[{name!r} definition])).",
+        )
+
     def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
         """The Gold part of this store on another Spark session (a streaming micro-batch's),
         with the same registry, quality hooks and online sync."""
@@ -153,20 +191,56 @@ class FeatureStore:
         """A registered schema from a schema, `name` (latest version) or `name@version`."""
         return self.offline.resolve_group(group)
 
+    def list_features(self, group: str | None = None) -> list[FeatureSchema]:
+        """The feature definitions of a group, or of every registered group (latest
+        versions)."""
+        groups = [self.resolve_group(group)] if group else self.registry.list_groups()
+        return [feature for schema in groups for feature in schema.features]
+
+    def get_feature(self, group: str, feature: str | None = None) -> FeatureSchema:
+        """One feature's definition: `get_feature("group", "age")`, `get_feature("group.age")`
+        or a bare name one registered group has (`get_feature("age")`)."""
+        ref = f"{group}.{feature}" if feature is not None else group
+        parsed = parse_refs(self.feature_refs(ref))[0]
+        schema = self.resolve_group(
+            parsed.group if parsed.version is None else f"{parsed.group}@{parsed.version}"
+        )
+        return schema.feature(parsed.feature)
+
     def location(self, group: str | FeatureGroupSchema) -> TableLocation:
         """Where a group version's Gold table lives."""
         return self.offline.location(group)
 
     def write_features(
         self,
-        group: str | FeatureGroupSchema,
-        df: Any,
+        group: str | FeatureGroupSchema | None = None,
+        df: Any = None,
         mode: str = "append",
         *,
         lineage: Lineage | None = None,
+        backfill: bool = False,
+        feature_group: str | FeatureGroupSchema | None = None,
+        data: Any = None,
     ) -> WriteResult:
         """Validate `df` and write it to the group's Gold table: `append`, `overwrite` or
-        `merge` (upsert on keys + event time). A refused batch leaves the table unchanged."""
+        `merge` (upsert on keys + event time). A refused batch leaves the table unchanged.
+
+        `backfill=True` replaces exactly the span of event times `df` covers (earliest to
+        latest, as `backfill(group, df, start, end)`) instead. `feature_group=` and `data=`
+        are accepted for `group` and `df`."""
+        call = "write_features"
+        group = alias(group, feature_group, ours_name="group", seed_name="feature_group", call=call)
+        df = alias(df, data, ours_name="df", seed_name="data", call="write_features")
+        if backfill:
+            if str(mode).lower() == "merge":
+                raise ArgumentConflictError(
+                    "write_features(backfill=True) replaces the span of the data's event times, "
+                    "which a merge does not do.",
+                    fix="drop mode='merge' for a backfill, or drop backfill=True to upsert.",
+                )
+            schema = self.resolve_group(group)
+            start, end = time_span(df, schema.timestamp_key)
+            return self.offline.backfill(schema, df, start, end, lineage=lineage)
         return self.offline.write_features(group, df, mode, lineage=lineage)
 
     def apply_changes(
@@ -238,7 +312,7 @@ class FeatureStore:
 
     def get_features(
         self,
-        feature_refs: str | Sequence[str],
+        feature_refs: str | Sequence[str] | None = None,
         entity_ids: Any = None,
         point_in_time: datetime | None = None,
         *,
@@ -247,6 +321,7 @@ class FeatureStore:
         strategy: StrategyArg = None,
         engine: EngineArg = None,
         to_pandas: bool = False,
+        feature_names: str | Sequence[str] | None = None,
     ) -> Any:
         """The latest value per entity of `feature_refs` (as of `point_in_time`).
 
@@ -255,8 +330,18 @@ class FeatureStore:
         or a pandas / Spark DataFrame of keys. Pin a Gold table's Delta version with
         `as_of_version` / `as_of_timestamp`, an engine with `engine` ("spark", "duckdb",
         "auto"). `to_pandas=True` returns pandas (DuckDB answers small reads without Spark);
-        else a Spark DataFrame.
+        else a Spark DataFrame. `feature_names=` is accepted for `feature_refs`, and a bare
+        feature name (`"age"`) reads `group.age` when exactly one registered group has it.
         """
+        feature_refs = self.feature_refs(
+            alias(
+                feature_refs,
+                feature_names,
+                ours_name="feature_refs",
+                seed_name="feature_names",
+                call="get_features",
+            )
+        )
         ids = normalize_entity_ids(entity_ids)
         if as_of_version is not None or as_of_timestamp is not None:
             _only_gold(strategy, engine)
@@ -279,8 +364,8 @@ class FeatureStore:
 
     def get_historical_features(
         self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
+        entity_df: Any = None,
+        feature_refs: str | Sequence[str] | None = None,
         ttl: timedelta | str | None = None,
         timestamp_column: str | None = None,
         fill: str = "none",
@@ -288,10 +373,21 @@ class FeatureStore:
         strategy: StrategyArg = None,
         engine: EngineArg = None,
         to_pandas: bool = False,
+        entities: Any = None,
+        features: str | Sequence[str] | None = None,
     ) -> Any:
         """Point-in-time-correct features for every row of `entity_df` (Spark or pandas):
         per group the latest event with `event_ts <= t` within the ttl, ties broken by
-        `_ingested_at`. `engine`, `strategy` and `to_pandas` as for `get_features`."""
+        `_ingested_at`. `engine`, `strategy` and `to_pandas` as for `get_features`;
+        `entities=` / `features=` are accepted for `entity_df` / `feature_refs`, and bare
+        feature names as in `get_features`."""
+        call = "get_historical_features"
+        entity_df = alias(
+            entity_df, entities, ours_name="entity_df", seed_name="entities", call=call
+        )
+        feature_refs = self.feature_refs(
+            alias(feature_refs, features, ours_name="feature_refs", seed_name="features", call=call)
+        )
         if to_pandas or engine not in (None, "spark"):
             frame = entity_df.toPandas() if _is_spark(entity_df) else entity_df
             result = self.hybrid.get_historical_features_pandas(
@@ -313,6 +409,12 @@ class FeatureStore:
             strategy=strategy,
         )
 
+    def feature_refs(self, feature_refs: str | Sequence[str]) -> str | list[str]:
+        """`feature_refs` with bare feature names resolved to `group.feature` (the one
+        registered group that has each; AmbiguousFeatureError lists them when several do)."""
+        resolved = resolve_bare_names(self.registry, feature_refs)
+        return resolved if isinstance(resolved, str) else list(resolved)
+
     def get_training_set(
         self,
         entity_df: Any,
@@ -327,7 +429,7 @@ class FeatureStore:
         """A point-in-time training set and its manifest (kept under `name` to `rebuild`)."""
         return self.hybrid.get_training_set(
             entity_df,
-            feature_refs,
+            self.feature_refs(feature_refs),
             ttl=ttl,
             timestamp_column=timestamp_column,
             fill=fill,
@@ -475,6 +577,7 @@ class FeatureStore:
         read is small, else Spark; vectors say `source == "offline"`).
         """
         entity_keys = normalize_entity_ids(entity_keys)
+        feature_refs = self.feature_refs(feature_refs)
         try:
             vectors = self.online.get(feature_refs, entity_keys, defaults=defaults)
         except OnlineStoreUnavailableError as error:
@@ -483,6 +586,53 @@ class FeatureStore:
             logger.warning("online store unavailable ({}); reading the offline store", error)
             vectors = self._offline_vectors(feature_refs, entity_keys, defaults)
         return vectors_to_pandas(vectors) if as_frame else vectors
+
+    def set_value(
+        self, feature: str, entity_id: Any, value: Any, *, event_time: datetime | None = None
+    ) -> bool:
+        """Write one online feature value (`group.feature` or a bare name) of one entity; its
+        event time is now unless given. Each accepted write is the feature's next version
+        (kept with `online_history_size`); False when a newer event is stored."""
+        ref = self._one_ref(feature)
+        return self.online.set_value(ref, entity_id, value, event_time=event_time)
+
+    def get_value(self, feature: str, entity_id: Any) -> FeatureValue | None:
+        """The current online value of one feature of one entity, with its version, event
+        time (`timestamp`) and age (`age_seconds`); None when it has none."""
+        return self.online.get_value(self._one_ref(feature), entity_id)
+
+    def get_value_history(
+        self, feature: str, entity_id: Any, limit: int | None = None
+    ) -> list[FeatureValue]:
+        """The last `online_history_size` versions of one online value, newest first."""
+        return self.online.get_value_history(self._one_ref(feature), entity_id, limit)
+
+    def delete_value(self, feature: str, entity_id: Any) -> bool:
+        """Remove one online feature value of one entity (and its history)."""
+        return self.online.delete_value(self._one_ref(feature), entity_id)
+
+    def get_vector(
+        self, entity_id: Any, feature_names: str | Sequence[str] | None = None
+    ) -> FeatureVector:
+        """One entity's online `FeatureVector` of `feature_names` (refs or bare names; every
+        feature of the one group of a single-group store when None); features without a value
+        take their `default_value`."""
+        if feature_names is None:
+            groups = self.registry.list_groups()
+            if len(groups) != 1:
+                raise ArgumentConflictError(
+                    f"get_vector() without feature names reads the one registered group, and "
+                    f"there are {len(groups)}.",
+                    fix="pass feature_names (e.g. ['group.feature'] or ['group.*']).",
+                )
+            feature_names = f"{groups[0].name}.*"
+        vectors = self.get_online_features(feature_names, [entity_id])
+        assert isinstance(vectors, list)
+        return vectors[0]
+
+    def _one_ref(self, feature: str) -> str:
+        refs = self.feature_refs(feature)
+        return refs if isinstance(refs, str) else refs[0]
 
     def sync_to_online(
         self,
@@ -581,9 +731,10 @@ class FeatureStore:
 
     # -- health and lifecycle ------------------------------------------------------------------
 
-    def health_check(self) -> dict[str, Any]:
-        """Offline and (when enabled) online health, with `healthy` for both together."""
-        checks: dict[str, Any] = {"offline": self.offline.health_check()}
+    def health_check(self) -> HealthResult:
+        """Offline and (when enabled) online health, with `healthy` for both together: a dict
+        of the details that is falsy when unhealthy (`if store.health_check():` works)."""
+        checks = HealthResult(offline=self.offline.health_check())
         if self.config.enable_online_store or self._online is not None:
             checks["online"] = self.online.health_check()
         checks["healthy"] = all(
@@ -638,3 +789,31 @@ def _plain(value: Any) -> Any:
     if type(value).__module__ == "numpy":
         return value.tolist() if hasattr(value, "tolist") else value
     return value
+
+
+def store_config(
+    config: FeatureStoreConfig | Mapping[str, Any] | None, storage_path: str | None
+) -> FeatureStoreConfig:
+    """The store's config from a config, a mapping of its keys, or `storage_path=` alone."""
+    if isinstance(config, FeatureStoreConfig):
+        if storage_path is not None and storage_path != config.storage_path:
+            raise ArgumentConflictError(
+                f"FeatureStore() was given storage_path={storage_path!r} and a config with "
+                f"storage_path={config.storage_path!r}.",
+                fix="pass one of them.",
+            )
+        return config
+    if isinstance(config, Mapping):
+        values = dict(config)
+        if storage_path is not None:
+            values.setdefault("storage_path", storage_path)
+        return FeatureStoreConfig.from_dict(values)
+    if config is None and storage_path is not None:
+        return FeatureStoreConfig(storage_path=storage_path)
+    raise ArgumentConflictError(
+        f"FeatureStore() needs a FeatureStoreConfig (or a mapping of its keys, or "
+        f"storage_path=), and was given {type(config).__name__}.",
+        fix="FeatureStore(FeatureStoreConfig.from_yaml('conf/featurelake.yaml')) or "
+        "FeatureStore(storage_path='/data/gold/features'); featurelake takes no application "
+        "context object.",
+    )

@@ -60,10 +60,18 @@ class _Step:
 
 @dataclass(frozen=True)
 class FeatureTransform:
-    """A named chain of request-time steps. Build with the class methods, chain with `then`."""
+    """A named chain of request-time steps. Build with the class methods, chain with `then`.
 
-    name: str
-    steps: tuple[_Step, ...]
+    A transform of whole vectors holds one transform per feature instead:
+    `FeatureTransform().add("age", lambda v: v / 100).add("spend", FeatureTransform.log())`;
+    `apply(vector)` then returns a new `FeatureVector` with those features transformed.
+    """
+
+    name: str = "transform"
+    steps: tuple[_Step, ...] = ()
+    per_feature: dict[str, FeatureTransform] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     # -- constructors --------------------------------------------------------------------------
 
@@ -159,10 +167,44 @@ class FeatureTransform:
     def named(self, name: str) -> FeatureTransform:
         return FeatureTransform(name, self.steps)
 
+    def add(
+        self, feature: str, function: FeatureTransform | Callable[[Any], Any]
+    ) -> FeatureTransform:
+        """Transform `feature` of a vector with `function` (a callable of one value, or a
+        FeatureTransform); registers it on this transform and returns it, so calls chain.
+        A plain callable lives in this process only (register it with `register_transform`
+        to store it in a feature service)."""
+        if self.steps:
+            raise TransformError(
+                f"The transform '{self.name}' transforms single values; add() builds a "
+                "transform of vectors.",
+                fix="start from FeatureTransform() and add one transform per feature.",
+            )
+        if isinstance(function, FeatureTransform):
+            step = function
+        elif callable(function):
+            label = getattr(function, "__name__", "function")
+            step = FeatureTransform(label, (_Step("custom", (("name", label),), function),))
+        else:
+            raise TransformError(
+                f"The transform of '{feature}' is a {type(function).__name__}.",
+                fix="pass a function of one value, or a FeatureTransform.",
+            )
+        self.per_feature[feature] = step
+        return self
+
     # -- application ---------------------------------------------------------------------------
 
     def apply(self, value: Any) -> Any:
-        """The transformed value; `value` itself is never modified."""
+        """The transformed value; `value` itself is never modified. A `FeatureVector` gets
+        each feature `add`ed here transformed (features it lacks are left out)."""
+        if self.per_feature and type(value).__name__ == "FeatureVector":
+            changes = {
+                name: transform.apply(value.get(name))
+                for name, transform in self.per_feature.items()
+                if name in value
+            }
+            return value.with_values(changes)
         for step in self.steps:
             value = _apply_step(step, value)
         return value

@@ -1,0 +1,98 @@
+"""Routes of single values and runs: a feature value's versions over HTTP, and running a
+group's materialization (`/v1/features/materialize`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
+
+from featurelake.errors import ConfigurationError
+from featurelake.server.access import visible_group
+from featurelake.server.app import API_PREFIX, jsonable
+from featurelake.server.auth import Access, Role
+from featurelake.server.errors import NotFoundError
+from featurelake.server.models import Body, GroupName
+from featurelake.server.routes import ERRORS, GroupPath, Key, State, audited
+
+router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
+
+
+@router.get("/features/{group}/{feature}/history", tags=["serving"])
+def value_history(
+    group: GroupPath,
+    feature: Annotated[str, Path(max_length=128, description="A feature of the group.")],
+    state: State,
+    key: Key,
+    entity: Annotated[str, Query(max_length=512, description="The entity's key value.")],
+    limit: Annotated[int | None, Query(ge=1, le=10_000)] = None,
+) -> JSONResponse:
+    """The kept versions of one online feature value of one entity, newest first (the last
+    `online_history_size` writes)."""
+    store = state.store
+    if not store.config.enable_online_store:
+        raise ConfigurationError(
+            "Value history is kept by the online store, which this server has disabled.",
+            fix="set enable_online_store: true and online_history_size in the store config.",
+        )
+    schema = visible_group(store.registry, key, group)
+    if not key.can(Access.READ, schema.name, feature) or feature not in schema.feature_names:
+        raise NotFoundError(
+            f"Group '{schema.name}' has no feature '{feature}' this key may read.",
+            code="feature_not_found",
+            fix=f"GET {API_PREFIX}/features/{schema.name} lists its features.",
+        )
+    ref = f"{schema.name}@{schema.version}.{feature}"
+    values = store.online.get_value_history(ref, entity, limit)
+    return JSONResponse(
+        jsonable(
+            {
+                "feature": f"{schema.name}.{feature}",
+                "version": schema.version,
+                "entity": entity,
+                "history_size": store.config.online_history_size,
+                "values": [
+                    {
+                        "version": v.version,
+                        "value": v.value,
+                        "event_time": v.event_time,
+                        "age_seconds": v.age_seconds,
+                    }
+                    for v in values
+                ],
+            }
+        )
+    )
+
+
+class MaterializeRequest(Body):
+    """The group to materialize; `full` recomputes it from its whole source."""
+
+    group: GroupName
+    full: bool = False
+
+
+@router.post("/features/materialize", tags=["writes"])
+def materialize(body: MaterializeRequest, request: Request, state: State, key: Key) -> JSONResponse:
+    """Run a group's materialization now (writer or admin): a group with a source (or an
+    aggregation group) is brought up to date from it; a virtual group's query result is
+    written to its Gold table. Returns what the run did."""
+    audited(request, "materialize", body.group)
+    key.require_role(Role.WRITER, "materializing feature groups")
+    store = state.store
+    schema = visible_group(store.registry, key, body.group)
+    key.require(Access.WRITE, [(schema.name, f) for f in schema.feature_names])
+    audited(request, "materialize", f"{schema.name}@{schema.version}")
+    ref = f"{schema.name}@{schema.version}"
+    result: dict[str, Any]
+    if schema.source is None and schema.event_source is None:
+        written = store.materialize(ref)  # a virtual group (or a typed error saying it is none)
+        result = {"kind": "virtual", **asdict(written)}
+    else:
+        from featurelake.scheduling import materialize_from_source
+
+        run = materialize_from_source(store, ref, full=body.full, job="api")
+        result = {"kind": "source", **run.to_dict()}
+    return JSONResponse(jsonable({"group": schema.name, "version": schema.version, **result}))
