@@ -27,6 +27,8 @@ OPERATIONS = [
     ("POST", "/v1/features/write-batch"),
     ("POST", "/v1/features/serve"),
     ("POST", "/v1/features/historical"),
+    ("POST", "/v1/features/materialize"),
+    ("GET", "/v1/features/{group}/{feature}/history"),
     ("GET", "/v1/health"),
     ("GET", "/v1/metrics"),
 ]
