@@ -5,8 +5,8 @@
 # on s3:// of a local SeaweedFS server, S3_SUITES). A Python process holds one kind of session, so
 # each mode is a pytest process of its own. The classic suite runs on two pytest-xdist workers
 # (one Spark session each, a test file per worker at a time); beside it, one lane runs the
-# Connect, cluster and s3 modes one after another (FEATURELAKE_TEST_MODES_IN_SEQUENCE=1 runs all
-# four one after another instead). The catalog's browser tests (tests/ui, Debian's Chromium
+# Connect mode, then the cluster and s3 modes side by side (FEATURELAKE_TEST_MODES_IN_SEQUENCE=1
+# starts that lane after classic instead). The catalog's browser tests (tests/ui, Debian's Chromium
 # through Playwright) run in the classic process. The exit code fails when any mode fails. Extra
 # arguments go to every mode.
 set -uo pipefail
@@ -44,9 +44,12 @@ other_modes() {
     : >"$cluster_log"
     run_mode connect "$connect_log" "$@"
     local connect=$?
+    # The cluster and s3 modes side by side: by then the classic suite is (nearly) done.
+    s3_mode "$@" &
+    local s3_pid=$!
     run_mode cluster "$cluster_log" "$@"
     local cluster=$?
-    s3_mode "$@"
+    wait "$s3_pid"
     local s3=$?
     [ "$connect" -eq 0 ] && [ "$cluster" -eq 0 ] && [ "$s3" -eq 0 ]
 }
