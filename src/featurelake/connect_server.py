@@ -9,7 +9,6 @@ benchmarks and local development. The server is stopped by its process id.
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from loguru import logger
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError
+from featurelake.processes import stop_process_group
 from featurelake.session import spark_jars
 from featurelake.storage import credential_environment
 
@@ -187,16 +187,7 @@ class LocalConnectServer:
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server by its process id (its whole process group); idempotent."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout_s)
 
     def __enter__(self) -> LocalConnectServer:
         return self

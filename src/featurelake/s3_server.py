@@ -14,7 +14,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from loguru import logger
 
 from featurelake.connect_server import LOOPBACK, free_loopback_port
 from featurelake.errors import ConfigurationError
+from featurelake.processes import stop_process_group
 from featurelake.storage import Secret, StorageSettings
 
 WEED_ENV = "FEATURELAKE_WEED"
@@ -213,16 +213,7 @@ class LocalS3Server:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the server by its process id (its process group; killed after `timeout_s`);
         idempotent."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout_s)
 
     def __enter__(self) -> LocalS3Server:
         return self

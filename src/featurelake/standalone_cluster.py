@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from loguru import logger
 
 from featurelake.connect_server import LOOPBACK, _pyspark_home, free_loopback_port
 from featurelake.errors import ConfigurationError
+from featurelake.processes import stop_process_group
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -48,16 +48,7 @@ class ClusterProcess:
 
     def stop(self, timeout_s: float) -> None:
         """Stop the daemon by its process id (its process group: a worker's executors too)."""
-        if self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=timeout_s)
-        except ProcessLookupError:
-            pass
+        stop_process_group(self.process, timeout_s)
 
     def log_tail(self, lines: int = 20) -> str:
         if not self.log_path.exists():
