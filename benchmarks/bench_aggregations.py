@@ -32,7 +32,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.windows import Tiles, WindowOutput, tile_partials, window_aggregates
+from featurelake.engines.spark.windows import Tiles, WindowOutput, tile_partials, window_aggregates
 from featurelake.session import get_spark
 
 KEY = "customer_id"

@@ -31,7 +31,7 @@ from bench_pit import FEATURES, KEY, TS, generate, shuffle_sort
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LocalConnectServer
-from featurelake.offline.pit import PitSource, point_in_time_join
+from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.session import get_spark, is_connect_session
 
 RESULT = "RESULT "

@@ -33,9 +33,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.hybrid import HybridFeatureStore
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.session import get_spark
+from featurelake.stores.hybrid import HybridFeatureStore
 
 EVENTS_PER_ENTITY = 10
 T0 = datetime(2024, 1, 1)

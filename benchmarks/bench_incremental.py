@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.scheduling import materialize_from_source
 from featurelake.schema import FeatureGroupSchema
 from featurelake.session import get_spark
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 QUERY = (
     "SELECT id AS customer_id, ts AS event_timestamp, amount * 1.2 AS spend, "

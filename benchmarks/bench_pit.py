@@ -44,7 +44,7 @@ from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LOOPBACK
-from featurelake.offline.pit import PitSource, point_in_time_join
+from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.session import get_spark
 from featurelake.standalone_cluster import LocalStandaloneCluster
 

@@ -28,11 +28,11 @@ from typing import Any
 from bench_online import start_redis
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.online import create_online_store
 from featurelake.scheduling.streaming import start_stream
 from featurelake.schema import FeatureGroupSchema
 from featurelake.session import get_spark
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 QUERY = (
     "SELECT id AS customer_id, ts AS event_timestamp, amount * 1.2 AS spend, country FROM {source}"

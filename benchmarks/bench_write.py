@@ -22,9 +22,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.session import get_spark
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 FEATURES = 8
 

@@ -18,10 +18,10 @@ from pyspark.sql import SparkSession
 
 from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import WriteMode
 from featurelake.pipeline.runtime import job_parser, run_job, time_argument
 from featurelake.pipeline.sources import FORMATS
 from featurelake.pipeline.tasks import materialize, write_summary
+from featurelake.stores.materialized import WriteMode
 
 NAME = "materialize"
 

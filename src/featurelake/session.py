@@ -180,3 +180,9 @@ def unsupported_over_connect(
         operation=attribute,
         **details,
     )
+
+
+def is_spark_frame(value: object) -> bool:
+    """True for classic and Spark Connect DataFrames."""
+    module = type(value).__module__
+    return module.startswith("pyspark.sql") and type(value).__name__ == "DataFrame"

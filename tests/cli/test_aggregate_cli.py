@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from featurelake.cli import app
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
 

@@ -22,9 +22,9 @@ from featurelake.cli import app
 from featurelake.cli.app import quiet_spark_logs
 from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import load_groups
 from featurelake.serving import FeatureStore
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE_FEATURES = REPO / "conf" / "features"

@@ -30,11 +30,11 @@ from pyspark.sql import SparkSession
 from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.logs import disable_logging
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import load_groups
 from featurelake.serving import FeatureStore
 from featurelake.session import find_delta_jars
 from featurelake.standalone_cluster import LocalStandaloneCluster
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 JOBS = REPO / "jobs"

@@ -12,8 +12,8 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
+from featurelake.engines.spark import aggregations, tiles
 from featurelake.errors import MaterializationError, PointInTimeError
-from featurelake.offline import aggregations, tiles
 from featurelake.schema import FeatureGroupSchema
 from featurelake.serving import FeatureStore
 

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
+from featurelake.engines.spark import windows
+from featurelake.engines.spark.windows import Tiles, WindowOutput, tile_partials, window_aggregates
 from featurelake.errors import PointInTimeError
-from featurelake.offline import windows
-from featurelake.offline.windows import Tiles, WindowOutput, tile_partials, window_aggregates
 
 pytestmark = pytest.mark.spark
 

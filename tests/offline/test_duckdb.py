@@ -18,22 +18,19 @@ from pyspark.sql import SparkSession
 
 from featurelake import storage
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.duckdb.executor import DuckDBQueryExecutor
+from featurelake.engines.duckdb.reader import DuckDBFeatureReader
+from featurelake.engines.spark.training import build_training_set
 from featurelake.errors import (
     DeltaTableNotReadableError,
     DependencyNotInstalledError,
     VirtualizationQueryError,
 )
-from featurelake.offline.delta_reader import open_snapshot, read_arrow
-from featurelake.offline.duckdb import DuckDBQueryExecutor
-from featurelake.offline.duckdb_store import DuckDBFeatureReader
-from featurelake.offline.materialized import MaterializedFeatureStore
-from featurelake.offline.training import build_training_set
-from featurelake.offline.virtualized import (
-    VirtualizedFeatureStore,
-    VirtualQuery,
-    create_query_executor,
-)
+from featurelake.gold.delta_reader import open_snapshot, read_arrow
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
+from featurelake.stores.virtualized import VirtualizedFeatureStore
+from featurelake.virtual.executors import VirtualQuery, create_query_executor
 
 pytest.importorskip("duckdb")
 pytestmark = pytest.mark.spark

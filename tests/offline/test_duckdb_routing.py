@@ -21,9 +21,9 @@ from featurelake.errors import (
     FeatureStoreError,
     UnsupportedOperationError,
 )
-from featurelake.offline.hybrid import HybridFeatureStore, Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.hybrid import HybridFeatureStore, Strategy
 
 pytest.importorskip("duckdb")
 pytestmark = pytest.mark.spark

@@ -13,9 +13,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError, MaterializationError, VirtualizationQueryError
-from featurelake.offline import delta_ops
-from featurelake.offline.hybrid import AUTO_MATERIALIZE, HybridFeatureStore, Strategy
+from featurelake.gold import delta_ops
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.hybrid import AUTO_MATERIALIZE, HybridFeatureStore, Strategy
 from featurelake.times import utc_now
 
 T0 = datetime(2024, 1, 1)

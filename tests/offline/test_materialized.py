@@ -11,9 +11,9 @@ from pyspark.sql import DataFrame, SparkSession
 from featurelake.config import FeatureStoreConfig
 from featurelake.connect_server import LocalConnectServer
 from featurelake.errors import MaterializationError, SchemaValidationError
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
 COLUMNS = "customer_id bigint, event_timestamp timestamp, age int, segment string, score double"

@@ -16,8 +16,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.errors import PointInTimeError
-from featurelake.offline.pit import PitSource, point_in_time_join
 
 pytestmark = pytest.mark.spark
 

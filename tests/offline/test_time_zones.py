@@ -13,14 +13,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 from featurelake.errors import SchemaValidationError
-from featurelake.offline.duckdb_store import DuckDBFeatureReader
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.online.memory import InMemoryOnlineStore
 from featurelake.online.sync import sync_to_online
 from featurelake.quality import attach_configured_quality, evaluate_checks
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.schema.model import QualityRule
+from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.times import sql_time_literal, utc_now
 
 pytestmark = pytest.mark.spark

@@ -8,10 +8,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.spark.training import TrainingSetManifest
 from featurelake.errors import FeatureGroupNotFoundError, FeatureNotFoundError, PointInTimeError
-from featurelake.offline.materialized import MaterializedFeatureStore
-from featurelake.offline.training import TrainingSetManifest
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
 

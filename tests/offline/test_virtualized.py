@@ -10,22 +10,22 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.spark.executor import SparkQueryExecutor
 from featurelake.errors import (
     ConfigurationError,
     UnsupportedOperationError,
     VirtualizationQueryError,
 )
-from featurelake.offline.materialized import MaterializedFeatureStore
-from featurelake.offline.virtualized import (
+from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
+from featurelake.stores.virtualized import VirtualizedFeatureStore
+from featurelake.virtual.checks import sql_relation_names
+from featurelake.virtual.executors import (
     AnalysedQuery,
     QueryExecutor,
-    SparkQueryExecutor,
-    VirtualizedFeatureStore,
     VirtualQuery,
     create_query_executor,
-    sql_relation_names,
 )
-from featurelake.schema import FeatureGroupSchema, FeatureSchema
 
 T0 = datetime(2024, 1, 1)
 VIEW = "vt_silver_spend"

@@ -14,7 +14,6 @@ from pyspark.sql import types as T
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import MaterializationError
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.online import (
     SYNC_KIND,
     InMemoryOnlineStore,
@@ -24,6 +23,7 @@ from featurelake.online import (
     sync_to_online,
 )
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis]
 
@@ -265,7 +265,7 @@ def test_gold_rows_read_with_delta_rs_load_the_values_a_sync_loads(
 ) -> None:
     """`push_latest_arrow` (the Spark-free path of the feature server): the same latest row
     per entity, ties on event time going to the later ingestion, every type intact."""
-    from featurelake.offline.delta_reader import open_snapshot, read_arrow
+    from featurelake.gold.delta_reader import open_snapshot, read_arrow
     from featurelake.online import push_latest_arrow
 
     first_rows = [(1, T0, 1, 1.0, "a"), (2, T0, 2, 2.0, "b")]

@@ -18,9 +18,9 @@ from pyspark.sql import SparkSession
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError, FeatureNotFoundError
 from featurelake.examples import retail
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.pipeline import read_features_node, training_set_node, write_features_node
 from featurelake.schema import load_groups
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 GROUPS = load_groups(REPO / "conf" / "features")

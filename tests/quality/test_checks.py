@@ -8,7 +8,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import SchemaValidationError
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality import (
     QualityCheckError,
     attach_quality,
@@ -19,6 +18,7 @@ from featurelake.quality import (
 )
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.model import CheckAction, GroupChecks, QualityRule
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
 COLUMNS = "id bigint, event_timestamp timestamp, spend double, channel string"

@@ -8,10 +8,10 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality import compute_drift, drift, drift_history, psi
 from featurelake.quality.drift import PSI_EPSILON
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
 SCHEMA = FeatureGroupSchema(

@@ -9,10 +9,10 @@ import pandas as pd
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality import attach_quality, drift_history, statistics_history
 from featurelake.quality.report import write_report
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 NOW = datetime(2024, 3, 1, 12)
 SCHEMA = FeatureGroupSchema.from_dict(

@@ -9,7 +9,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality import (
     GroupStatistics,
     compute_statistics,
@@ -18,6 +17,7 @@ from featurelake.quality import (
 )
 from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
 SCHEMA = FeatureGroupSchema(

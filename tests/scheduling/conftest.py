@@ -12,8 +12,8 @@ import pytest
 from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 3, 1)
 SILVER_COLUMNS = "id BIGINT, ts TIMESTAMP, amount DOUBLE, country STRING"

@@ -14,9 +14,9 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner
 
 from featurelake.cli import app
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality.freshness import group_freshness
 from featurelake.quality.report import render_html, report_data
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
 

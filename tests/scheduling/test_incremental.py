@@ -12,11 +12,11 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.errors import MaterializationError, SchemaValidationError
-from featurelake.offline import delta_ops
-from featurelake.offline.materialized import MaterializedFeatureStore
+from featurelake.gold import delta_ops
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.scheduling import materialize_from_source, watermark
 from featurelake.scheduling.incremental import WATERMARK
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
 

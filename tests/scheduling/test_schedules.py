@@ -20,13 +20,13 @@ from typer.testing import CliRunner
 
 from featurelake.cli import app
 from featurelake.errors import ConfigurationError, SchemaValidationError
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.registry import Registry
 from featurelake.scheduling.export import ExportSettings, airflow_dag, crontab, databricks_job
 from featurelake.scheduling.runner import Scheduler, SlotRun
 from featurelake.scheduling.schedules import latest_slot, to_quartz
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 Stores = Callable[[str], MaterializedFeatureStore]
 

@@ -14,10 +14,10 @@ from pyspark.sql import SparkSession
 
 from featurelake import storage
 from featurelake.errors import SchemaValidationError
-from featurelake.offline import delta_ops
-from featurelake.offline.materialized import MaterializedFeatureStore
+from featurelake.gold import delta_ops
 from featurelake.online import RedisOnlineStore
 from featurelake.scheduling.streaming import StreamBatch, request_stop, start_stream
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
 

@@ -16,12 +16,12 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig, OnlineBackend
-from featurelake.offline.materialized import MaterializedFeatureStore
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
 from featurelake.server import ServerSettings, create_app
 from featurelake.server.auth import ApiKeyStore
 from featurelake.serving import FeatureStore
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 GROUP = FeatureGroupSchema.from_dict(
     {

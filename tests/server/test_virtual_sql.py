@@ -13,9 +13,9 @@ from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import VirtualizationQueryError
-from featurelake.offline.hybrid import ROUTER_METRICS, HybridFeatureStore
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.hybrid import ROUTER_METRICS, HybridFeatureStore
 
 pytestmark = [pytest.mark.spark]
 

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from featurelake import storage
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError
-from featurelake.offline.delta_reader import open_snapshot, read_arrow
+from featurelake.gold.delta_reader import open_snapshot, read_arrow
 from featurelake.registry import Registry
 from featurelake.s3_server import LocalS3Server
 from featurelake.schema import FeatureGroupSchema

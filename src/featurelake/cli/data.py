@@ -10,10 +10,10 @@ import typer
 from featurelake.cli.app import state_of
 from featurelake.cli.output import Output, number
 from featurelake.errors import ConfigurationError
-from featurelake.offline.materialized import WriteMode, WriteResult
 from featurelake.pipeline.sources import FORMATS, parse_time
 from featurelake.pipeline.tasks import materialize as materialize_task
 from featurelake.pipeline.tasks import write_summary
+from featurelake.stores.materialized import WriteMode, WriteResult
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print results as JSON (for scripts).")]
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError
-from featurelake.offline.materialized import WriteMode
 from featurelake.pipeline.runtime import absolute_storage, load_settings
 from featurelake.pipeline.sources import parse_time, read_source
 from featurelake.pipeline.tasks import (
@@ -29,6 +28,7 @@ from featurelake.pipeline.tasks import (
 )
 from featurelake.serving.shapes import alias
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.materialized import WriteMode
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

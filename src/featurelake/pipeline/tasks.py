@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import ConfigurationError
-from featurelake.offline.materialized import WriteMode, WriteResult
 from featurelake.pipeline.sources import (
     looks_like_table,
     parse_time_range,
@@ -22,11 +21,12 @@ from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.schema.model import IDENTIFIER
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.materialized import WriteMode, WriteResult
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from featurelake.offline.training import TrainingSetManifest
+    from featurelake.engines.spark.training import TrainingSetManifest
 
 
 def arrow_safe(frame: Any) -> Any:
@@ -110,7 +110,7 @@ def _in_range(
 ) -> DataFrame:
     from pyspark.sql import functions as F
 
-    from featurelake.offline.frames import to_spark
+    from featurelake.engines.spark.frames import to_spark
 
     spark_frame = to_spark(store.spark, frame, what="The backfill source")
     if column not in spark_frame.columns:

@@ -1,6 +1,6 @@
 """On-demand quality of a group's Gold table, and wiring the quality layer into a store's writes.
 
-The quality layer may not import `featurelake.offline` (they are siblings), so a store is taken
+The quality layer may not import the stores (they sit above it), so a store is taken
 by its shape (`QualityAttachable`): `attach_quality(store)` registers `QualityGate` as the
 store's batch hook (rules run on every write, before Delta commits) and a write listener that
 records statistics and drift of each new Delta version in the registry.

@@ -1,6 +1,6 @@
 """Reading Gold tables at a Delta version and writing side tables, for the quality layer.
 
-The quality layer sits beside `offline` and may not import it, so it reads Delta through the
+The quality layer sits beside the engines and may not import them, so it reads Delta through the
 plain DataFrame API (Spark Connect safe) at the locations the registry gives.
 """
 

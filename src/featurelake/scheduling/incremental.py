@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from featurelake.errors import FeatureStoreError, MaterializationError
-from featurelake.offline.materialized import WriteMode, WriteResult
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.registry import Lineage
 from featurelake.registry.registry import group_key
@@ -27,6 +26,7 @@ from featurelake.scheduling import sources
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.materialization import MaterializationSource
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.materialized import WriteMode, WriteResult
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

@@ -26,7 +26,6 @@ from loguru import logger
 
 from featurelake import storage
 from featurelake.errors import ConfigurationError, MaterializationError, first_line
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode
 from featurelake.online import OnlineStore, create_online_store
 from featurelake.online.sync import push_latest
 from featurelake.registry import Lineage, side_location
@@ -34,6 +33,7 @@ from featurelake.scheduling import sources
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.materialization import MaterializationSource
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame

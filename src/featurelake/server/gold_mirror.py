@@ -164,7 +164,7 @@ class GoldMirror:
     # -- reading Gold ---------------------------------------------------------------------------
 
     def _open(self, schema: FeatureGroupSchema) -> tuple[str, DeltaTable] | None:
-        from featurelake.offline.delta_reader import check_readable
+        from featurelake.gold.delta_reader import check_readable
         from featurelake.storage import is_delta_table, open_table
 
         location = self.store.registry.gold_location(schema.name, schema.version)
@@ -184,7 +184,7 @@ class GoldMirror:
         return path, table
 
     def _full(self, schema: FeatureGroupSchema, path: str, current: int) -> GroupLoad:
-        from featurelake.offline.delta_reader import open_snapshot, read_arrow
+        from featurelake.gold.delta_reader import open_snapshot, read_arrow
 
         snapshot = open_snapshot(path, version=current)
         rows = read_arrow(snapshot, _columns(schema, snapshot.columns))
@@ -236,7 +236,7 @@ class GoldMirror:
     def _replace(
         self, schema: FeatureGroupSchema, path: str, current: int, removed: pa.Table
     ) -> tuple[int, int]:
-        from featurelake.offline.delta_reader import ScanFilter, open_snapshot, read_arrow
+        from featurelake.gold.delta_reader import ScanFilter, open_snapshot, read_arrow
 
         keys = list(schema.entity_keys)
         entities = removed.select(keys).group_by(keys).aggregate([])

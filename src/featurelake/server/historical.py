@@ -156,7 +156,7 @@ def run_query(
 def _spark_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, Any]]:
     from pyspark.sql import functions as F
 
-    from featurelake.offline.frames import entity_filter_frame
+    from featurelake.engines.spark.frames import entity_filter_frame
 
     schema = query.schema
     keys = list(schema.entity_keys)
@@ -200,8 +200,8 @@ def _duckdb_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, 
     """The same aggregation in DuckDB, over the Gold rows delta-rs reads for the request."""
     import pyarrow as pa
 
-    from featurelake.offline.delta_reader import ScanFilter, quote, read_arrow
-    from featurelake.offline.duckdb import connect
+    from featurelake.engines.duckdb.executor import connect
+    from featurelake.gold.delta_reader import ScanFilter, quote, read_arrow
     from featurelake.online.values import entity_dict
 
     schema = query.schema
@@ -283,7 +283,7 @@ def _prunable(value: datetime) -> datetime | None:
 
 
 def _duckdb_aggregate(schema: FeatureGroupSchema, feature: str, agg: str, ts: str) -> str:
-    from featurelake.offline.delta_reader import quote
+    from featurelake.gold.delta_reader import quote
 
     column = quote(feature)
     kind = schema.feature(feature).data_type.kind

@@ -5,7 +5,7 @@ online store built from the config (`.online`), services to `FeatureService` (`.
 Both stores are created on first use, so a process that only serves never starts Spark until
 it syncs or falls back to the offline store. The pandas reads (`get_features_pandas`,
 `get_historical_features_pandas`) answer small requests on DuckDB over the same Delta tables,
-also without a Spark session (see `offline.engines`).
+also without a Spark session (see `plan.engine_choice`).
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.engines import EngineArg
-    from featurelake.offline.hybrid import HybridFeatureStore, RoutingDecision, StrategyArg
-    from featurelake.offline.materialized import MaterializedFeatureStore, WriteResult
-    from featurelake.offline.training import TrainingSet, TrainingSetManifest
+    from featurelake.engines.spark.training import TrainingSet, TrainingSetManifest
+    from featurelake.plan.engine_choice import EngineArg
     from featurelake.quality import CheckReport, DriftReport, GroupStatistics
     from featurelake.serving.service import FeatureService
+    from featurelake.stores.hybrid import HybridFeatureStore, RoutingDecision, StrategyArg
+    from featurelake.stores.materialized import MaterializedFeatureStore, WriteResult
 
 
 class FeatureStore:
@@ -114,7 +114,7 @@ class FeatureStore:
         """The router over Gold and virtual groups (reads go here in HYBRID/VIRTUALIZED mode)."""
         with self._lock:
             if self._hybrid is None:
-                from featurelake.offline.hybrid import HybridFeatureStore
+                from featurelake.stores.hybrid import HybridFeatureStore
 
                 self._hybrid = HybridFeatureStore(
                     self.config,

@@ -18,9 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from featurelake.offline.hybrid import ROUTER_METRICS
-from featurelake.offline.training import TRAINING_SET
-from featurelake.offline.virtualized import VIRTUAL
+from featurelake.engines.spark.training import TRAINING_SET
 from featurelake.online.sync import SYNC_KIND
 from featurelake.quality.checks import CHECKS
 from featurelake.quality.drift import DRIFT, DriftReport
@@ -31,6 +29,8 @@ from featurelake.registry.registry import GROUP, LINEAGE, WRITE, group_key
 from featurelake.schema import FeatureGroupSchema, FeatureRef
 from featurelake.server.auth import Access, ApiKey
 from featurelake.serving.service import SERVICE_KIND
+from featurelake.stores.hybrid import ROUTER_METRICS
+from featurelake.virtual.definitions import VIRTUAL
 
 NEVER = "never materialized"
 FRESHNESS_STATES = ("fresh", "stale", NEVER, NO_TARGET)

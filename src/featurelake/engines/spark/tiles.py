@@ -33,8 +33,8 @@ from typing import TYPE_CHECKING
 
 from loguru import logger
 
-from featurelake.offline import delta_ops
-from featurelake.offline.windows import TILE_END, Tiles, WindowOutput, tile_partials
+from featurelake.engines.spark.windows import TILE_END, Tiles, WindowOutput, tile_partials
+from featurelake.gold import delta_ops
 from featurelake.registry import TableLocation
 
 if TYPE_CHECKING:

@@ -11,12 +11,12 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.spark.frames import is_spark_frame, pandas_for_group, to_spark
+from featurelake.engines.spark.latest import ISIN_LIMIT, latest_features
+from featurelake.engines.spark.training import TrainingSetMethods
 from featurelake.errors import FeatureStoreError, MaterializationError, first_line
-from featurelake.offline import delta_ops
-from featurelake.offline.base import BaseFeatureStore
-from featurelake.offline.frames import is_spark_frame, pandas_for_group, to_spark
-from featurelake.offline.reads import ISIN_LIMIT, latest_features, output_names, resolve_refs
-from featurelake.offline.training import TrainingSetMethods
+from featurelake.gold import delta_ops
+from featurelake.plan.refs import output_names, resolve_refs
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.retry import with_retries
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
@@ -27,11 +27,12 @@ from featurelake.schema.validation import (
     is_row_check_failure,
     row_rules,
 )
+from featurelake.stores.base import BaseFeatureStore
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
+    from featurelake.engines.spark.training import TableRead, TrainingSet, TrainingSetManifest
 
 
 class WriteMode(StrEnum):
@@ -382,7 +383,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         """The rows of a group to join (keys, event time, `features`, `_ingested_at`), read
         from its Gold table at one Delta version (the current one unless `version` is given),
         and the record of that read."""
-        from featurelake.offline.training import TableRead
+        from featurelake.engines.spark.training import TableRead
 
         location = self.location(schema)
         self.read_table(schema)  # a group without data raises its clear error here
@@ -400,9 +401,13 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     ) -> WriteResult:
         """Write an aggregation group's window values as of `as_of` (default now, UTC) for every
         entity of its source to its Gold table (what the online store serves)."""
-        from featurelake.offline import aggregations
+        from featurelake.engines.spark import aggregations
+        from featurelake.times import utc_now
 
-        return aggregations.materialize(self, group, as_of)
+        schema = aggregations.require_aggregation_group(self.resolve_group(group))
+        when = as_of or utc_now().replace(tzinfo=None)
+        values = aggregations.values_as_of(self, schema, [when])
+        return self.write_features(schema, values, mode="merge")
 
     def backfill_aggregations(
         self,
@@ -413,15 +418,17 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     ) -> WriteResult:
         """Replace an aggregation group's Gold rows in `[start, end)` by its values as of
         `start`, `start + every`, ... for every entity of its source."""
-        from featurelake.offline import aggregations
+        from featurelake.engines.spark import aggregations
 
-        return aggregations.backfill(self, group, start, end, every)
+        schema = aggregations.require_aggregation_group(self.resolve_group(group))
+        times = aggregations.snapshot_times(schema, start, end, every)
+        return self.backfill(schema, aggregations.values_as_of(self, schema, times), start, end)
 
     # -- training sets -------------------------------------------------------------------------
 
     def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
         """Rebuild a training set exactly, from its manifest (or the name it was saved under)."""
-        from featurelake.offline.training import rebuild_training_set
+        from featurelake.engines.spark.training import rebuild_training_set
 
         return rebuild_training_set(self, manifest, entity_df)
 

@@ -1,10 +1,10 @@
 """Spark-free reads of a store: `DuckDBFeatureReader` (pandas in, pandas out).
 
-Gold tables are read with delta-rs (`offline.delta_reader`, pruned by the request's entity ids
+Gold tables are read with delta-rs (`gold.delta_reader`, pruned by the request's entity ids
 and times, at the current or a pinned Delta version); virtual groups defined in DuckDB SQL run
 on the `DuckDBQueryExecutor`. The latest-value and point-in-time rules are those of the Spark
-path (`offline.duckdb_reads`), so both engines answer a request with the same rows. Nothing here
-starts a Spark session; the hybrid router (`offline.hybrid`) decides when this path serves.
+path (`engines.duckdb.reads`), so both engines answer a request with the same rows. Nothing here
+starts a Spark session; the hybrid router (`stores.hybrid`) decides when this path serves.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.duckdb.reads import GroupRows, latest_rows, point_in_time_rows
 from featurelake.errors import (
     FeatureStoreError,
     MaterializationError,
@@ -22,17 +23,15 @@ from featurelake.errors import (
     SchemaValidationError,
     VirtualizationQueryError,
 )
-from featurelake.offline.delta_reader import (
+from featurelake.gold.delta_reader import (
     ScanFilter,
     Snapshot,
     open_snapshot,
     quote,
     read_arrow,
 )
-from featurelake.offline.duckdb_reads import GroupRows, latest_rows, point_in_time_rows
-from featurelake.offline.estimates import PruneSpec, prune_spec
-from featurelake.offline.pit import check_fill
-from featurelake.offline.reads import (
+from featurelake.plan.estimates import PruneSpec, prune_spec
+from featurelake.plan.refs import (
     check_entity_keys,
     entity_output_names,
     entity_timestamp_column,
@@ -40,18 +39,20 @@ from featurelake.offline.reads import (
     resolve_refs,
     shared_entity_keys,
 )
-from featurelake.offline.virtualized import VirtualQuery, check_output
+from featurelake.plan.rules import check_fill
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
 from featurelake.storage import is_object_store
 from featurelake.times import pandas_utc
+from featurelake.virtual.checks import check_output
+from featurelake.virtual.executors import VirtualQuery
 
 if TYPE_CHECKING:
     import duckdb
     import pandas as pd
     import pyarrow as pa
 
-    from featurelake.offline.virtualized import VirtualizedFeatureStore
+    from featurelake.virtual.definitions import VirtualDefinitions
 
 
 class DuckDBFeatureReader:
@@ -62,9 +63,9 @@ class DuckDBFeatureReader:
         config: FeatureStoreConfig,
         registry: Registry | None = None,
         *,
-        virtual: VirtualizedFeatureStore | None = None,
+        virtual: VirtualDefinitions | None = None,
     ) -> None:
-        from featurelake.offline.duckdb import connect
+        from featurelake.engines.duckdb.executor import connect
 
         self.config = config
         self.registry = registry or Registry(config)
@@ -276,7 +277,7 @@ class DuckDBFeatureReader:
             raise
 
     def _virtual_rows(self, schema: FeatureGroupSchema, columns: Sequence[str]) -> pa.Table:
-        from featurelake.offline.duckdb import DuckDBQueryExecutor, duckdb_type
+        from featurelake.engines.duckdb.executor import DuckDBQueryExecutor, duckdb_type
 
         reason = self.virtual_unreadable(schema)
         if reason is not None:
@@ -291,7 +292,7 @@ class DuckDBFeatureReader:
         assert isinstance(executor, DuckDBQueryExecutor)
         assert definition.query is not None
         table = executor.execute_arrow(schema.name, VirtualQuery(sql=definition.query))
-        from featurelake.offline.duckdb import sql_type_from_arrow
+        from featurelake.engines.duckdb.executor import sql_type_from_arrow
 
         try:
             found = [(f.name, sql_type_from_arrow(f.type)) for f in table.schema]

@@ -2,7 +2,7 @@
 
 `DuckDBQueryExecutor` runs virtual queries written in DuckDB SQL. A query reads Delta tables
 with `delta_scan('/path/to/table')` (the call DuckDB's own delta extension offers); featurelake
-resolves each one through delta-rs (`offline.delta_reader`: the table's current version, its log
+resolves each one through delta-rs (`gold.delta_reader`: the table's current version, its log
 honoured) and hands it to DuckDB as Arrow, so no DuckDB extension is downloaded. Like the Spark
 executor, the query runs inside a CTE, so only a query parses (no DDL, no second statement), and
 it is analysed at definition time without reading data (each source is bound as an empty table
@@ -23,22 +23,20 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import (
-    DependencyNotInstalledError,
     FeatureStoreError,
     VirtualizationQueryError,
 )
-from featurelake.offline.delta_reader import open_snapshot, quote, read_arrow
-from featurelake.offline.virtualized import (
+from featurelake.gold.delta_reader import open_snapshot, quote, read_arrow
+from featurelake.plan.engine_choice import duckdb_installed, require_duckdb
+from featurelake.schema import DataType, SqlType
+from featurelake.virtual.checks import (
     WRAP_PREFIX,
-    AnalysedQuery,
-    QueryExecutor,
-    VirtualQuery,
-    _engine_message,
-    _excerpt,
-    _local_path,
+    engine_message,
+    local_path,
+    sql_excerpt,
     wrap_sql,
 )
-from featurelake.schema import DataType, SqlType
+from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,26 +46,6 @@ if TYPE_CHECKING:
 SparkProvider = Callable[[], "SparkSession"]
 
 DELTA_SCAN = "delta_scan"
-
-
-def require_duckdb() -> Any:
-    """The `duckdb` module, or DependencyNotInstalledError with the pip command."""
-    try:
-        import duckdb
-    except ImportError:
-        raise DependencyNotInstalledError(
-            "duckdb", "duckdb", "The DuckDB engine (engine='duckdb')"
-        ) from None
-    return duckdb
-
-
-def duckdb_installed() -> bool:
-    """True when the `duckdb` package can be imported."""
-    try:
-        require_duckdb()
-    except DependencyNotInstalledError:
-        return False
-    return True
 
 
 def connect(*, external_access: bool = True) -> duckdb.DuckDBPyConnection:
@@ -148,7 +126,7 @@ class DuckDBQueryExecutor(QueryExecutor):
         self, error: BaseException, query: VirtualQuery
     ) -> tuple[str, str, str, dict[str, Any]]:
         kind = type(error).__name__
-        message = _engine_message(error)
+        message = engine_message(error)
         if isinstance(error, FeatureStoreError):
             return ("cannot read its sources", error.message, error.fix or "", error.details)
         if kind == "ParserException":
@@ -159,7 +137,7 @@ class DuckDBQueryExecutor(QueryExecutor):
             position = _position(str(error), query.sql or "")
             if position is not None:
                 details["line"], details["position"] = position
-                message += _excerpt(query.sql or "", *position)
+                message += sql_excerpt(query.sql or "", *position)
             return (
                 "does not parse",
                 message,
@@ -261,7 +239,7 @@ def bind_delta_scans(
 
 
 def _table_path(text: str) -> str:
-    path = _local_path(text)
+    path = local_path(text)
     if "://" not in path:
         path = os.path.abspath(path)
     return path.rstrip("/") or "/"

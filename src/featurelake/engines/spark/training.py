@@ -2,7 +2,7 @@
 
 The store resolves references and gives each group's rows (`store.group_frame`): a Gold table
 read at one Delta version, or a virtual query. The as-of join itself is
-`featurelake.offline.pit`. The manifest records every Delta version read; virtual groups are
+`featurelake.engines.spark.pit`. The manifest records every Delta version read; virtual groups are
 listed by group version only (their sources are read as they are at build time).
 """
 
@@ -14,16 +14,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
+from featurelake.engines.spark.aggregations import is_aggregation_group, join_aggregations
+from featurelake.engines.spark.composites import finish_request
+from featurelake.engines.spark.frames import to_spark
+from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.errors import PointInTimeError
-from featurelake.offline.aggregations import is_aggregation_group, join_aggregations
-from featurelake.offline.composites import finish_request
-from featurelake.offline.frames import to_spark
-from featurelake.offline.pit import PitSource, check_fill, point_in_time_join
-from featurelake.offline.reads import (
+from featurelake.plan.refs import (
     check_entity_keys,
     entity_output_names,
     entity_timestamp_column,
 )
+from featurelake.plan.rules import check_fill
 from featurelake.registry import side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
 from featurelake.schema.composites import expand_composites

@@ -8,16 +8,11 @@ from typing import TYPE_CHECKING, Any
 from featurelake.entities import normalize_entity_ids
 from featurelake.errors import SchemaValidationError
 from featurelake.schema import FeatureGroupSchema
+from featurelake.session import is_spark_frame
 from featurelake.times import pandas_utc, spark_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-
-def is_spark_frame(value: Any) -> bool:
-    """True for classic and Spark Connect DataFrames."""
-    module = type(value).__module__
-    return module.startswith("pyspark.sql") and type(value).__name__ == "DataFrame"
 
 
 def to_spark(spark: SparkSession, data: Any, *, what: str) -> DataFrame:

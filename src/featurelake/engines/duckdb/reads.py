@@ -1,6 +1,6 @@
 """Latest-value and point-in-time reads in DuckDB, with the Spark path's exact rules.
 
-The rules are those of `offline.reads.latest_features` and `offline.pit.point_in_time_join`;
+The rules are those of `plan.refs.latest_features` and `engines.spark.pit.point_in_time_join`;
 this module restates them in DuckDB SQL over Arrow tables (keys, event time, features and
 `_ingested_at`, timestamps as naive UTC):
 
@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import PointInTimeError
-from featurelake.offline.delta_reader import quote, sql_literal
+from featurelake.gold.delta_reader import quote, sql_literal
 from featurelake.schema import INGESTED_AT, DataType, SqlType
 
 if TYPE_CHECKING:
@@ -300,7 +300,7 @@ def _validate(entities: pa.Table, groups: Sequence[GroupRows], column: str, fill
 
 def _key_types(entities: pa.Table, group: GroupRows) -> list[str]:
     """The DuckDB type both sides of each key are compared as (pit's `_common_key_type`)."""
-    from featurelake.offline.duckdb import duckdb_type, sql_type_from_arrow
+    from featurelake.engines.duckdb.executor import duckdb_type, sql_type_from_arrow
 
     types = []
     for key in group.entity_keys:

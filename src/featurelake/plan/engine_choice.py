@@ -3,7 +3,7 @@
 The choice is per request (every group of it runs on one engine). DuckDB serves when it is
 installed, every group is one it can read (a Gold table at a local or `s3://` path that
 delta-rs opens, or a virtual group defined in DuckDB SQL), and the rows the request touches,
-estimated from Delta log statistics (`offline.estimates`, never a scan), are under
+estimated from Delta log statistics (`plan.estimates`, never a scan), are under
 `duckdb_threshold_rows`. Otherwise Spark does; the decision says why.
 """
 
@@ -14,7 +14,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from featurelake.errors import FeatureStoreError, UnsupportedOperationError
+from featurelake.errors import (
+    DependencyNotInstalledError,
+    FeatureStoreError,
+    UnsupportedOperationError,
+)
 
 
 class Engine(StrEnum):
@@ -93,8 +97,6 @@ def choose_engine(
     if requested is Engine.SPARK:
         return decision(Engine.SPARK, "engine='spark' was requested")
     if requested is Engine.DUCKDB:
-        from featurelake.offline.duckdb import require_duckdb
-
         require_duckdb()
         if blocked:
             raise UnsupportedOperationError(
@@ -130,3 +132,23 @@ __all__ = [
     "choose_engine",
     "requested_engine",
 ]
+
+
+def require_duckdb() -> Any:
+    """The `duckdb` module, or DependencyNotInstalledError with the pip command."""
+    try:
+        import duckdb
+    except ImportError:
+        raise DependencyNotInstalledError(
+            "duckdb", "duckdb", "The DuckDB engine (engine='duckdb')"
+        ) from None
+    return duckdb
+
+
+def duckdb_installed() -> bool:
+    """True when the `duckdb` package can be imported."""
+    try:
+        require_duckdb()
+    except DependencyNotInstalledError:
+        return False
+    return True

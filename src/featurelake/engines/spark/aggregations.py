@@ -2,7 +2,7 @@
 
 An aggregation group (`FeatureGroupSchema` with `source` and `aggregations`) has no rows of its
 own to join: for each entity row `(keys, t)` every feature is computed over its window
-`t - w < event_ts <= t` from the source's events (`featurelake.offline.windows`, one pass for
+`t - w < event_ts <= t` from the source's events (`featurelake.engines.spark.windows`, one pass for
 all functions and windows of the group). Training sets do this for their entity rows.
 
 Materializing computes the same values as of one time for every entity of the source (or as of
@@ -22,10 +22,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from featurelake.engines.spark import tiles
+from featurelake.engines.spark.tiles import TileRefresh, TileSpec
+from featurelake.engines.spark.windows import TILE_END, WindowOutput, window_aggregates
 from featurelake.errors import MaterializationError, SchemaValidationError
-from featurelake.offline import delta_ops, tiles
-from featurelake.offline.tiles import TileRefresh, TileSpec
-from featurelake.offline.windows import TILE_END, WindowOutput, window_aggregates
+from featurelake.gold import delta_ops
 from featurelake.registry import TableLocation, side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
 from featurelake.times import spark_utc
@@ -33,8 +34,7 @@ from featurelake.times import spark_utc
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from featurelake.offline.materialized import MaterializedFeatureStore, WriteResult
-    from featurelake.offline.training import FeatureFrameSource, TableRead
+    from featurelake.engines.spark.training import FeatureFrameSource, TableRead
 
 
 def is_aggregation_group(schema: FeatureGroupSchema) -> bool:
@@ -235,28 +235,10 @@ def values_as_of(
     return result.select(*keys, schema.timestamp_key, *schema.feature_names)
 
 
-def materialize(
-    store: MaterializedFeatureStore, group: str | FeatureGroupSchema, as_of: datetime | None = None
-) -> WriteResult:
-    """Write the group's values as of `as_of` (default: now, UTC) for every entity of its
-    source to its Gold table (merged on keys + time: a re-run replaces the same snapshot)."""
-    from featurelake.times import utc_now
-
-    schema = _aggregation_group(store, group)
-    when = as_of or utc_now().replace(tzinfo=None)
-    return store.write_features(schema, values_as_of(store, schema, [when]), mode="merge")
-
-
-def backfill(
-    store: MaterializedFeatureStore,
-    group: str | FeatureGroupSchema,
-    start: datetime,
-    end: datetime,
-    every: str | timedelta = "1d",
-) -> WriteResult:
-    """Replace the group's Gold rows in `[start, end)` by its values as of `start`,
-    `start + every`, ... (before `end`), for every entity of its source."""
-    schema = _aggregation_group(store, group)
+def snapshot_times(
+    schema: FeatureGroupSchema, start: datetime, end: datetime, every: str | timedelta
+) -> list[datetime]:
+    """The times `start`, `start + every`, ... before `end` of a backfill of the group."""
     step = parse_duration(every, what="backfill step 'every'")
     if not isinstance(start, datetime) or not isinstance(end, datetime) or start >= end:
         raise MaterializationError(
@@ -276,13 +258,11 @@ def backfill(
             fix="use a longer step (every=...) or a shorter range.",
             group=schema.name,
         )
-    return store.backfill(schema, values_as_of(store, schema, times), start, end)
+    return times
 
 
-def _aggregation_group(
-    store: MaterializedFeatureStore, group: str | FeatureGroupSchema
-) -> FeatureGroupSchema:
-    schema = store.resolve_group(group)
+def require_aggregation_group(schema: FeatureGroupSchema) -> FeatureGroupSchema:
+    """`schema`, or a MaterializationError when it declares no aggregations."""
     if not is_aggregation_group(schema):
         raise MaterializationError(
             f"Group '{schema.name}' has no aggregations to compute.",

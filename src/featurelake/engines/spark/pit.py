@@ -29,25 +29,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 from featurelake.errors import PointInTimeError
+from featurelake.plan.rules import check_fill
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
     from pyspark.sql.types import DataType, StructType
 
 INGESTED_AT = "_ingested_at"
-FILL_MODES = ("none", "last_non_null")
-
-
-def check_fill(fill: str) -> None:
-    """`fill` is a fill mode, or a PointInTimeError naming the two there are."""
-    if fill not in FILL_MODES:
-        raise PointInTimeError(
-            f"fill={fill!r} is not a fill mode.",
-            fix="pass fill='none' (a null in the latest event stays null) or "
-            "fill='last_non_null' (each feature takes its latest non-null value).",
-        )
-
-
 # Internal column names of the unioned frame. Entity columns travel inside _ROW, so user
 # column names can never clash with these.
 _PREFIX = "__pit_"

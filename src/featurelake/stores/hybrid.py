@@ -17,11 +17,11 @@ this store is materialized the same way.
 
 Estimates never scan data: the rows to compute are the `numRecords` of the files of the query's
 source tables that survive pruning on the request's entity ids and times (Delta log statistics
-read by delta-rs, `featurelake.offline.estimates`); when those are unknown, the Gold table's
+read by delta-rs, `featurelake.plan.estimates`); when those are unknown, the Gold table's
 statistics stand in. `explain()` gives every decision with these numbers; every read records a
 `RouterMetric` (kept in memory and appended to the registry as `router_metrics` events).
 
-The engine is a choice too (`offline.engines`): the pandas reads (`get_features_pandas`,
+The engine is a choice too (`plan.engine_choice`): the pandas reads (`get_features_pandas`,
 `get_historical_features_pandas`) run on DuckDB over the same Delta tables, without a Spark
 session, when the request's estimated rows are under `duckdb_threshold_rows` and DuckDB can read
 every group (Gold tables at local paths, virtual groups defined in DuckDB SQL); otherwise on
@@ -46,10 +46,10 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from featurelake.config import FeatureStoreConfig, StoreMode
+from featurelake.engines.spark.latest import latest_features
 from featurelake.errors import FeatureStoreError, VirtualizationQueryError
-from featurelake.offline import delta_ops
-from featurelake.offline.base import BaseFeatureStore
-from featurelake.offline.engines import (
+from featurelake.gold import delta_ops
+from featurelake.plan.engine_choice import (
     Engine,
     EngineArg,
     EngineDecision,
@@ -57,27 +57,25 @@ from featurelake.offline.engines import (
     choose_engine,
     requested_engine,
 )
-from featurelake.offline.estimates import Estimate, PruneSpec, estimate_tables
-from featurelake.offline.estimates import prune_spec as request_prune_spec
-from featurelake.offline.materialized import MaterializedFeatureStore, WriteMode, WriteResult
-from featurelake.offline.reads import latest_features, shared_entity_keys
-from featurelake.offline.virtualized import (
-    QueryExecutor,
-    QueryFunction,
-    VirtualDefinition,
-    VirtualizedFeatureStore,
-)
+from featurelake.plan.estimates import Estimate, PruneSpec, estimate_tables
+from featurelake.plan.estimates import prune_spec as request_prune_spec
+from featurelake.plan.refs import shared_entity_keys
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
 from featurelake.schema.composites import expand_composites
+from featurelake.stores.base import BaseFeatureStore
+from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
+from featurelake.stores.virtualized import VirtualizedFeatureStore
 from featurelake.times import utc_now
+from featurelake.virtual.definitions import QueryFunction, VirtualDefinition
+from featurelake.virtual.executors import QueryExecutor
 
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.offline.duckdb_store import DuckDBFeatureReader
-    from featurelake.offline.training import TableRead, TrainingSet, TrainingSetManifest
+    from featurelake.engines.duckdb.reader import DuckDBFeatureReader
+    from featurelake.engines.spark.training import TableRead, TrainingSet, TrainingSetManifest
 
 ROUTER_METRICS = "router_metrics"
 READ_LOG_SIZE = 10_000
@@ -230,7 +228,7 @@ class HybridFeatureStore(BaseFeatureStore):
         """The Spark-free reader over this store's tables (needs the `[duckdb]` extra)."""
         with self._lock:
             if self._duckdb_reader is None:
-                from featurelake.offline.duckdb_store import DuckDBFeatureReader
+                from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 
                 self._duckdb_reader = DuckDBFeatureReader(
                     self.config, self.registry, virtual=self.virtual
@@ -329,7 +327,7 @@ class HybridFeatureStore(BaseFeatureStore):
         virtual one (its query runs whole). With `strict=False` (explain), asking for an
         engine that cannot serve gives a Spark decision saying why instead of raising.
         """
-        from featurelake.offline.duckdb import duckdb_installed
+        from featurelake.engines.duckdb.executor import duckdb_installed
 
         threshold = self.config.duckdb_threshold_rows
         available = duckdb_installed()
@@ -749,7 +747,7 @@ class HybridFeatureStore(BaseFeatureStore):
         strategy: StrategyArg = None,
     ) -> TrainingSet:
         """A training set and its manifest; each group routed as for `explain(entity_df)`."""
-        from featurelake.offline.training import build_training_set
+        from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
         ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
@@ -784,7 +782,7 @@ class HybridFeatureStore(BaseFeatureStore):
         """Point-in-time-correct features for the rows of a pandas `entity_df`, as pandas, on
         the engine the router picks (see `get_features_pandas`). On DuckDB the rows keep the
         order of `entity_df`."""
-        from featurelake.offline.training import build_training_set
+        from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
         ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
@@ -828,7 +826,7 @@ class HybridFeatureStore(BaseFeatureStore):
     def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
         """Rebuild a training set: Gold tables at the Delta versions it read, virtual groups
         computed again (their sources as they are now)."""
-        from featurelake.offline.training import rebuild_training_set
+        from featurelake.engines.spark.training import rebuild_training_set
 
         return rebuild_training_set(
             _RoutedSource(self, lambda s: PruneSpec(), None), manifest, entity_df

@@ -1,0 +1,94 @@
+"""Latest value per entity on Spark, for Gold tables and virtual queries alike.
+
+A store only says where a group's rows come from (`frame_for(schema, features)`: the Gold table,
+a virtual query, ...); what "the latest value per entity as of a time" means is decided here,
+once, so materialized and virtual groups read alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from featurelake.engines.spark.frames import entity_filter_frame
+from featurelake.plan.refs import Selected, output_names, shared_entity_keys
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema
+from featurelake.times import spark_time_literal
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame, SparkSession
+    from pyspark.sql.types import DataType
+
+ISIN_LIMIT = 10_000
+
+FrameFor = Callable[[FeatureGroupSchema, list[str]], "DataFrame"]
+
+
+def latest_features(
+    spark: SparkSession,
+    selected: Selected,
+    frame_for: FrameFor,
+    entity_ids: Any = None,
+    point_in_time: datetime | None = None,
+) -> DataFrame:
+    """The latest value per entity of the selected features, as of `point_in_time`.
+
+    `frame_for(schema, features)` gives a group's rows (keys, event time, the features and
+    `_ingested_at`). Filters on entity ids and time are applied to that frame, so Spark pushes
+    them into its scan (a Delta table or a virtual query). The latest row is the one with the
+    greatest (event time, `_ingested_at`); exact ties go to the row with the greatest values of
+    the group's features in declaration order (nulls lowest; the point-in-time join's rule when
+    every feature is requested), so the answer depends neither on the plan nor on which
+    features are requested.
+    """
+    from pyspark.sql import functions as F
+
+    keys = shared_entity_keys(selected)
+    ids = (
+        None
+        if entity_ids is None
+        else entity_filter_frame(spark, entity_ids, keys, what="entity_ids")
+    )
+    if isinstance(ids, list) and len(ids) > ISIN_LIMIT:
+        ids = spark.createDataFrame([(v,) for v in ids], [keys[0]])
+    result: DataFrame | None = None
+    names = output_names(selected)
+    for schema, features in selected.values():
+        table = frame_for(schema, features)
+        ts = schema.timestamp_key
+        if point_in_time is not None:
+            table = table.where(F.col(ts) <= spark_time_literal(point_in_time))
+        if isinstance(ids, list):
+            table = table.where(F.col(keys[0]).isin(ids))
+        elif ids is not None:
+            table = table.join(F.broadcast(ids), on=list(keys), how="left_semi")
+        types = {f.name: f.dataType for f in table.schema.fields}
+        tie_breakers: list[Column] = [
+            F.col(f) for f in schema.feature_names if f in types and _orderable(types[f])
+        ]
+        latest = table.groupBy(*keys).agg(
+            F.max_by(
+                F.struct(F.col(ts), *[F.col(f) for f in features]),
+                F.struct(F.col(ts), F.col(INGESTED_AT), *tie_breakers),
+            ).alias("_latest")
+        )
+        columns = [F.col(k) for k in keys]
+        if len(selected) == 1:
+            columns.append(F.col(f"_latest.{ts}").alias(ts))
+        columns += [F.col(f"_latest.{f}").alias(names[(schema.name, f)]) for f in features]
+        frame = latest.select(*columns)
+        result = frame if result is None else result.join(frame, on=list(keys), how="full")
+    assert result is not None
+    return result
+
+
+def _orderable(kind: DataType) -> bool:
+    """True when Spark can order values of this type (maps and variants cannot)."""
+    from pyspark.sql import types as T
+
+    if isinstance(kind, T.ArrayType):
+        return _orderable(kind.elementType)
+    if isinstance(kind, T.StructType):
+        return all(_orderable(f.dataType) for f in kind.fields)
+    return not isinstance(kind, T.MapType | T.VariantType | T.UserDefinedType)

@@ -1,0 +1,1 @@
+"""Gold Delta tables: Spark writes and merges, and Spark-free snapshots through delta-rs."""

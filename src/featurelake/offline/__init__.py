@@ -1,1 +1,0 @@
-"""Offline stores: Gold Delta tables, virtual features, the hybrid router, point-in-time joins."""

@@ -1,0 +1,1 @@
+"""The parts the one FeatureStore composes: Gold store, virtual store, and the router."""
