@@ -21,9 +21,10 @@ from featurelake.errors import (
     FeatureStoreError,
     UnsupportedOperationError,
 )
+from featurelake.plan.routing import Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.serving.store import FeatureStore
-from featurelake.stores.hybrid import HybridFeatureStore, Strategy
+from featurelake.stores.hybrid import HybridFeatureStore
 
 pytest.importorskip("duckdb")
 pytestmark = pytest.mark.spark

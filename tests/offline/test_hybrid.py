@@ -14,8 +14,9 @@ from pyspark.sql import DataFrame, SparkSession
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import FeatureStoreError, MaterializationError, VirtualizationQueryError
 from featurelake.gold import delta_ops
+from featurelake.plan.routing import Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
-from featurelake.stores.hybrid import AUTO_MATERIALIZE, HybridFeatureStore, Strategy
+from featurelake.stores.hybrid import AUTO_MATERIALIZE, HybridFeatureStore
 from featurelake.times import utc_now
 
 T0 = datetime(2024, 1, 1)

@@ -130,12 +130,34 @@ def test_spark_and_duckdb_run_the_same_request(stores: dict[str, Any]) -> None:
             entities, "profile.*", engine="duckdb", to_pandas=True, **options
         )
         assert rows(by_spark, ["row_id"]) == rows(by_duck, ["row_id"]), options
+    # composites: both engines evaluate the same compiled expression on the same stored rows
     composite = ["profile.spend", "profile.spend_x2"]
     by_spark = store.get_historical_features(entities, composite, engine="spark", to_pandas=True)
-    by_auto = store.get_historical_features(entities, composite, to_pandas=True)
-    assert rows(by_spark, ["row_id"]) == rows(by_auto, ["row_id"])
-    doubled = {r["row_id"]: r for r in by_spark.to_dict("records")}
+    by_duck = store.get_historical_features(entities, composite, engine="duckdb", to_pandas=True)
+    assert list(by_duck.columns) == list(by_spark.columns)
+    assert rows(by_spark, ["row_id"]) == rows(by_duck, ["row_id"])
+    doubled = {r["row_id"]: r for r in by_duck.to_dict("records")}
     assert doubled[0]["spend_x2"] == 20.0
+    latest_spark = store.get_features(composite, ids, engine="spark", to_pandas=True)
+    latest_duck = store.get_features(composite, ids, engine="duckdb", to_pandas=True)
+    assert list(latest_duck.columns) == ["customer_id", "event_timestamp", "spend", "spend_x2"]
+    assert rows(latest_spark, ["customer_id"]) == rows(latest_duck, ["customer_id"])
+    for spend, doubled in zip(latest_duck["spend"], latest_duck["spend_x2"], strict=True):
+        assert (pd.isna(spend) and pd.isna(doubled)) or doubled == 2 * spend
+
+
+def test_explain_gives_the_plan_both_engines_run(stores: dict[str, Any]) -> None:
+    store: FeatureStore = stores["store"]
+    refs = ["profile.spend", "profile.spend_x2"]
+    plan = store.explain(refs, {"customer_id": [1, 2]}, engine="duckdb")
+    assert plan.engine is not None and plan.engine.engine.value == "duckdb"
+    assert [s.name for s in plan.schemas] == ["profile"]
+    assert plan.output_columns == {"profile.spend": "spend"}  # the composite's input
+    described = plan.to_dict()
+    assert described["composites"] == ["profile.spend_x2"]
+    assert described["groups"] == [{"group": "profile", "version": 1, "features": ["spend"]}]
+    assert plan["profile"].engine == "duckdb"  # the plan is also group -> decision
+    assert store.explain(refs, [1], engine="spark").engine.engine.value == "spark"
 
 
 def test_one_signature_in_every_mode_and_modes_that_differ(stores: dict[str, Any]) -> None:
@@ -155,6 +177,9 @@ def test_one_signature_in_every_mode_and_modes_that_differ(stores: dict[str, Any
         "VIRTUALIZED"
         in modes[StoreMode.VIRTUALIZED].explain("silver_spend.*")["silver_spend"].reason
     )
+    online = modes[StoreMode.ONLINE].explain("profile.*", [1]).engine
+    assert online is not None and online.engine.value == "online"
+    assert modes[StoreMode.HYBRID].explain("profile.*", [1]).engine.engine.value != "online"
 
 
 def load_job(name: str) -> ModuleType:

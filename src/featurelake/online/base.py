@@ -123,7 +123,7 @@ class GroupPlan:
 
 
 @dataclass(frozen=True)
-class ReadPlan:
+class OnlinePlan:
     """How a list of feature references is read: groups, output names, name -> position.
 
     Output names are the feature names, or `group__feature` where two groups share a name;
@@ -169,7 +169,7 @@ class OnlineStore(ABC):
         self._resolver = resolver
         self._defaults = dict(defaults or {})
         self._plan_cache_seconds = plan_cache_seconds
-        self._plans: dict[tuple[str, ...], ReadPlan] = {}
+        self._plans: dict[tuple[str, ...], OnlinePlan] = {}
         self._refreshing: set[tuple[str, ...]] = set()
         self._schemas: dict[str, dict[int, FeatureGroupSchema]] = {}
         self._stats_lock = threading.Lock()
@@ -373,7 +373,7 @@ class OnlineStore(ABC):
             self._stats["read_seconds"] += time.perf_counter() - started
         return vectors
 
-    def _fill_values(self, plan: ReadPlan, defaults: Mapping[str, Any] | None) -> dict[int, Any]:
+    def _fill_values(self, plan: OnlinePlan, defaults: Mapping[str, Any] | None) -> dict[int, Any]:
         merged = {**self._defaults, **(defaults or {})}
         if not merged:
             return {}
@@ -384,11 +384,11 @@ class OnlineStore(ABC):
                 fill[position] = value
         return fill
 
-    def plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
+    def plan(self, feature_refs: str | Sequence[str]) -> OnlinePlan:
         """The read plan of `feature_refs` (cached; unknown groups and features raise here)."""
         return self._plan(feature_refs)
 
-    def _plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
+    def _plan(self, feature_refs: str | Sequence[str]) -> OnlinePlan:
         """A cached plan. An expired one is still used while a thread rebuilds it, so a
         registry reload (a Delta read) never lands on a read's latency."""
         cache_key = (feature_refs,) if isinstance(feature_refs, str) else tuple(feature_refs)
@@ -402,7 +402,7 @@ class OnlineStore(ABC):
             ).start()
         return plan
 
-    def _store_plan(self, cache_key: tuple[str, ...]) -> ReadPlan:
+    def _store_plan(self, cache_key: tuple[str, ...]) -> OnlinePlan:
         plan = self._build_plan(cache_key)
         if len(self._plans) > 1024:
             self._plans.clear()
@@ -418,7 +418,7 @@ class OnlineStore(ABC):
         finally:
             self._refreshing.discard(cache_key)
 
-    def _build_plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
+    def _build_plan(self, feature_refs: str | Sequence[str]) -> OnlinePlan:
         """Output positions follow the references (a wildcard in the group's feature order)."""
         resolved: dict[tuple[str, int | None], FeatureGroupSchema] = {}
 
@@ -471,7 +471,7 @@ class OnlineStore(ABC):
             or (default := group.schema.feature(feature).default_value) is not None
         }
         expires = time.monotonic() + self._plan_cache_seconds
-        return ReadPlan(groups, tuple(names), index, expires, empty_values=empty)
+        return OnlinePlan(groups, tuple(names), index, expires, empty_values=empty)
 
     # -- single values and their versions ---------------------------------------------------
 

@@ -22,10 +22,12 @@ from featurelake.errors import (
 
 
 class Engine(StrEnum):
-    """Engines that run offline reads."""
+    """Engines that run reads."""
 
     SPARK = "spark"
     DUCKDB = "duckdb"
+    ONLINE = "online"
+    """The online store: latest values of given entities, in the store's `online` mode."""
 
 
 EngineArg = str | Engine | None
@@ -40,7 +42,7 @@ def requested_engine(value: EngineArg) -> Engine | None:
     except ValueError:
         raise FeatureStoreError(
             f"engine={value!r} is not a read engine.",
-            fix="pass 'auto' (the router chooses), 'spark' or 'duckdb'.",
+            fix="pass 'auto' (the router chooses), 'spark', 'duckdb' or 'online'.",
         ) from None
 
 
@@ -94,6 +96,13 @@ def choose_engine(
         return EngineDecision(engine, reason, rows, threshold, requested)
 
     blocked = [g for g in groups if g.blocker]
+    if requested is Engine.ONLINE:
+        raise UnsupportedOperationError(
+            "engine='online' serves latest values of given entities only, and this read is "
+            "not one (it has no entity ids, a point in time, a strategy, or entity rows).",
+            fix="use engine='spark', 'duckdb' or 'auto' for this read, or "
+            "store.get_online_features(...) for online values.",
+        )
     if requested is Engine.SPARK:
         return decision(Engine.SPARK, "engine='spark' was requested")
     if requested is Engine.DUCKDB:

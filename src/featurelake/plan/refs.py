@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from featurelake.errors import PointInTimeError, SchemaValidationError
 from featurelake.schema import FeatureGroupSchema, parse_refs
+from featurelake.schema.composites import ExpandedRequest
 from featurelake.schema.refs import two_versions_error
 
 if TYPE_CHECKING:
@@ -105,3 +106,18 @@ def shared_entity_keys(selected: Selected) -> tuple[str, ...]:
                 "entity DataFrame holding every key.",
             )
     return keys
+
+
+def requested_output_names(
+    expanded: ExpandedRequest, taken: Sequence[str] = ()
+) -> dict[tuple[str, str], str]:
+    """Output column per requested (group, name): the name, or `group__name` when two requested
+    outputs share it or it clashes with a column in `taken`."""
+    counts: dict[str, int] = {}
+    for _, name in expanded.requested:
+        counts[name] = counts.get(name, 0) + 1
+    out = {}
+    for group, name in expanded.requested:
+        clash = counts[name] > 1 or name in taken
+        out[(group, name)] = f"{group}__{name}" if clash else name
+    return out

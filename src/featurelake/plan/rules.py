@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from featurelake.errors import PointInTimeError
 from featurelake.schema import INGESTED_AT, DataType, SqlType
@@ -47,6 +47,25 @@ def check_ttl(group: str, ttl: timedelta | None) -> None:
             fix="use a ttl of zero or more, or None for no limit.",
             group=group,
         )
+
+
+def check_entity_columns(columns: Sequence[str]) -> None:
+    """Entity rows name each column once."""
+    duplicates = sorted({c for c in columns if list(columns).count(c) > 1})
+    if duplicates:
+        raise PointInTimeError(
+            f"The entity DataFrame has duplicate column names: {duplicates}.",
+            fix="rename or drop the duplicates (e.g. after a join) before requesting features.",
+        )
+
+
+def not_a_time(column: str, printed_type: str, parse_with: str) -> PointInTimeError:
+    """The error for an entity time column whose type is not a time, a date or a string."""
+    return PointInTimeError(
+        f"The entity timestamp column '{column}' has type {printed_type}, which is not a time.",
+        fix=f"make '{column}' a timestamp, a date, or a string such as "
+        f"'2024-01-31 12:00:00' (e.g. with {parse_with}).",
+    )
 
 
 def orderable(kind: SqlType | None) -> bool:
@@ -96,15 +115,21 @@ def carry_units(features: Sequence[str], fill: str) -> tuple[CarryUnit, ...]:
     return tuple(CarryUnit((f,), required=f) for f in features)
 
 
+def unit_orderable(unit: CarryUnit, types: dict[str, SqlType | None]) -> bool:
+    """True when every feature of a carried unit can be ordered (it then breaks exact ties)."""
+    return all(orderable(types.get(f)) for f in unit.features)
+
+
 def event_time_bounds(
-    entity_min: datetime | None, entity_max: datetime | None, ttl: timedelta | None
-) -> tuple[datetime | None, datetime | None] | None:
-    """The event times a feature row needs to count for some entity row: `(low, high)` with
-    `low` None for no lower bound; None when no entity row has a time (nothing counts)."""
-    if entity_max is None:
+    entity_min_us: int | None, entity_max_us: int | None, ttl: timedelta | None
+) -> tuple[int | None, int] | None:
+    """The event times (epoch microseconds, UTC) a feature row needs to count for some entity
+    row: `(low, high)`, `low` None for no lower bound; None when no entity row has a time."""
+    if entity_max_us is None:
         return None
-    low = entity_min - ttl if ttl is not None and entity_min is not None else None
-    return low, entity_max
+    if ttl is None or entity_min_us is None:
+        return None, entity_max_us
+    return entity_min_us - ttl // timedelta(microseconds=1), entity_max_us
 
 
 def common_key_type(key: str, sides: Sequence[tuple[str, SqlType | None, str]]) -> SqlType:
@@ -129,11 +154,14 @@ __all__ = [
     "CarryUnit",
     "SortKey",
     "carry_units",
+    "check_entity_columns",
     "check_fill",
     "check_ttl",
     "common_key_type",
     "event_time_bounds",
     "latest_order",
+    "not_a_time",
     "orderable",
     "tie_breakers",
+    "unit_orderable",
 ]

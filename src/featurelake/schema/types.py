@@ -202,6 +202,14 @@ class SqlType:
         )
 
     @classmethod
+    def known_spark_type(cls, spark_type: T.DataType) -> SqlType | None:
+        """The featurelake type of a Spark type, or None for a type featurelake does not know."""
+        try:
+            return cls.from_spark(spark_type)
+        except SchemaValidationError:
+            return None
+
+    @classmethod
     def from_spark(cls, spark_type: T.DataType) -> SqlType:
         """The featurelake type of a Spark type; unsupported Spark types raise an error."""
         from pyspark.sql import types as T

@@ -29,14 +29,15 @@ from featurelake.online import (
     FeatureValue,
     FeatureVector,
     InMemoryOnlineStore,
+    OnlinePlan,
     OnlineStore,
-    ReadPlan,
     SyncResult,
     create_online_store,
     sync_to_online,
     vectors_to_pandas,
 )
 from featurelake.online.values import entity_dict, entity_id, entity_list, now_micros, to_micros
+from featurelake.plan.engine_choice import Engine, EngineDecision
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 from featurelake.serving.health import HealthResult
@@ -51,9 +52,11 @@ if TYPE_CHECKING:
 
     from featurelake.engines.spark.training import TrainingSet, TrainingSetManifest
     from featurelake.plan.engine_choice import EngineArg
+    from featurelake.plan.read_plan import ReadPlan
+    from featurelake.plan.routing import StrategyArg
     from featurelake.quality import CheckReport, DriftReport, GroupStatistics
     from featurelake.serving.service import FeatureService
-    from featurelake.stores.hybrid import HybridFeatureStore, RoutingDecision, StrategyArg
+    from featurelake.stores.hybrid import HybridFeatureStore
     from featurelake.stores.materialized import MaterializedFeatureStore, WriteResult
 
 
@@ -480,13 +483,26 @@ class FeatureStore:
         entity_ids: Any = None,
         point_in_time: datetime | None = None,
         **options: Any,
-    ) -> dict[str, RoutingDecision]:
-        """How each group of a read is served (Gold table or virtual query, by the store's
-        mode) and on which engine a pandas read runs, with the numbers behind it; reads and
-        writes nothing."""
-        return self.hybrid.explain(
-            feature_refs, normalize_entity_ids(entity_ids), point_in_time, **options
+    ) -> ReadPlan:
+        """The plan of a read: its groups and versions, output columns, how each group is
+        served (Gold table or virtual query, by the store's mode) and on which engine a pandas
+        read runs, with the numbers behind each; reads and writes nothing. The plan is also a
+        mapping of group name to its decision (`explain(...)["orders"].reason`)."""
+        ids = normalize_entity_ids(entity_ids)
+        if not self._reads_online(
+            ids, point_in_time, options.get("strategy"), options.get("engine")
+        ):
+            return self.hybrid.explain(feature_refs, ids, point_in_time, **options)
+        options.pop("engine", None)
+        plan = self.hybrid.explain(feature_refs, ids, point_in_time, **options)
+        online = EngineDecision(
+            Engine.ONLINE,
+            "mode 'online': latest values of given entities are served by the online store "
+            "(a missing entity falls back to the offline read below)",
+            None,
+            0,
         )
+        return plan.with_decisions(plan.decisions, online)
 
     def materialize_aggregations(
         self, group: str | FeatureGroupSchema, as_of: datetime | None = None
@@ -650,7 +666,7 @@ class FeatureStore:
             self.online, self.registry, group, since, full=full, spark=self._spark
         )
 
-    def online_plan(self, feature_refs: str | Sequence[str]) -> ReadPlan:
+    def online_plan(self, feature_refs: str | Sequence[str]) -> OnlinePlan:
         """How `feature_refs` are read online (resolves them against the registry)."""
         if self._online is not None or self.config.enable_online_store:
             return self.online.plan(feature_refs)

@@ -40,12 +40,12 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
 from featurelake.config import FeatureStoreConfig, StoreMode
+from featurelake.engines.spark.composites import finish_request
 from featurelake.engines.spark.latest import latest_features
 from featurelake.errors import FeatureStoreError, VirtualizationQueryError
 from featurelake.gold import delta_ops
@@ -57,12 +57,14 @@ from featurelake.plan.engine_choice import (
     choose_engine,
     requested_engine,
 )
-from featurelake.plan.estimates import Estimate, PruneSpec, estimate_tables
+from featurelake.plan.estimates import PruneSpec, estimate_tables
 from featurelake.plan.estimates import prune_spec as request_prune_spec
+from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
 from featurelake.plan.refs import shared_entity_keys
+from featurelake.plan.routing import RoutingDecision, Strategy, StrategyArg, requested_strategy
+from featurelake.plan.rules import check_fill
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
-from featurelake.schema.composites import expand_composites
 from featurelake.stores.base import BaseFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 from featurelake.stores.virtualized import VirtualizedFeatureStore
@@ -84,74 +86,6 @@ METRICS_BATCH = 100
 METRICS_FLUSH_SECONDS = 5.0
 """Router metrics are committed to the registry in batches: at this many, or this old."""
 AUTO_MATERIALIZE = "auto_materialize"
-
-
-class Strategy(StrEnum):
-    """Where a group's rows come from for one request."""
-
-    MATERIALIZED = "materialized"
-    VIRTUAL = "virtual"
-
-
-StrategyArg = str | Strategy | Mapping[str, str | Strategy] | None
-
-
-@dataclass(frozen=True)
-class RoutingDecision:
-    """How one group of a request is read, and the numbers behind the choice."""
-
-    group: str
-    version: int
-    strategy: Strategy
-    reason: str
-    threshold: int
-    estimated_rows: int | None
-    """Rows the read is estimated to touch (the figure compared with the threshold)."""
-    estimate_source: str
-    """`sources` (the virtual query's tables), `gold` (the Gold table) or `none`."""
-    files_total: int
-    files_after_pruning: int
-    gold_exists: bool
-    virtual_defined: bool
-    fresh: bool | None
-    last_updated: datetime | None
-    freshness: timedelta | None
-    gold_estimate: Estimate | None = None
-    virtual_estimate: Estimate | None = None
-    requested: Strategy | None = None
-    auto_materialize: bool = False
-    """True when this read materializes the group first (or would, in `explain`)."""
-    gold_write_version: int | None = None
-    engine: str = Engine.SPARK.value
-    """The engine of the request (`explain` and the pandas reads; Spark DataFrame reads are
-    always `spark`)."""
-    engine_reason: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "version": self.version,
-            "strategy": self.strategy.value,
-            "reason": self.reason,
-            "threshold": self.threshold,
-            "estimated_rows": self.estimated_rows,
-            "estimate_source": self.estimate_source,
-            "files_total": self.files_total,
-            "files_after_pruning": self.files_after_pruning,
-            "gold_exists": self.gold_exists,
-            "virtual_defined": self.virtual_defined,
-            "fresh": self.fresh,
-            "last_updated": self.last_updated.isoformat() if self.last_updated else None,
-            "freshness": format_duration(self.freshness) if self.freshness else None,
-            "gold_estimate": self.gold_estimate.to_dict() if self.gold_estimate else None,
-            "virtual_estimate": (
-                self.virtual_estimate.to_dict() if self.virtual_estimate else None
-            ),
-            "requested": self.requested.value if self.requested else None,
-            "auto_materialize": self.auto_materialize,
-            "engine": self.engine,
-            "engine_reason": self.engine_reason,
-        }
 
 
 @dataclass(frozen=True)
@@ -293,31 +227,54 @@ class HybridFeatureStore(BaseFeatureStore):
         timestamp_column: str | None = None,
         ttl: timedelta | str | None = None,
         engine: EngineArg = "auto",
-    ) -> dict[str, RoutingDecision]:
-        """The decision per group for this request, without reading or writing anything.
+    ) -> ReadPlan:
+        """The plan of this request, without reading or writing anything: its groups and
+        versions, output columns, and per group the routing decision with its numbers (the plan
+        is a mapping of group name to decision).
 
         `entity_ids` as for `get_features`; a pandas entity DataFrame with a time column
         (`timestamp_column`, or the group's timestamp key) gives the decision of a
-        point-in-time read of those rows. Each decision also names the engine a pandas read
-        of the request would use (`engine`, `engine_reason`).
+        point-in-time read of those rows. The plan also names the engine a pandas read of the
+        request would use (`engine`, and `engine` / `engine_reason` of each decision).
         """
-        selected = self.resolve_refs(feature_refs)
-        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        kind = ReadKind.LATEST if timestamp_column is None else ReadKind.POINT_IN_TIME
+        plan = self._resolve(feature_refs, kind, point_in_time, timestamp_column, ttl)
         decisions = {}
-        for schema, _ in selected.values():
-            spec = self._spec(schema, entity_ids, point_in_time, timestamp_column, ttl_override)
-            decisions[schema.name] = self._decide(schema, spec, _requested(strategy, schema))
-        chosen = self._choose_engine(selected, decisions, requested_engine(engine), strict=False)
-        return {
-            name: dataclasses.replace(d, engine=chosen.engine.value, engine_reason=chosen.reason)
-            for name, d in decisions.items()
-        }
+        for schema in plan.schemas:
+            spec = self._spec(schema, entity_ids, point_in_time, timestamp_column, plan.request.ttl)
+            decisions[schema.name] = self._decide(
+                schema, spec, requested_strategy(strategy, schema)
+            )
+        chosen = self._choose_engine(plan, decisions, engine, strict=False)
+        return plan.with_decisions(decisions, chosen)
+
+    def _resolve(
+        self,
+        feature_refs: str | Sequence[str],
+        kind: ReadKind,
+        point_in_time: datetime | None = None,
+        timestamp_column: str | None = None,
+        ttl: timedelta | str | None = None,
+        fill: str = "none",
+    ) -> ReadPlan:
+        """The request's references parsed and resolved, once."""
+        if kind is ReadKind.POINT_IN_TIME:
+            check_fill(fill)
+        return resolve_read(
+            self.registry,
+            feature_refs,
+            kind,
+            point_in_time=point_in_time,
+            timestamp_column=timestamp_column,
+            ttl=parse_duration(ttl, what="ttl") if ttl is not None else None,
+            fill=fill,
+        )
 
     def _choose_engine(
         self,
-        selected: Mapping[str, tuple[FeatureGroupSchema, list[str]]],
+        plan: ReadPlan,
         decisions: Mapping[str, RoutingDecision],
-        requested: Engine | None,
+        engine: EngineArg,
         *,
         strict: bool = True,
     ) -> EngineDecision:
@@ -327,6 +284,8 @@ class HybridFeatureStore(BaseFeatureStore):
         virtual one (its query runs whole). With `strict=False` (explain), asking for an
         engine that cannot serve gives a Spark decision saying why instead of raising.
         """
+        requested = requested_engine(engine)
+        selected = plan.selected
         from featurelake.engines.duckdb.executor import duckdb_installed
 
         threshold = self.config.duckdb_threshold_rows
@@ -648,8 +607,8 @@ class HybridFeatureStore(BaseFeatureStore):
         """The latest value per entity of the referenced features, as of `point_in_time`,
         each group read from its Gold table or its virtual query as the router decides."""
         started = time.perf_counter()
-        selected, routed = self._route_latest(feature_refs, entity_ids, point_in_time, strategy)
-        result = self._spark_latest(selected, routed, entity_ids, point_in_time)
+        plan, routed = self._plan_latest(feature_refs, entity_ids, point_in_time, strategy)
+        result = self._spark_latest(plan, entity_ids)
         self._record("get_features", routed, started, whole=entity_ids is None)
         return result
 
@@ -669,51 +628,48 @@ class HybridFeatureStore(BaseFeatureStore):
         `"duckdb"` force one. The rows are the same either way.
         """
         started = time.perf_counter()
-        selected, routed = self._route_latest(feature_refs, entity_ids, point_in_time, strategy)
-        chosen = self._choose_engine(
-            selected, {n: d for n, (d, _) in routed.items()}, requested_engine(engine)
-        )
+        plan, routed = self._plan_latest(feature_refs, entity_ids, point_in_time, strategy)
+        chosen = self._choose_engine(plan, plan.decisions, engine)
+        plan = plan.with_decisions(plan.decisions, chosen)
         if chosen.engine is Engine.DUCKDB:
-            virtual = {n for n, (d, _) in routed.items() if d.strategy is Strategy.VIRTUAL}
-            result = self.duckdb_reader.get_features(
-                feature_refs, entity_ids, point_in_time, virtual_groups=virtual
-            )
+            result = self.duckdb_reader.read_latest(plan, entity_ids)
         else:
-            result = self._spark_latest(selected, routed, entity_ids, point_in_time).toPandas()
+            result = self._spark_latest(plan, entity_ids).toPandas()
         self._record("get_features", routed, started, whole=entity_ids is None, engine=chosen)
         return result
 
-    def _route_latest(
+    def _plan_latest(
         self,
         feature_refs: str | Sequence[str],
         entity_ids: Any,
         point_in_time: datetime | None,
         strategy: StrategyArg,
-    ) -> tuple[
-        dict[str, tuple[FeatureGroupSchema, list[str]]],
-        dict[str, tuple[RoutingDecision, WriteResult | None]],
-    ]:
-        selected = self.resolve_refs(feature_refs)
-        keys = shared_entity_keys(selected)
+    ) -> tuple[ReadPlan, dict[str, tuple[RoutingDecision, WriteResult | None]]]:
+        """The plan of a latest read, each group routed (and materialized first when the
+        decision says so)."""
+        plan = self._resolve(feature_refs, ReadKind.LATEST, point_in_time)
+        keys = shared_entity_keys(plan.selected)
         routed: dict[str, tuple[RoutingDecision, WriteResult | None]] = {}
-        for schema, _ in selected.values():
+        for schema in plan.schemas:
             spec = request_prune_spec(
                 keys, schema.timestamp_key, entity_ids=entity_ids, point_in_time=point_in_time
             )
-            routed[schema.name] = self._route(schema, spec, _requested(strategy, schema))
-        return selected, routed
+            routed[schema.name] = self._route(schema, spec, requested_strategy(strategy, schema))
+        return plan.with_decisions({n: d for n, (d, _) in routed.items()}, None), routed
 
-    def _spark_latest(
-        self,
-        selected: dict[str, tuple[FeatureGroupSchema, list[str]]],
-        routed: Mapping[str, tuple[RoutingDecision, WriteResult | None]],
-        entity_ids: Any,
-        point_in_time: datetime | None,
-    ) -> DataFrame:
+    def _spark_latest(self, plan: ReadPlan, entity_ids: Any) -> DataFrame:
+        """Run a latest-value plan on Spark (composites computed after the join)."""
+
         def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
-            return self._frame(schema, routed[schema.name][0])
+            return self._frame(schema, plan[schema.name])
 
-        return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
+        point_in_time = plan.request.point_in_time
+        result = latest_features(self.spark, plan.selected, frame_for, entity_ids, point_in_time)
+        if not plan.expanded.has_composites:
+            return result
+        stored = [c for c in result.columns if c not in plan.output_columns.values()]
+        names = {tuple(ref.split(".", 1)): name for ref, name in plan.output_columns.items()}
+        return finish_request(result, stored, plan.expanded, names)  # type: ignore[arg-type]
 
     def get_historical_features(
         self,
@@ -750,21 +706,11 @@ class HybridFeatureStore(BaseFeatureStore):
         from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
-        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
-        source = _RoutedSource(
-            self,
-            lambda schema: self._spec(schema, entity_df, None, timestamp_column, ttl_override),
-            strategy,
+        plan = self._resolve(
+            feature_refs, ReadKind.POINT_IN_TIME, None, timestamp_column, ttl, fill
         )
-        built = build_training_set(
-            source,
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            name=name,
-        )
+        source = self._routed_source(plan, entity_df, strategy)
+        built = build_training_set(source, entity_df, feature_refs, name=name, plan=plan)
         self._record("get_historical_features", source.routed, started, whole=False)
         return built
 
@@ -785,43 +731,34 @@ class HybridFeatureStore(BaseFeatureStore):
         from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
-        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
-        source = _RoutedSource(
-            self,
-            lambda schema: self._spec(schema, entity_df, None, timestamp_column, ttl_override),
-            strategy,
+        plan = self._resolve(
+            feature_refs, ReadKind.POINT_IN_TIME, None, timestamp_column, ttl, fill
         )
-        expanded = expand_composites(feature_refs, self.registry.get_group)
-        selected = self.resolve_refs(list(expanded.refs))
-        for schema, _ in selected.values():
+        source = self._routed_source(plan, entity_df, strategy)
+        for schema in plan.schemas:
             source.route(schema)
-        chosen = self._choose_engine(
-            selected,
-            {n: d for n, (d, _) in source.routed.items()},
-            Engine.SPARK if expanded.has_composites else requested_engine(engine),
-        )
+        decisions = {n: d for n, (d, _) in source.routed.items()}
+        chosen = self._choose_engine(plan, decisions, engine)
+        plan = plan.with_decisions(decisions, chosen)
         if chosen.engine is Engine.DUCKDB:
-            virtual = {n for n, (d, _) in source.routed.items() if d.strategy is Strategy.VIRTUAL}
-            result = self.duckdb_reader.get_historical_features(
-                entity_df,
-                feature_refs,
-                ttl=ttl,
-                timestamp_column=timestamp_column,
-                fill=fill,
-                virtual_groups=virtual,
-            )
+            result = self.duckdb_reader.read_point_in_time(entity_df, plan)
         else:
-            built = build_training_set(
-                source,
-                entity_df,
-                feature_refs,
-                ttl=ttl,
-                timestamp_column=timestamp_column,
-                fill=fill,
-            )
+            built = build_training_set(source, entity_df, feature_refs, plan=plan)
             result = built.df.toPandas()
         self._record("get_historical_features", source.routed, started, whole=False, engine=chosen)
         return result
+
+    def _routed_source(
+        self, plan: ReadPlan, entity_df: Any, strategy: StrategyArg
+    ) -> _RoutedSource:
+        """The groups' rows of a point-in-time plan, each routed once (on first ask)."""
+        return _RoutedSource(
+            self,
+            lambda schema: self._spec(
+                schema, entity_df, None, plan.request.timestamp_column, plan.request.ttl
+            ),
+            strategy,
+        )
 
     def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
         """Rebuild a training set: Gold tables at the Delta versions it read, virtual groups
@@ -945,7 +882,7 @@ class _RoutedSource:
     def route(self, schema: FeatureGroupSchema) -> RoutingDecision:
         """The group's decision for this request (routed once, on first ask)."""
         if schema.name not in self.routed:
-            requested = _requested(self.strategy, schema)
+            requested = requested_strategy(self.strategy, schema)
             self.routed[schema.name] = self.store._route(schema, self.spec_for(schema), requested)
         return self.routed[schema.name][0]
 
@@ -960,34 +897,9 @@ class _RoutedSource:
         return self.store.materialized.group_frame(schema, features)
 
 
-def _requested(strategy: StrategyArg, schema: FeatureGroupSchema) -> Strategy | None:
-    """The strategy asked for this group (a single value, or a mapping by group name)."""
-    if strategy is None:
-        return None
-    if isinstance(strategy, Mapping):
-        value = strategy.get(schema.name, strategy.get(group_key(schema.name, schema.version)))
-        if value is None:
-            return None
-    else:
-        value = strategy
-    text = str(value).lower()
-    if text == "auto":
-        return None
-    try:
-        return Strategy(text)
-    except ValueError:
-        raise FeatureStoreError(
-            f"strategy={value!r} is not a read strategy.",
-            fix="pass 'materialized', 'virtual' or 'auto' (or a mapping of group name to one "
-            "of them).",
-        ) from None
-
-
 __all__ = [
     "AUTO_MATERIALIZE",
     "ROUTER_METRICS",
     "HybridFeatureStore",
     "RouterMetric",
-    "RoutingDecision",
-    "Strategy",
 ]

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.engines.duckdb.composites import finish_request
 from featurelake.engines.duckdb.reads import GroupRows, latest_rows, point_in_time_rows
 from featurelake.errors import (
     FeatureStoreError,
@@ -31,7 +32,9 @@ from featurelake.gold.delta_reader import (
     read_arrow,
 )
 from featurelake.plan.estimates import PruneSpec, prune_spec
+from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
 from featurelake.plan.refs import (
+    Selected,
     check_entity_keys,
     entity_output_names,
     entity_timestamp_column,
@@ -42,6 +45,7 @@ from featurelake.plan.refs import (
 from featurelake.plan.rules import check_fill
 from featurelake.registry import Registry, TableLocation
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
+from featurelake.schema.composites import ExpandedRequest
 from featurelake.storage import is_object_store
 from featurelake.times import pandas_utc
 from featurelake.virtual.checks import check_output
@@ -120,6 +124,36 @@ class DuckDBFeatureReader:
         version (time travel); groups named in `virtual_groups` run their DuckDB query.
         """
         selected = resolve_refs(self.registry, feature_refs)
+        return self._latest(
+            selected,
+            entity_ids,
+            point_in_time,
+            virtual_groups=virtual_groups,
+            as_of_version=as_of_version,
+            as_of_timestamp=as_of_timestamp,
+        )
+
+    def read_latest(self, plan: ReadPlan, entity_ids: Any = None) -> pd.DataFrame:
+        """Run a latest-value plan (its groups resolved and routed once by the store)."""
+        return self._latest(
+            plan.selected,
+            entity_ids,
+            plan.request.point_in_time,
+            virtual_groups=plan.virtual_groups,
+            expanded=plan.expanded,
+        )
+
+    def _latest(
+        self,
+        selected: Selected,
+        entity_ids: Any,
+        point_in_time: datetime | None,
+        *,
+        virtual_groups: Collection[str] = (),
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+        expanded: ExpandedRequest | None = None,
+    ) -> pd.DataFrame:
         keys = shared_entity_keys(selected)
         ids = _ids_table(entity_ids, keys)
         names = output_names(selected)
@@ -149,6 +183,10 @@ class DuckDBFeatureReader:
             )
         with self._cursor() as cursor:
             result = latest_rows(cursor, groups, keys, ids=ids, point_in_time=point_in_time)
+        if expanded is not None and expanded.has_composites:
+            stored = set(names.values())
+            kept = [c for c in result.column_names if c not in stored]
+            result = finish_request(result, kept, expanded, names)
         return _pandas(result)
 
     def get_historical_features(
@@ -168,6 +206,31 @@ class DuckDBFeatureReader:
         `versions` pins the Delta version read per group name; `virtual_groups` run their
         DuckDB query.
         """
+        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        plan = resolve_read(
+            self.registry,
+            feature_refs,
+            ReadKind.POINT_IN_TIME,
+            timestamp_column=timestamp_column,
+            ttl=ttl_override,
+            fill=fill,
+        )
+        return self._point_in_time(entity_df, plan, virtual_groups, versions)
+
+    def read_point_in_time(
+        self, entity_df: pd.DataFrame, plan: ReadPlan, *, versions: Mapping[str, int] | None = None
+    ) -> pd.DataFrame:
+        """Run a point-in-time plan (its groups resolved and routed once by the store) for the
+        rows of a pandas `entity_df`, in their order."""
+        return self._point_in_time(entity_df, plan, plan.virtual_groups, versions)
+
+    def _point_in_time(
+        self,
+        entity_df: pd.DataFrame,
+        plan: ReadPlan,
+        virtual_groups: Collection[str],
+        versions: Mapping[str, int] | None,
+    ) -> pd.DataFrame:
         import pandas as pd
 
         if not isinstance(entity_df, pd.DataFrame):
@@ -177,12 +240,14 @@ class DuckDBFeatureReader:
                 fix="pass a pandas DataFrame (spark_df.toPandas() for small sets), or use "
                 "engine='spark'.",
             )
+        fill = plan.request.fill
+        timestamp_column = plan.request.timestamp_column
         check_fill(fill)
-        selected = resolve_refs(self.registry, feature_refs)
+        selected = plan.selected
         entities = _entity_arrow(entity_df)
         typed = [c for c in entity_df.columns if pd.api.types.is_datetime64_any_dtype(entity_df[c])]
         column = entity_timestamp_column(list(entity_df.columns), typed, timestamp_column, selected)
-        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+        ttl_override = plan.request.ttl
         check_entity_keys(selected, entities.column_names)
         names = entity_output_names(selected, set(entities.column_names))
         time_known = pd.api.types.is_datetime64_any_dtype(entity_df[column])
@@ -216,7 +281,7 @@ class DuckDBFeatureReader:
             )
         with self._cursor() as cursor:
             result = point_in_time_rows(cursor, entities, groups, column, fill)
-        return _pandas(result)
+        return _pandas(finish_request(result, entities.column_names, plan.expanded, names))
 
     # -- rows of one group ----------------------------------------------------------------------
 

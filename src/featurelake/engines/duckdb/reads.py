@@ -1,18 +1,11 @@
-"""Latest-value and point-in-time reads in DuckDB, with the Spark path's exact rules.
+"""The read rules of `plan.rules` compiled to DuckDB SQL over Arrow tables.
 
-The rules are those of `plan.refs.latest_features` and `engines.spark.pit.point_in_time_join`;
-this module restates them in DuckDB SQL over Arrow tables (keys, event time, features and
-`_ingested_at`, timestamps as naive UTC):
-
-- latest: per entity, the row with the greatest (event time, `_ingested_at`, then every
-  orderable feature of the group in declaration order), nulls lowest; only rows with
-  `event_ts <= point_in_time` when one is given.
-- point in time: per entity row `(keys, t)` and group, the latest event with `event_ts <= t`
-  (and `t - event_ts <= ttl`), equal event times ordered by `_ingested_at` and then by the
-  requested features (nulls lowest). Rows with a null key or time get null features; with
-  `fill="last_non_null"` each feature takes its own latest non-null value, its ttl measured on
-  that value's event time. Events are first reduced to one per (keys, event time) by that order,
-  then joined with DuckDB's `ASOF LEFT JOIN` (whose ties and nulls are thereby settled).
+Group rows are Arrow tables (keys, event time, features and `_ingested_at`, timestamps as naive
+UTC). Latest: per entity, the first row of `rules.latest_order` (a `row_number()` window).
+Point in time: the group's events are first reduced to one per (keys, event time) by that order,
+then joined with DuckDB's `ASOF LEFT JOIN` (event time `<=` the entity time), one join per
+`rules.carry_units` unit, the ttl applied on the chosen event, the events pruned to
+`rules.event_time_bounds`. Keys are compared as `rules.common_key_type`.
 
 Values reach SQL only as registered Arrow tables or as literals formatted from typed values.
 """
@@ -23,11 +16,12 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from featurelake.errors import PointInTimeError
 from featurelake.gold.delta_reader import quote, sql_literal
-from featurelake.schema import INGESTED_AT, DataType, SqlType
+from featurelake.plan import rules
+from featurelake.schema import SqlType
 
 if TYPE_CHECKING:
     import duckdb
@@ -71,7 +65,7 @@ def latest_rows(
     parts = []
     for group in groups:
         view = names.register(group.table)
-        types = _types(group.table)
+        ties = rules.tie_breakers(group.tie_breakers, _types(group.table))
         ts = quote(group.timestamp_key)
         where = []
         if point_in_time is not None:
@@ -79,12 +73,7 @@ def latest_rows(
         if id_view is not None:
             match = " AND ".join(f"s.{quote(k)} = i.{quote(k)}" for k in keys)
             where.append(f"EXISTS (SELECT 1 FROM {id_view} i WHERE {match})")
-        order = [f"{ts} DESC NULLS LAST", f"{quote(INGESTED_AT)} DESC NULLS LAST"]
-        order += [
-            f"{quote(f)} DESC NULLS LAST"
-            for f in group.tie_breakers
-            if f in types and _orderable(types[f])
-        ]
+        order = _order_by(rules.latest_order(group.timestamp_key, ties))
         columns = [quote(k) for k in keys]
         if len(groups) == 1:
             columns.append(ts)
@@ -128,31 +117,24 @@ def point_in_time_rows(
             key_types = _key_types(entities, group)
             view = names.register(group.table)
             types = _types(group.table)
-            units: list[tuple[str | None, tuple[str, ...]]] = (
-                [(None, group.features)] if fill == "none" else [(f, (f,)) for f in group.features]
-            )
-            if fill == "none":
-                ordered = all(_orderable(types[f]) for f in group.features)
-                tie = list(group.features) if ordered else []
-            else:
-                tie = [f for f in group.features if _orderable(types[f])]
-            for u_index, (required, features) in enumerate(units):
+            units = rules.carry_units(group.features, fill)
+            tie = [f for unit in units if rules.unit_orderable(unit, types) for f in unit.features]
+            for u_index, unit in enumerate(units):
                 alias = f"u{g_index}_{u_index}"
-                unit = _unit_sql(
+                unit_sql = _unit_sql(
                     entity_view,
                     view,
                     group,
                     key_types,
                     timestamp_column,
                     bounds,
-                    required,
-                    features,
+                    unit,
                     tie,
                 )
-                joins.append(f"LEFT JOIN ({unit}) {alias} USING ({ROW})")
+                joins.append(f"LEFT JOIN ({unit_sql}) {alias} USING ({ROW})")
                 outputs += [
                     f"{alias}.{quote(_value(i))} AS {quote(group.output_name(f))}"
-                    for i, f in enumerate(features)
+                    for i, f in enumerate(unit.features)
                 ]
         select = [f"e.{quote(c)}" for c in entities.column_names] + outputs
         sql = f"SELECT {', '.join(select)} FROM {entity_view} e {' '.join(joins)} ORDER BY e.{ROW}"
@@ -178,27 +160,30 @@ def _unit_sql(
     group: GroupRows,
     key_types: Sequence[str],
     timestamp_column: str,
-    bounds: tuple[datetime | None, datetime | None],
-    required: str | None,
-    features: Sequence[str],
+    bounds: tuple[int | None, int | None],
+    unit: rules.CarryUnit,
     tie: Sequence[str],
 ) -> str:
-    """One ASOF join: per entity row, the values of `features` from the latest event (of the
-    events where `required` is not null, for `fill="last_non_null"`)."""
+    """One ASOF join: per entity row, the values of the unit's features from the latest event
+    (of the events where `unit.required` is not null, for `fill="last_non_null"`)."""
+    features = unit.features
     keys = group.entity_keys
     knames = [f"__k{i}" for i in range(len(keys))]
     ts = quote(group.timestamp_key)
-    low, high = bounds
     where = [f"{ts} IS NOT NULL"] + [f"{quote(k)} IS NOT NULL" for k in keys]
-    if high is None:
+    needed = rules.event_time_bounds(*bounds, group.ttl)
+    if needed is None:
         where.append("FALSE")
     else:
-        where.append(f"CAST({ts} AS TIMESTAMP) <= {sql_literal(high)}")
-        if group.ttl is not None and low is not None:
-            where.append(f"CAST({ts} AS TIMESTAMP) >= {sql_literal(low - group.ttl)}")
-    if required is not None:
-        where.append(f"{quote(required)} IS NOT NULL")
-    order = [f"{quote(INGESTED_AT)} DESC NULLS LAST"] + [f"{quote(f)} DESC NULLS LAST" for f in tie]
+        low, high = needed
+        where.append(f"epoch_us(CAST({ts} AS TIMESTAMP)) <= {int(high)}")
+        if low is not None:
+            where.append(f"epoch_us(CAST({ts} AS TIMESTAMP)) >= {int(low)}")
+    if unit.required is not None:
+        where.append(f"{quote(unit.required)} IS NOT NULL")
+    # Events are first reduced to one per (keys, event time): the latest order without its
+    # event time (equal within a partition).
+    order = _order_by(rules.latest_order(group.timestamp_key, tie)[1:])
     casted = [
         f"CAST({quote(k)} AS {t}) AS {n}" for k, t, n in zip(keys, key_types, knames, strict=True)
     ]
@@ -235,11 +220,11 @@ def _value(index: int) -> str:
 
 def _time_bounds(
     connection: duckdb.DuckDBPyConnection, entity_view: str, column: str
-) -> tuple[datetime | None, datetime | None]:
+) -> tuple[int | None, int | None]:
     try:
         rows = connection.execute(
-            f"SELECT min(CAST({quote(column)} AS TIMESTAMP)), "
-            f"max(CAST({quote(column)} AS TIMESTAMP)) FROM {entity_view}"
+            f"SELECT epoch_us(min(CAST({quote(column)} AS TIMESTAMP))), "
+            f"epoch_us(max(CAST({quote(column)} AS TIMESTAMP))) FROM {entity_view}"
         ).fetchall()
     except Exception as error:
         if type(error).__name__ == "ConversionException":
@@ -255,22 +240,12 @@ def _time_bounds(
 
 
 def _validate(entities: pa.Table, groups: Sequence[GroupRows], column: str, fill: str) -> None:
-    """The checks of `pit._validate` that can fail on entity rows given as pandas / Arrow."""
+    """The checks of a point-in-time read that can fail on entity rows given as pandas / Arrow."""
     import pyarrow as pa
 
-    if fill not in ("none", "last_non_null"):
-        raise PointInTimeError(
-            f"fill={fill!r} is not a fill mode.",
-            fix="pass fill='none' (a null in the latest event stays null) or "
-            "fill='last_non_null' (each feature takes its latest non-null value).",
-        )
+    rules.check_fill(fill)
     names = entities.column_names
-    duplicates = sorted({c for c in names if names.count(c) > 1})
-    if duplicates:
-        raise PointInTimeError(
-            f"The entity DataFrame has duplicate column names: {duplicates}.",
-            fix="rename or drop the duplicates (e.g. after a join) before requesting features.",
-        )
+    rules.check_entity_columns(names)
     if column not in names:
         raise PointInTimeError(
             f"entity_df has no column '{column}'.",
@@ -284,23 +259,14 @@ def _validate(entities: pa.Table, groups: Sequence[GroupRows], column: str, fill
         or pa.types.is_large_string(kind)
         or pa.types.is_null(kind)
     ):
-        raise PointInTimeError(
-            f"The entity timestamp column '{column}' has type {kind}, which is not a time.",
-            fix=f"make '{column}' a timestamp, a date, or a string such as "
-            "'2024-01-31 12:00:00' (e.g. with pd.to_datetime).",
-        )
+        raise rules.not_a_time(column, str(kind), "pd.to_datetime")
     for group in groups:
-        if group.ttl is not None and group.ttl < timedelta(0):
-            raise PointInTimeError(
-                f"The ttl of group '{group.group}' is negative ({group.ttl}).",
-                fix="use a ttl of zero or more, or None for no limit.",
-                group=group.group,
-            )
+        rules.check_ttl(group.group, group.ttl)
 
 
 def _key_types(entities: pa.Table, group: GroupRows) -> list[str]:
-    """The DuckDB type both sides of each key are compared as (pit's `_common_key_type`)."""
-    from featurelake.engines.duckdb.executor import duckdb_type, sql_type_from_arrow
+    """The DuckDB type both sides of each key are compared as (`rules.common_key_type`)."""
+    from featurelake.engines.duckdb.executor import duckdb_type
 
     types = []
     for key in group.entity_keys:
@@ -315,42 +281,30 @@ def _key_types(entities: pa.Table, group: GroupRows) -> list[str]:
             ("the entity DataFrame", entities.schema.field(key).type),
             (f"group '{group.group}'", group.table.schema.field(key).type),
         ]
-        parsed: list[SqlType | None] = []
-        for _, kind in sides:
-            try:
-                parsed.append(sql_type_from_arrow(kind))
-            except ValueError:
-                parsed.append(None)
-        left, right = parsed
-        if left is not None and left == right:
-            types.append(duckdb_type(left))
-        elif all(p is not None and p.kind in (DataType.INT, DataType.BIGINT) for p in parsed):
-            types.append("BIGINT")
-        else:
-            listing = ", ".join(f"{kind} in {where}" for where, kind in sides)
-            raise PointInTimeError(
-                f"The entity key '{key}' has different types: {listing}.",
-                fix=f"cast '{key}' to one type on both sides before the point-in-time join.",
-                column=key,
-            )
+        common = rules.common_key_type(
+            key, [(where, _known_type(kind), str(kind)) for where, kind in sides]
+        )
+        types.append(duckdb_type(common))
     return types
 
 
-def _types(table: pa.Table) -> dict[str, Any]:
-    return {f.name: f.type for f in table.schema}
+def _known_type(kind: pa.DataType) -> SqlType | None:
+    """The featurelake type of an Arrow type, or None for one featurelake does not know."""
+    from featurelake.engines.duckdb.executor import sql_type_from_arrow
+
+    try:
+        return sql_type_from_arrow(kind)
+    except ValueError:
+        return None
 
 
-def _orderable(kind: Any) -> bool:
-    """Spark's rule: maps (and anything holding one) cannot be ordered."""
-    import pyarrow as pa
+def _types(table: pa.Table) -> dict[str, SqlType | None]:
+    return {f.name: _known_type(f.type) for f in table.schema}
 
-    if pa.types.is_map(kind):
-        return False
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return _orderable(kind.value_type)
-    if pa.types.is_struct(kind):
-        return all(_orderable(kind.field(i).type) for i in range(kind.num_fields))
-    return True
+
+def _order_by(keys: Sequence[rules.SortKey]) -> list[str]:
+    """The rule's ordering in DuckDB SQL: greatest first, nulls lowest."""
+    return [f"{quote(key.column)} DESC NULLS LAST" for key in keys]
 
 
 class _Names:

@@ -10,25 +10,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
+from featurelake.plan.refs import requested_output_names
 from featurelake.schema.composites import ExpandedRequest
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
-
-
-def requested_names(
-    expanded: ExpandedRequest, taken: Sequence[str] = ()
-) -> dict[tuple[str, str], str]:
-    """Output column per requested (group, name): the name, or `group__name` when two requested
-    outputs share it or it clashes with a column in `taken`."""
-    counts: dict[str, int] = {}
-    for _, name in expanded.requested:
-        counts[name] = counts.get(name, 0) + 1
-    out = {}
-    for group, name in expanded.requested:
-        clash = counts[name] > 1 or name in taken
-        out[(group, name)] = f"{group}__{name}" if clash else name
-    return out
 
 
 def finish_request(
@@ -46,7 +32,7 @@ def finish_request(
     def column(name: str) -> Column:
         return F.col("`" + name.replace("`", "``") + "`")
 
-    finals = requested_names(expanded, kept_columns)
+    finals = requested_output_names(expanded, kept_columns)
     by_key = {(c.group.name, c.composite.name): c for c in expanded.composites}
     outputs = [column(c) for c in kept_columns]
     for key in expanded.requested:

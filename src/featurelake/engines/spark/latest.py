@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.engines.spark.frames import entity_filter_frame
+from featurelake.plan import rules
 from featurelake.plan.refs import Selected, output_names, shared_entity_keys
-from featurelake.schema import INGESTED_AT, FeatureGroupSchema
+from featurelake.schema import FeatureGroupSchema, SqlType
 from featurelake.times import spark_time_literal
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.types import DataType
+    from pyspark.sql import DataFrame, SparkSession
 
 ISIN_LIMIT = 10_000
 
@@ -36,11 +36,9 @@ def latest_features(
 
     `frame_for(schema, features)` gives a group's rows (keys, event time, the features and
     `_ingested_at`). Filters on entity ids and time are applied to that frame, so Spark pushes
-    them into its scan (a Delta table or a virtual query). The latest row is the one with the
-    greatest (event time, `_ingested_at`); exact ties go to the row with the greatest values of
-    the group's features in declaration order (nulls lowest; the point-in-time join's rule when
-    every feature is requested), so the answer depends neither on the plan nor on which
-    features are requested.
+    them into its scan (a Delta table or a virtual query). The latest row is the first of
+    `rules.latest_order` (the tie-breakers: every orderable feature of the group), so the answer
+    depends neither on the plan nor on which features are requested.
     """
     from pyspark.sql import functions as F
 
@@ -63,15 +61,15 @@ def latest_features(
             table = table.where(F.col(keys[0]).isin(ids))
         elif ids is not None:
             table = table.join(F.broadcast(ids), on=list(keys), how="left_semi")
-        types = {f.name: f.dataType for f in table.schema.fields}
-        tie_breakers: list[Column] = [
-            F.col(f) for f in schema.feature_names if f in types and _orderable(types[f])
-        ]
+        types = {f.name: SqlType.known_spark_type(f.dataType) for f in table.schema.fields}
+        ties = rules.tie_breakers(schema.feature_names, types)
+        # max_by over a struct: Spark compares structs field by field, nulls lowest, which is
+        # the rule's ordering (greatest first, nulls lowest).
+        order = [F.col(key.column) for key in rules.latest_order(ts, ties)]
         latest = table.groupBy(*keys).agg(
-            F.max_by(
-                F.struct(F.col(ts), *[F.col(f) for f in features]),
-                F.struct(F.col(ts), F.col(INGESTED_AT), *tie_breakers),
-            ).alias("_latest")
+            F.max_by(F.struct(F.col(ts), *[F.col(f) for f in features]), F.struct(*order)).alias(
+                "_latest"
+            )
         )
         columns = [F.col(k) for k in keys]
         if len(selected) == 1:
@@ -81,14 +79,3 @@ def latest_features(
         result = frame if result is None else result.join(frame, on=list(keys), how="full")
     assert result is not None
     return result
-
-
-def _orderable(kind: DataType) -> bool:
-    """True when Spark can order values of this type (maps and variants cannot)."""
-    from pyspark.sql import types as T
-
-    if isinstance(kind, T.ArrayType):
-        return _orderable(kind.elementType)
-    if isinstance(kind, T.StructType):
-        return all(_orderable(f.dataType) for f in kind.fields)
-    return not isinstance(kind, T.MapType | T.VariantType | T.UserDefinedType)

@@ -1,23 +1,19 @@
-"""Point-in-time (as-of) joins for training sets, as one sort-based pass per key set.
+"""The point-in-time rules of `plan.rules` compiled to Spark: one sort-based pass per key set.
 
 For each entity row `(keys, t)` and each source group, a feature takes the value of the latest
-event of that group with `event_ts <= t` (and `t - event_ts <= ttl` when the group has a ttl),
-else null. Equal event times are ordered by `_ingested_at` (greater wins).
+event of that group that counts as of `t` (`plan.rules`: event time `<= t`, within the ttl,
+ties by `_ingested_at` and then by the carried feature values, nulls lowest), else null.
 
-How it runs: the entity rows and the feature rows (pruned to the needed columns, filtered to the
-entity time range) are unioned with a marker, partitioned by the entity keys and ordered by time,
-feature rows before entity rows at the same time. A running `last(..., ignorenulls)` window
-carries the latest feature event forward to each entity row; entity rows carry a null feature
-struct and feature rows a null entity struct, so nothing needs joining back. All sources with the
-same key set share one pass (one shuffle); passes for different key sets are chained. No join
-explosion, no UDFs, no RDDs: it runs unchanged over Spark Connect.
-
-Exact ties (equal keys, event_ts and `_ingested_at`): the row whose feature values are greatest
-in Spark's ordering (nulls lowest, compared column by column in the order of `features`) wins,
-which does not depend on the plan or on partitioning. Where a feature type cannot be ordered
-(maps, variants, intervals of calendar type) that source's exact ties resolve to an arbitrary one
-of the tied rows. Writers give every write its own `_ingested_at`, so such ties do not arise from
-the store itself.
+How it runs: the entity rows and the feature rows (pruned to the needed columns and to
+`rules.event_time_bounds`) are unioned with a marker, partitioned by the entity keys and ordered
+by time, feature rows before entity rows at the same time. A running `last(..., ignorenulls)`
+window carries the latest feature event (one struct per `rules.carry_units` unit) forward to each
+entity row; entity rows carry a null feature struct and feature rows a null entity struct, so
+nothing needs joining back. All sources with the same key set share one pass (one shuffle);
+passes for different key sets are chained. No join explosion, no UDFs, no RDDs: it runs unchanged
+over Spark Connect. A unit whose features cannot be ordered (`rules.unit_orderable`) resolves
+exact ties to an arbitrary one of the tied rows; writers give every write its own
+`_ingested_at`, so such ties do not arise from the store itself.
 """
 
 from __future__ import annotations
@@ -29,7 +25,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Literal
 
 from featurelake.errors import PointInTimeError
-from featurelake.plan.rules import check_fill
+from featurelake.plan import rules
+from featurelake.plan.rules import check_fill, check_ttl
+from featurelake.schema import SqlType
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -121,21 +119,11 @@ def _validate(
     entity_schema = entity_df.schema
     entity_columns = [f.name for f in entity_schema.fields]
     entity_types = {f.name: f.dataType for f in entity_schema.fields}
-    duplicates = sorted({c for c in entity_columns if entity_columns.count(c) > 1})
-    if duplicates:
-        raise PointInTimeError(
-            f"The entity DataFrame has duplicate column names: {duplicates}.",
-            fix="rename or drop the duplicates (e.g. after a join) before requesting features.",
-        )
+    rules.check_entity_columns(entity_columns)
     _require_column(entity_columns, timestamp_column, "the entity DataFrame", "timestamp_column")
     time_type = entity_types[timestamp_column]
     if not isinstance(time_type, T.TimestampType | T.TimestampNTZType | T.DateType | T.StringType):
-        raise PointInTimeError(
-            f"The entity timestamp column '{timestamp_column}' has type "
-            f"{time_type.simpleString()}, which is not a time.",
-            fix=f"make '{timestamp_column}' a timestamp, a date, or a string such as "
-            "'2024-01-31 12:00:00' (e.g. with F.to_timestamp).",
-        )
+        raise rules.not_a_time(timestamp_column, time_type.simpleString(), "F.to_timestamp")
 
     seen_outputs: dict[str, str] = {c.lower(): "the entity DataFrame" for c in entity_columns}
     passes: dict[frozenset[str], list[PitSource]] = {}
@@ -158,12 +146,7 @@ def _validate(
                 fix="request at least one feature of the group, or leave the group out.",
                 group=source.group,
             )
-        if source.ttl is not None and source.ttl < timedelta(0):
-            raise PointInTimeError(
-                f"The ttl of {where} is negative ({source.ttl}).",
-                fix="use a ttl of zero or more, or None for no limit.",
-                group=source.group,
-            )
+        check_ttl(source.group, source.ttl)
         source_schema = source.df.schema
         source_columns = [f.name for f in source_schema.fields]
         source_types = {f.name: f.dataType for f in source_schema.fields}
@@ -241,46 +224,14 @@ def _require_column(
 
 
 def _common_key_type(key: str, entity_type: DataType, sources: Sequence[PitSource]) -> DataType:
-    """The type both sides of a key are compared as: equal types, or any integers as bigint."""
-    from pyspark.sql import types as T
-
-    integral = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+    """The type both sides of a key are compared as (`rules.common_key_type`); equal Spark types
+    need no cast."""
     found = [("the entity DataFrame", entity_type)]
     found += [(f"group '{s.group}'", s.df.schema[key].dataType) for s in sources]
-    kinds = [kind for _, kind in found]
-    if all(kind == entity_type for kind in kinds):
+    if all(kind == entity_type for _, kind in found):
         return entity_type
-    if all(isinstance(kind, integral) for kind in kinds):
-        return T.LongType()
-    listing = ", ".join(f"{kind.simpleString()} in {where}" for where, kind in found)
-    raise PointInTimeError(
-        f"The entity key '{key}' has different types: {listing}.",
-        fix=f"cast '{key}' to one type on both sides before the point-in-time join.",
-        column=key,
-    )
-
-
-def _orderable(kind: DataType) -> bool:
-    """True when Spark can sort by values of this type."""
-    from pyspark.sql import types as T
-
-    if isinstance(kind, T.ArrayType):
-        return _orderable(kind.elementType)
-    if isinstance(kind, T.StructType):
-        return all(_orderable(f.dataType) for f in kind.fields)
-    return isinstance(
-        kind,
-        T.NumericType
-        | T.StringType
-        | T.BinaryType
-        | T.BooleanType
-        | T.DateType
-        | T.TimestampType
-        | T.TimestampNTZType
-        | T.DayTimeIntervalType
-        | T.YearMonthIntervalType
-        | T.NullType,
-    )
+    sides = [(where, SqlType.known_spark_type(kind), kind.simpleString()) for where, kind in found]
+    return rules.common_key_type(key, sides).to_spark()
 
 
 # -- execution --------------------------------------------------------------------------------
@@ -350,19 +301,14 @@ def _one_pass(
 
     # One carried struct per source (fill="none") or per feature (fill="last_non_null"):
     # (name, type, builder from the source frame). Each holds the event time and value(s).
-    carried: list[tuple[PitSource, str, T.StructType, list[str]]] = []
+    carried: list[tuple[PitSource, str, T.StructType, rules.CarryUnit]] = []
     for s_index, source in enumerate(sources):
         types = {f.name: f.dataType for f in source.df.schema.fields}
         event = T.StructField(_EVENT_FIELD, T.TimestampType(), True)
-        if fill == "none":
-            fields = [T.StructField(f"v{i}", types[f], True) for i, f in enumerate(source.features)]
-            name = f"{_PREFIX}s{s_index}"
-            carried.append((source, name, T.StructType([event, *fields]), list(source.features)))
-        else:
-            for f_index, feature in enumerate(source.features):
-                name = f"{_PREFIX}s{s_index}_{f_index}"
-                struct_type = T.StructType([event, T.StructField("v0", types[feature], True)])
-                carried.append((source, name, struct_type, [feature]))
+        for u_index, unit in enumerate(rules.carry_units(source.features, fill)):
+            fields = [T.StructField(f"v{i}", types[f], True) for i, f in enumerate(unit.features)]
+            name = f"{_PREFIX}s{s_index}_{u_index}"
+            carried.append((source, name, T.StructType([event, *fields]), unit))
 
     def null(kind: DataType) -> Column:
         return F.lit(None).cast(kind)
@@ -385,13 +331,14 @@ def _one_pass(
         keep = event_time.isNotNull()
         for key in keys:
             keep = keep & F.col(_quote(key)).isNotNull()
-        if bounds.max_us is None:
+        needed = rules.event_time_bounds(bounds.min_us, bounds.max_us, source.ttl)
+        if needed is None:
             keep = F.lit(False)
         else:
-            keep = keep & (event_time <= F.timestamp_micros(F.lit(bounds.max_us)))
-            if source.ttl is not None and bounds.min_us is not None:
-                lowest = bounds.min_us - source.ttl // timedelta(microseconds=1)
-                keep = keep & (event_time >= F.timestamp_micros(F.lit(lowest)))
+            low, high = needed
+            keep = keep & (event_time <= F.timestamp_micros(F.lit(high)))
+            if low is not None:
+                keep = keep & (event_time >= F.timestamp_micros(F.lit(low)))
         columns: list[Column] = [
             F.col(_quote(k)).cast(kind).alias(c)
             for k, kind, c in zip(keys, key_types, key_columns, strict=True)
@@ -402,14 +349,14 @@ def _one_pass(
             F.col(INGESTED_AT).cast("timestamp").alias(_INGESTED),
             null(row_type).alias(_ROW),
         ]
-        for owner, name, struct_type, features in carried:
+        for owner, name, struct_type, unit in carried:
             if owner is not source:
                 columns.append(null(struct_type).alias(name))
                 continue
-            values = [F.col(_quote(f)).alias(f"v{i}") for i, f in enumerate(features)]
+            values = [F.col(_quote(f)).alias(f"v{i}") for i, f in enumerate(unit.features)]
             value = F.struct(event_time.alias(_EVENT_FIELD), *values)
-            if fill == "last_non_null":
-                value = F.when(F.col(_quote(features[0])).isNotNull(), value)
+            if unit.required is not None:
+                value = F.when(F.col(_quote(unit.required)).isNotNull(), value)
             columns.append(value.cast(struct_type).alias(name))
         frames.append(source.df.where(keep).select(*columns))
     unioned = functools.reduce(lambda a, b: a.union(b), frames)
@@ -423,8 +370,8 @@ def _one_pass(
     ]
     order += [
         F.col(name).asc_nulls_first()
-        for _, name, struct_type, _ in carried
-        if _orderable(struct_type)
+        for source, name, _, unit in carried
+        if rules.unit_orderable(unit, _known_types(source.df))
     ]
     window = (
         Window.partitionBy(*key_columns)
@@ -439,13 +386,17 @@ def _one_pass(
     ).where(F.col(_IS_ENTITY))
 
     outputs = [F.col(_ROW).getField(c).alias(c) for c in current.columns]
-    for source, name, _, features in carried:
+    for source, name, _, unit in carried:
         valid: Column | None = None
         if source.ttl is not None:
             valid = F.col(_TIME) <= F.col(name).getField(_EVENT_FIELD) + F.lit(source.ttl)
-        for i, feature in enumerate(features):
+        for i, feature in enumerate(unit.features):
             value = F.col(name).getField(f"v{i}")
             if valid is not None:
                 value = F.when(valid, value)
             outputs.append(value.alias(source.output_name(feature)))
     return latest.select(*outputs)
+
+
+def _known_types(df: DataFrame) -> dict[str, SqlType | None]:
+    return {f.name: SqlType.known_spark_type(f.dataType) for f in df.schema.fields}

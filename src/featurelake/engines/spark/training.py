@@ -19,6 +19,7 @@ from featurelake.engines.spark.composites import finish_request
 from featurelake.engines.spark.frames import to_spark
 from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.errors import PointInTimeError
+from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
 from featurelake.plan.refs import (
     check_entity_keys,
     entity_output_names,
@@ -27,7 +28,6 @@ from featurelake.plan.refs import (
 from featurelake.plan.rules import check_fill
 from featurelake.registry import side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
-from featurelake.schema.composites import expand_composites
 from featurelake.times import utc_now
 
 if TYPE_CHECKING:
@@ -174,20 +174,33 @@ def build_training_set(
     fill: str = "none",
     name: str | None = None,
     pinned_versions: Mapping[str, int] | None = None,
+    plan: ReadPlan | None = None,
 ) -> TrainingSet:
     """Join every row of `entity_df` to the referenced features as of its own time.
 
     Unknown refs, missing key columns and bad arguments raise before any Spark job runs.
     With `name`, the entity rows are saved beside the store and the manifest is kept in the
-    registry, so `rebuild(name)` needs nothing else.
+    registry, so `rebuild(name)` needs nothing else. A store that has planned the read passes
+    its `plan` (refs, ttl, time column and fill are then taken from it, resolved once).
     """
+    if plan is None:
+        check_fill(fill)
+        plan = resolve_read(
+            store.registry,
+            feature_refs,
+            ReadKind.POINT_IN_TIME,
+            timestamp_column=timestamp_column,
+            ttl=parse_duration(ttl, what="ttl") if ttl is not None else None,
+            fill=fill,
+        )
+    expanded, selected = plan.expanded, plan.selected
+    fill, ttl_override = plan.request.fill, plan.request.ttl
     check_fill(fill)
-    expanded = expand_composites(feature_refs, store.registry.get_group)
-    selected = store.resolve_refs(list(expanded.refs))
     entities = to_spark(store.spark, entity_df, what="entity_df")
     typed = [f.name for f in entities.schema.fields if f.dataType.typeName() == "timestamp"]
-    ts_column = entity_timestamp_column(entities.columns, typed, timestamp_column, selected)
-    ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
+    ts_column = entity_timestamp_column(
+        entities.columns, typed, plan.request.timestamp_column, selected
+    )
     check_entity_keys(selected, entities.columns)
     names = entity_output_names(selected, set(entities.columns))
     sources = []
@@ -240,7 +253,7 @@ def build_training_set(
         )
         entity_location = location.path
     manifest = TrainingSetManifest(
-        feature_refs=tuple(str(r) for r in _as_list(feature_refs)),
+        feature_refs=tuple(str(r) for r in plan.request.refs),
         tables=tuple(reads),
         timestamp_column=ts_column,
         ttl_seconds=ttl_override.total_seconds() if ttl_override else None,
