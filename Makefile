@@ -18,6 +18,7 @@ lint: setup
 	$(VENV)/bin/ruff format --check src tests benchmarks jobs scripts notebooks
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	$(PY) scripts/import_cycles.py
 
 bench: setup
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -19,7 +19,7 @@ from pyspark.sql import SparkSession
 from typer.testing import CliRunner, Result
 
 from featurelake.cli import app
-from featurelake.cli.app import quiet_spark_logs
+from featurelake.cli.state import quiet_spark_logs
 from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.schema import load_groups

@@ -25,8 +25,8 @@ from featurelake.config import FeatureStoreConfig, OnlineBackend
 from featurelake.registry import Registry
 from featurelake.schema import load_groups
 from featurelake.server import ServerSettings, create_app
-from featurelake.server.app import ServerState
 from featurelake.server.auth import ApiKeyStore
+from featurelake.server.state import ServerState
 from featurelake.serving import FeatureStore
 
 EXAMPLE_FEATURES = Path(__file__).resolve().parents[2] / "conf" / "features"

@@ -17,10 +17,10 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
 from featurelake.server import ServerSettings, create_app
-from featurelake.server.app import ServerState
 from featurelake.server.audit import AuditLog
 from featurelake.server.auth import ApiKeyStore
 from featurelake.server.staging import StagingTable
+from featurelake.server.state import ServerState
 from featurelake.serving import FeatureStore
 
 from .conftest import LiveServer, start_server

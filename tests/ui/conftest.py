@@ -24,8 +24,8 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.registry import Lineage, Registry
 from featurelake.schema import FeatureGroupSchema
 from featurelake.server import ServerSettings, create_app
-from featurelake.server.app import ServerState
 from featurelake.server.auth import ApiKeyStore
+from featurelake.server.state import ServerState
 from featurelake.serving import FeatureStore
 from featurelake.times import utc_now
 

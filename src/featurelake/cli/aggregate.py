@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from featurelake.cli.app import state_of
 from featurelake.cli.output import number
+from featurelake.cli.state import state_of
 from featurelake.errors import ConfigurationError
 from featurelake.pipeline.sources import parse_time
 from featurelake.pipeline.tasks import write_summary

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from featurelake.cli.app import state_of
 from featurelake.cli.output import Output, ago, number, when
+from featurelake.cli.state import state_of
 from featurelake.errors import ConfigurationError, SchemaValidationError
 from featurelake.registry import group_key
 from featurelake.registry.registry import WRITE

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from featurelake.cli.app import state_of
+from featurelake.cli.state import state_of
 from featurelake.session import find_delta_jars, is_connect_session
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print results as JSON (for scripts).")]

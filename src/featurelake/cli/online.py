@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 from loguru import logger
 
-from featurelake.cli.app import state_of
 from featurelake.cli.output import number
+from featurelake.cli.state import state_of
 from featurelake.config import OnlineBackend
 from featurelake.errors import ConfigurationError, MaterializationError
 from featurelake.pipeline.sources import parse_time

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from featurelake.cli.app import state_of
+from featurelake.cli.state import state_of
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print results as JSON (for scripts).")]
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from featurelake.cli.app import state_of
+from featurelake.cli.state import state_of
 from featurelake.errors import ConfigurationError
 
 CONFIG_TEMPLATE = """\

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from featurelake.cli.app import state_of
 from featurelake.cli.output import ago
+from featurelake.cli.state import state_of
 from featurelake.schema import format_duration
 
 if TYPE_CHECKING:

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from featurelake.cli.app import state_of
+from featurelake.cli.state import state_of
 from featurelake.errors import DependencyNotInstalledError
 
 if TYPE_CHECKING:

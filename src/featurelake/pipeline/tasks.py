@@ -19,7 +19,7 @@ from featurelake.pipeline.sources import (
 )
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, parse_refs
-from featurelake.schema.model import IDENTIFIER
+from featurelake.schema.keys import IDENTIFIER
 from featurelake.serving.store import FeatureStore
 from featurelake.stores.materialized import WriteMode, WriteResult
 

@@ -14,7 +14,8 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake.registry import Registry, group_key
-from featurelake.schema.model import INGESTED_AT, FeatureGroupSchema, FeatureSchema
+from featurelake.schema.keys import INGESTED_AT
+from featurelake.schema.model import FeatureGroupSchema, FeatureSchema
 from featurelake.schema.types import DataType, FeatureType
 from featurelake.times import utc_now
 

@@ -8,12 +8,9 @@ from featurelake.schema.aggregations import (
 )
 from featurelake.schema.durations import format_duration, parse_duration
 from featurelake.schema.evolution import SchemaChange, classify_change
+from featurelake.schema.keys import INGESTED_AT
 from featurelake.schema.loading import load_group_file, load_groups
-from featurelake.schema.model import (
-    INGESTED_AT,
-    FeatureGroupSchema,
-    FeatureSchema,
-)
+from featurelake.schema.model import FeatureGroupSchema, FeatureSchema
 from featurelake.schema.refs import FeatureRef, parse_refs
 from featurelake.schema.types import DataType, FeatureType, SqlType, is_safe_cast
 

@@ -18,7 +18,7 @@ from typing import Any
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.durations import parse_duration
 from featurelake.schema.expressions import CompiledExpression, compile_expression
-from featurelake.schema.keys import check_keys
+from featurelake.schema.keys import check_identifier, check_keys
 from featurelake.schema.types import SqlType
 
 AGGREGATION_FUNCTIONS = (
@@ -122,8 +122,6 @@ class Aggregation:
         name: str | None = None,
         type: str | SqlType | None = None,
     ) -> None:
-        from featurelake.schema.model import check_identifier
-
         what = f"aggregation of '{column}'"
         function = str(function).lower()
         if function not in AGGREGATION_FUNCTIONS:
@@ -299,8 +297,6 @@ class CompositeFeature:
         source_features: Iterable[str] | None = None,
         description: str = "",
     ) -> None:
-        from featurelake.schema.model import check_identifier
-
         check_identifier(name, "composite feature")
         compiled = compile_expression(expression, what=f"composite feature '{name}'")
         if source_features is not None:
@@ -353,56 +349,6 @@ class CompositeFeature:
             source_features=data.get("source_features"),
             description=data.get("description", ""),
         )
-
-
-def aggregation_parts(
-    group: str,
-    source: Any,
-    aggregations: Iterable[Aggregation | Mapping[str, Any]],
-    features: tuple[Any, ...],
-) -> tuple[AggregationSource | None, tuple[Aggregation, ...], tuple[Any, ...]]:
-    """The source, aggregations and features of a group: an aggregation group's features are
-    its aggregations' outputs (declared features must match them)."""
-    from featurelake.schema.model import FeatureSchema
-
-    aggs = tuple(
-        a if isinstance(a, Aggregation) else Aggregation.from_dict(a) for a in aggregations
-    )
-    if not aggs:
-        if source is not None:
-            raise SchemaValidationError(
-                f"Group '{group}' names an event_source but no aggregations.",
-                fix="add 'aggregations:' (column, function, windows) or remove 'event_source'.",
-            )
-        return None, (), features
-    if source is None:
-        raise SchemaValidationError(
-            f"Group '{group}' declares aggregations but no event_source.",
-            fix="add 'event_source: <registered group>' (or {table: ...} / {path: ...}).",
-        )
-    parsed_source = AggregationSource.parse(source)
-    derived = []
-    for aggregation in aggs:
-        for feature_name, window in aggregation.outputs():
-            derived.append(
-                FeatureSchema(
-                    feature_name,
-                    aggregation.result_type,
-                    description=f"{aggregation.function} of {aggregation.column} over "
-                    f"{window_label(window)}"
-                    + (f" where {aggregation.filter}" if aggregation.filter else ""),
-                )
-            )
-    declared = tuple(
-        f if isinstance(f, FeatureSchema) else FeatureSchema.from_dict(f) for f in features
-    )
-    if declared and {f.name for f in declared} != {f.name for f in derived}:
-        raise SchemaValidationError(
-            f"Group '{group}' declares features {[f.name for f in declared]} beside "
-            f"aggregations that produce {[f.name for f in derived]}.",
-            fix="leave 'features' out of an aggregation group: they come from 'aggregations'.",
-        )
-    return parsed_source, aggs, tuple(derived)
 
 
 def check_composites(

@@ -1,11 +1,36 @@
-"""The one check of a declaration's keys (YAML mappings of groups, features, rules, ...)."""
+"""The checks of names: a declaration's keys (YAML mappings of groups, features, rules, ...) and
+the identifiers it declares."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from featurelake.errors import SchemaValidationError
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+INGESTED_AT = "_ingested_at"
+RESERVED_COLUMNS = frozenset({INGESTED_AT})
+
+
+def check_identifier(name: object, what: str) -> str:
+    """Return `name` if it is a plain identifier, else raise an error naming `what`."""
+    if not isinstance(name, str) or not name:
+        raise SchemaValidationError(
+            f"The {what} name is empty.", fix=f"give the {what} a name such as 'customer_age'."
+        )
+    if not IDENTIFIER.match(name):
+        raise SchemaValidationError(
+            f"The {what} name '{name}' is not a valid identifier.",
+            fix="use letters, digits and underscores, starting with a letter or underscore.",
+        )
+    if name in RESERVED_COLUMNS:
+        raise SchemaValidationError(
+            f"The {what} name '{name}' is reserved by featurelake.",
+            fix="choose another name.",
+        )
+    return name
 
 
 def check_keys(

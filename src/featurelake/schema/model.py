@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -16,11 +15,14 @@ from featurelake.schema.aggregations import (
     Aggregation,
     AggregationSource,
     CompositeFeature,
-    aggregation_parts,
     check_composites,
+    window_label,
 )
 from featurelake.schema.durations import format_duration, parse_duration
-from featurelake.schema.keys import check_keys
+from featurelake.schema.keys import (
+    check_identifier,
+    check_keys,
+)
 from featurelake.schema.materialization import MaterializationSource, check_cron
 from featurelake.schema.types import (
     DataType,
@@ -30,29 +32,55 @@ from featurelake.schema.types import (
     value_type_of,
 )
 
-IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-INGESTED_AT = "_ingested_at"
-RESERVED_COLUMNS = frozenset({INGESTED_AT})
 DEFAULT_TIMESTAMP_KEY = "event_timestamp"
 
 
-def check_identifier(name: object, what: str) -> str:
-    """Return `name` if it is a plain identifier, else raise an error naming `what`."""
-    if not isinstance(name, str) or not name:
+def aggregation_parts(
+    group: str,
+    source: Any,
+    aggregations: Iterable[Aggregation | Mapping[str, Any]],
+    features: tuple[Any, ...],
+) -> tuple[AggregationSource | None, tuple[Aggregation, ...], tuple[Any, ...]]:
+    """The source, aggregations and features of a group: an aggregation group's features are
+    its aggregations' outputs (declared features must match them)."""
+    aggs = tuple(
+        a if isinstance(a, Aggregation) else Aggregation.from_dict(a) for a in aggregations
+    )
+    if not aggs:
+        if source is not None:
+            raise SchemaValidationError(
+                f"Group '{group}' names an event_source but no aggregations.",
+                fix="add 'aggregations:' (column, function, windows) or remove 'event_source'.",
+            )
+        return None, (), features
+    if source is None:
         raise SchemaValidationError(
-            f"The {what} name is empty.", fix=f"give the {what} a name such as 'customer_age'."
+            f"Group '{group}' declares aggregations but no event_source.",
+            fix="add 'event_source: <registered group>' (or {table: ...} / {path: ...}).",
         )
-    if not IDENTIFIER.match(name):
+    parsed_source = AggregationSource.parse(source)
+    derived = []
+    for aggregation in aggs:
+        for feature_name, window in aggregation.outputs():
+            derived.append(
+                FeatureSchema(
+                    feature_name,
+                    aggregation.result_type,
+                    description=f"{aggregation.function} of {aggregation.column} over "
+                    f"{window_label(window)}"
+                    + (f" where {aggregation.filter}" if aggregation.filter else ""),
+                )
+            )
+    declared = tuple(
+        f if isinstance(f, FeatureSchema) else FeatureSchema.from_dict(f) for f in features
+    )
+    if declared and {f.name for f in declared} != {f.name for f in derived}:
         raise SchemaValidationError(
-            f"The {what} name '{name}' is not a valid identifier.",
-            fix="use letters, digits and underscores, starting with a letter or underscore.",
+            f"Group '{group}' declares features {[f.name for f in declared]} beside "
+            f"aggregations that produce {[f.name for f in derived]}.",
+            fix="leave 'features' out of an aggregation group: they come from 'aggregations'.",
         )
-    if name in RESERVED_COLUMNS:
-        raise SchemaValidationError(
-            f"The {what} name '{name}' is reserved by featurelake.",
-            fix="choose another name.",
-        )
-    return name
+    return parsed_source, aggs, tuple(derived)
 
 
 def _default_feature_type(data_type: SqlType) -> FeatureType:

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from featurelake.errors import SchemaValidationError
-from featurelake.schema.model import INGESTED_AT, FeatureGroupSchema
+from featurelake.schema.keys import INGESTED_AT
+from featurelake.schema.model import FeatureGroupSchema
 from featurelake.schema.types import DataType, SqlType, is_safe_cast
 from featurelake.times import is_ntz, ntz_as_utc
 

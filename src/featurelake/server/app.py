@@ -15,8 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,15 +34,14 @@ from featurelake.server.gold_mirror import GoldMirror
 from featurelake.server.limits import KeyLimiter, OfflineGate, ServePool
 from featurelake.server.metrics import ServerMetrics
 from featurelake.server.middleware import BodyTooLargeError, RequestMiddleware
-from featurelake.server.rows import RowChecker
 from featurelake.server.settings import ServerSettings
 from featurelake.server.staging import StagingTable
+from featurelake.server.state import API_PREFIX, ServerState, server_state
 from featurelake.serving import FeatureStore
 
 if TYPE_CHECKING:
-    from featurelake.schema import FeatureGroupSchema
+    pass
 
-API_PREFIX = "/v1"
 HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -55,35 +53,6 @@ HTTP_CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
 }
-
-
-@dataclass
-class ServerState:
-    """What the routes share: the store, keys, audit log, metrics, staging table, limits."""
-
-    store: FeatureStore
-    settings: ServerSettings
-    keys: ApiKeyStore
-    audit: AuditLog
-    metrics: ServerMetrics
-    staging: StagingTable
-    key_limits: KeyLimiter
-    offline: OfflineGate
-    serving: ServePool
-    unauthenticated: UnauthenticatedThrottle
-    owns_store: bool = False
-    mirror: GoldMirror | None = None
-    _checkers: dict[str, RowChecker] = field(default_factory=dict)
-
-    def checker(self, schema: FeatureGroupSchema) -> RowChecker:
-        """The row checker of a schema (cached by fingerprint)."""
-        key = f"{schema.name}@{schema.version}:{schema.fingerprint()}"
-        checker = self._checkers.get(key)
-        if checker is None:
-            if len(self._checkers) > 256:
-                self._checkers.clear()
-            checker = self._checkers[key] = RowChecker(schema)
-        return checker
 
 
 def create_app(
@@ -170,11 +139,6 @@ def create_app(
     return app
 
 
-def server_state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.server
-    return state
-
-
 def _respond(
     request: Request,
     status: int,
@@ -252,10 +216,3 @@ def _install_error_handlers(app: FastAPI) -> None:
         response = _too_large(request)
         assert response is not None
         return response
-
-
-def jsonable(value: Any) -> Any:
-    """Values for a JSON body (datetimes as ISO text, decimals as numbers)."""
-    from fastapi.encoders import jsonable_encoder
-
-    return jsonable_encoder(value)

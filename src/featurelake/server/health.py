@@ -11,7 +11,7 @@ from featurelake.errors import first_line
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from featurelake.server.app import ServerState
+    from featurelake.server.state import ServerState
 
 
 def health_checks(state: ServerState) -> dict[str, dict[str, Any]]:

@@ -21,7 +21,7 @@ from featurelake.server.audit import AuditEvent
 from featurelake.server.errors import error_body
 
 if TYPE_CHECKING:
-    from featurelake.server.app import ServerState
+    from featurelake.server.state import ServerState
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -16,7 +16,6 @@ from featurelake.errors import FeatureNotFoundError, OnlineStoreError, SchemaVal
 from featurelake.quality.stats import statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.server.access import hidden_group, hidden_service, visible_group
-from featurelake.server.app import API_PREFIX, ServerState, jsonable, server_state
 from featurelake.server.auth import Access, ApiKey, AuthenticationError, Role, parse_token
 from featurelake.server.encoding import FastJSONResponse, json_value
 from featurelake.server.errors import EventTimeInFutureError, NotFoundError, TooManyRequestsError
@@ -38,6 +37,7 @@ from featurelake.server.models import (
     WriteRequest,
     WriteResponse,
 )
+from featurelake.server.state import API_PREFIX, ServerState, jsonable, server_state
 
 API_KEY_HEADER = APIKeyHeader(
     name="X-API-Key",

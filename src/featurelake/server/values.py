@@ -11,11 +11,11 @@ from fastapi.responses import JSONResponse
 
 from featurelake.errors import ConfigurationError
 from featurelake.server.access import visible_group
-from featurelake.server.app import API_PREFIX, jsonable
 from featurelake.server.auth import Access, Role
 from featurelake.server.errors import NotFoundError
 from featurelake.server.models import Body, GroupName
 from featurelake.server.routes import ERRORS, GroupPath, Key, State, audited
+from featurelake.server.state import API_PREFIX, jsonable
 
 router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
 

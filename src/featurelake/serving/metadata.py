@@ -5,23 +5,35 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.errors import FeatureNotFoundError
 from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 
 if TYPE_CHECKING:
-    from featurelake.registry import RegistrationResult
-    from featurelake.serving.store import FeatureStore
+    from featurelake.registry import RegistrationResult, Registry
 
 FEATURE_LINEAGE = "feature_lineage"
+
+
+class MetadataHost(Protocol):
+    """What the metadata view needs of its store (`FeatureStore`)."""
+
+    @property
+    def registry(self) -> Registry: ...
+
+    def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult: ...
+
+    def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema: ...
+
+    def feature_refs(self, feature_refs: str | Sequence[str]) -> str | list[str]: ...
 
 
 class StoreMetadata:
     """Groups, features, last updates and feature lineage of one store (read from and kept
     in its registry, so every process pointed at the store sees the same)."""
 
-    def __init__(self, store: FeatureStore) -> None:
+    def __init__(self, store: MetadataHost) -> None:
         self.store = store
 
     def register_feature_group(self, schema: FeatureGroupSchema) -> RegistrationResult:

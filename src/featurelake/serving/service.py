@@ -9,10 +9,10 @@ can be pushed straight into the online store with `ingest` / `ingest_batch`.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.errors import FeatureNotFoundError, SchemaValidationError
 from featurelake.online import FeatureVector, OnlineWriteResult, vectors_to_pandas
@@ -23,7 +23,10 @@ from featurelake.serving.transforms import FeatureTransform, TransformError
 if TYPE_CHECKING:
     import pandas as pd
 
-    from featurelake.serving.store import FeatureStore
+    from featurelake.config import FeatureStoreConfig
+    from featurelake.online import OnlineStore
+    from featurelake.registry import Registry
+
 
 SERVICE_KIND = "feature_service"
 MAX_REPORTED = 20
@@ -68,10 +71,38 @@ IngestResult = OnlineWriteResult
 """What an ingest did (the online write's result, with the rows it also wrote to Gold)."""
 
 
+class ServiceHost(Protocol):
+    """What feature services need of the store that holds them (`FeatureStore`)."""
+
+    @property
+    def config(self) -> FeatureStoreConfig: ...
+
+    @property
+    def registry(self) -> Registry: ...
+
+    @property
+    def online(self) -> OnlineStore: ...
+
+    @property
+    def register_features(self) -> Callable[..., Any]: ...
+
+    @property
+    def write_features(self) -> Callable[..., Any]: ...
+
+    @property
+    def get_online_features(self) -> Callable[..., Any]: ...
+
+    @property
+    def get_vector(self) -> Callable[..., Any]: ...
+
+    @property
+    def online_plan(self) -> Callable[..., Any]: ...
+
+
 class FeatureService:
     """Register feature services, read them with transforms applied, push records online."""
 
-    def __init__(self, store: FeatureStore, transform: FeatureTransform | None = None) -> None:
+    def __init__(self, store: ServiceHost, transform: FeatureTransform | None = None) -> None:
         self.store = store
         self.transform = transform
         """Applied by `get_features(entity_id, feature_names, apply_transform=True)`."""

@@ -77,7 +77,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from featurelake.engines.duckdb.reader import DuckDBFeatureReader
-    from featurelake.engines.spark.training import TableRead, TrainingSet, TrainingSetManifest
+    from featurelake.engines.spark.sources import TableRead
+    from featurelake.engines.spark.training import TrainingSet, TrainingSetManifest
 
 ROUTER_METRICS = "router_metrics"
 READ_LOG_SIZE = 10_000

@@ -32,7 +32,8 @@ from featurelake.stores.base import BaseFeatureStore
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.engines.spark.training import TableRead, TrainingSet, TrainingSetManifest
+    from featurelake.engines.spark.sources import TableRead
+    from featurelake.engines.spark.training import TrainingSet, TrainingSetManifest
 
 
 class WriteMode(StrEnum):
@@ -383,7 +384,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         """The rows of a group to join (keys, event time, `features`, `_ingested_at`), read
         from its Gold table at one Delta version (the current one unless `version` is given),
         and the record of that read."""
-        from featurelake.engines.spark.training import TableRead
+        from featurelake.engines.spark.sources import TableRead
 
         location = self.location(schema)
         self.read_table(schema)  # a group without data raises its clear error here

@@ -55,7 +55,7 @@ from featurelake.virtual.feature_queries import join_feature_queries
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from featurelake.engines.spark.training import TableRead
+    from featurelake.engines.spark.sources import TableRead
 
 QueryFunction = Callable[["SparkSession"], "DataFrame"]
 

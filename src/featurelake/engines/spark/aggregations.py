@@ -34,7 +34,7 @@ from featurelake.times import spark_utc
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
-    from featurelake.engines.spark.training import FeatureFrameSource, TableRead
+    from featurelake.engines.spark.sources import FeatureFrameSource, TableRead
 
 
 def is_aggregation_group(schema: FeatureGroupSchema) -> bool:

@@ -12,12 +12,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from featurelake.engines.spark.aggregations import is_aggregation_group, join_aggregations
 from featurelake.engines.spark.composites import finish_request
 from featurelake.engines.spark.frames import to_spark
 from featurelake.engines.spark.pit import PitSource, point_in_time_join
+from featurelake.engines.spark.sources import FeatureFrameSource, TableRead
 from featurelake.errors import PointInTimeError
 from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
 from featurelake.plan.refs import (
@@ -27,26 +28,14 @@ from featurelake.plan.refs import (
 )
 from featurelake.plan.rules import check_fill
 from featurelake.registry import side_location
-from featurelake.schema import FeatureGroupSchema, parse_duration
+from featurelake.schema import parse_duration
 from featurelake.times import utc_now
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
 
-    from featurelake.config import FeatureStoreConfig
-    from featurelake.registry import Registry
 
 TRAINING_SET = "training_set"
-
-
-@dataclass(frozen=True)
-class TableRead:
-    """One Gold table read by a training set, at one Delta version."""
-
-    group: str
-    group_version: int
-    delta_version: int
-    table: str
 
 
 @dataclass(frozen=True)
@@ -91,27 +80,6 @@ class TrainingSetManifest:
             if table.group == group:
                 return table.delta_version
         raise KeyError(group)
-
-
-class FeatureFrameSource(Protocol):
-    """What a training set needs from a store: refs resolved, and each group's rows."""
-
-    config: FeatureStoreConfig
-    registry: Registry
-
-    @property
-    def spark(self) -> SparkSession: ...
-
-    def resolve_refs(
-        self, feature_refs: str | Sequence[str]
-    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]: ...
-
-    def group_frame(
-        self, schema: FeatureGroupSchema, features: Sequence[str], *, version: int | None = None
-    ) -> tuple[DataFrame, TableRead | None]:
-        """Keys, event time, `features` and `_ingested_at` of a group; the Delta read behind
-        them (None for a virtual group). `version` pins a Delta version (a rebuild)."""
-        ...
 
 
 class TrainingSetMethods:

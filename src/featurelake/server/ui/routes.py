@@ -21,9 +21,9 @@ from markupsafe import Markup
 
 from featurelake.quality import report
 from featurelake.server.access import visible_group
-from featurelake.server.app import ServerState, server_state
 from featurelake.server.auth import ApiKey, AuthenticationError, parse_token
 from featurelake.server.errors import NotFoundError
+from featurelake.server.state import ServerState, server_state
 from featurelake.server.ui.catalog import (
     FRESHNESS_STATES,
     Catalog,
