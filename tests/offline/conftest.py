@@ -10,6 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from featurelake.plan import rules
+
+
+def _us(value: Any) -> int:
+    """Epoch microseconds of a naive (UTC) pandas timestamp."""
+    return int(pd.Timestamp(value).value // 1_000)
+
 
 def reference(
     entities: pd.DataFrame,
@@ -20,8 +27,8 @@ def reference(
     window: timedelta,
     keep: Any = None,
 ) -> list[Any]:
-    """The value for each entity row: events of its key with t - window < ts <= t, where
-    `keep(events)` (a boolean Series) holds."""
+    """The value for each entity row: events of its key in the window ending at its time (the
+    rule `plan.rules.in_window`: t - window < ts <= t), where `keep(events)` holds."""
     chosen = events if keep is None else events[keep(events)]
     by_key = {k: frame.sort_values("ts") for k, frame in chosen.groupby(key)}
     out: list[Any] = []
@@ -31,7 +38,7 @@ def reference(
         if frame is None or pd.isna(t):
             out.append(0 if function in ("count", "approx_count_distinct") else None)
             continue
-        inside = frame[(frame["ts"] > t - window) & (frame["ts"] <= t)]
+        inside = frame[[rules.in_window(_us(ts), _us(t), window) for ts in frame["ts"]]]
         values = inside if column == "*" else inside[inside[column].notna()]
         series = values[column] if column != "*" else None
         n = len(values)

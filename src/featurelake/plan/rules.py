@@ -15,6 +15,9 @@
   (`common_key_type`).
 - **Pruning.** Only feature rows with event times in `[min(t) - ttl, max(t)]` can count
   (`event_time_bounds`).
+- **Windows.** A window `w` of an aggregation covers, for an entity row at `t`, the events of its
+  keys with `t - w < event_time <= t`: an event exactly at `t - w` is out, one exactly at `t` is
+  in (`in_window`). Entities without events count 0.
 """
 
 from __future__ import annotations
@@ -132,6 +135,12 @@ def event_time_bounds(
     return entity_min_us - ttl // timedelta(microseconds=1), entity_max_us
 
 
+def in_window(event_time_us: int, entity_time_us: int, window: timedelta) -> bool:
+    """True when an event at `event_time_us` falls in the window `w` ending at the entity time
+    (epoch microseconds): `t - w < event_time <= t`."""
+    return entity_time_us - window // timedelta(microseconds=1) < event_time_us <= entity_time_us
+
+
 def common_key_type(key: str, sides: Sequence[tuple[str, SqlType | None, str]]) -> SqlType:
     """The type every side of an entity key is compared as: their one type, or `bigint` when
     all are integers. `sides` are (where, type or None when unknown, the type as printed)."""
@@ -159,6 +168,7 @@ __all__ = [
     "check_ttl",
     "common_key_type",
     "event_time_bounds",
+    "in_window",
     "latest_order",
     "not_a_time",
     "orderable",

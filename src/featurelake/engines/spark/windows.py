@@ -1,7 +1,8 @@
 """Windowed aggregations as of each entity row, in one sort-based pass over rows + events.
 
-For an entity row `(keys, t)` a window `w` covers the events of its keys with
-`t - w < event_ts <= t` (an event exactly at `t - w` is out, one exactly at `t` is in).
+The window rule is `plan.rules` (`in_window`): for an entity row `(keys, t)` a window `w` covers
+the events of its keys with `t - w < event_ts <= t` (an event exactly at `t - w` is out, one
+exactly at `t` is in). This module compiles it to Spark.
 
 How it runs, without joining entity rows to events:
 
@@ -57,7 +58,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from featurelake.errors import PointInTimeError
+from featurelake.errors import PointInTimeError, SchemaValidationError
+from featurelake.plan import rules
+from featurelake.schema import SqlType
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
@@ -873,7 +876,12 @@ def _micros_int(window: timedelta) -> int:
 
 
 def _orderable(type_name: str) -> bool:
-    return not type_name.startswith(("map", "variant", "binary"))
+    """`rules.orderable` of a Spark type name (types featurelake does not know cannot be)."""
+    try:
+        kind: SqlType | None = SqlType.parse(type_name)
+    except SchemaValidationError:
+        kind = None
+    return rules.orderable(kind)
 
 
 def _q(name: str) -> str:
