@@ -96,6 +96,10 @@ class VirtualizationQueryError(FeatureStoreError):
     """A virtual feature query does not parse, analyse, or match its group schema."""
 
 
+class QueryTimeoutError(VirtualizationQueryError):
+    """A virtual query ran longer than `query_timeout_seconds` and was cancelled."""
+
+
 class RegistryError(FeatureStoreError):
     """Reading or writing feature metadata in the registry failed."""
 

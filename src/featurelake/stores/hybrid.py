@@ -37,7 +37,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,7 @@ from loguru import logger
 
 from featurelake.config import FeatureStoreConfig, StoreMode
 from featurelake.engines.spark.composites import finish_request
+from featurelake.engines.spark.executor import spark_deadline
 from featurelake.engines.spark.latest import latest_features
 from featurelake.errors import FeatureStoreError, VirtualizationQueryError
 from featurelake.gold import delta_ops
@@ -205,6 +207,22 @@ class HybridFeatureStore(BaseFeatureStore):
         schema = self.virtual.resolve_group(group)
         definition = self.virtual.definition(schema)
         frame = self.virtual.virtual_frame(schema).drop(INGESTED_AT)
+        with self._virtual_deadline([schema.name]):
+            return self._write_virtual(schema, frame, definition)
+
+    def _virtual_deadline(self, groups: Collection[str]) -> AbstractContextManager[None]:
+        """`query_timeout_seconds` over the Spark work of a read that runs virtual queries."""
+        names = sorted(groups)
+        if not names or self.config.query_timeout_seconds is None:
+            return nullcontext()
+        what = "the virtual query of group " + ", ".join(f"'{n}'" for n in names)
+        group = names[0] if len(names) == 1 else None
+        seconds = self.config.query_timeout_seconds
+        return spark_deadline(self.spark, seconds, what=what, group=group)
+
+    def _write_virtual(
+        self, schema: FeatureGroupSchema, frame: DataFrame, definition: VirtualDefinition
+    ) -> WriteResult:
         return self.materialized.write_features(
             schema,
             frame,
@@ -635,7 +653,8 @@ class HybridFeatureStore(BaseFeatureStore):
         if chosen.engine is Engine.DUCKDB:
             result = self.duckdb_reader.read_latest(plan, entity_ids)
         else:
-            result = self._spark_latest(plan, entity_ids).toPandas()
+            with self._virtual_deadline(plan.virtual_groups):
+                result = self._spark_latest(plan, entity_ids).toPandas()
         self._record("get_features", routed, started, whole=entity_ids is None, engine=chosen)
         return result
 
@@ -745,7 +764,8 @@ class HybridFeatureStore(BaseFeatureStore):
             result = self.duckdb_reader.read_point_in_time(entity_df, plan)
         else:
             built = build_training_set(source, entity_df, feature_refs, plan=plan)
-            result = built.df.toPandas()
+            with self._virtual_deadline(plan.virtual_groups):
+                result = built.df.toPandas()
         self._record("get_historical_features", source.routed, started, whole=False, engine=chosen)
         return result
 

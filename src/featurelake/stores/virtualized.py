@@ -96,7 +96,9 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         name = str(engine or self.default_engine)
         with self._lock:
             if name not in self._executors:
-                self._executors[name] = create_query_executor(name, lambda: self.spark)
+                executor = create_query_executor(name, lambda: self.spark)
+                executor.timeout_seconds = self.config.query_timeout_seconds
+                self._executors[name] = executor
             return self._executors[name]
 
     # -- groups and definitions -----------------------------------------------------------------

@@ -79,6 +79,8 @@ class QueryExecutor(ABC):
     name: ClassVar[str] = "?"
 
     def __init__(self) -> None:
+        self.timeout_seconds: float | None = None
+        """`query_timeout_seconds`: a query running longer is cancelled (QueryTimeoutError)."""
         self._timings: dict[str, _Timing] = {}
         self._lock = threading.Lock()
 

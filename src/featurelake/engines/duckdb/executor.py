@@ -36,6 +36,7 @@ from featurelake.virtual.checks import (
     sql_excerpt,
     wrap_sql,
 )
+from featurelake.virtual.deadline import deadline
 from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery
 
 if TYPE_CHECKING:
@@ -114,13 +115,15 @@ class DuckDBQueryExecutor(QueryExecutor):
 
     def execute_arrow(self, group: str, query: VirtualQuery) -> pa.Table:
         """Every row the query yields, as an Arrow table (no Spark)."""
-        return self._call("execute", group, query, lambda: self._arrow(query))
+        return self._call("execute", group, query, lambda: self._arrow(query, group))
 
-    def _arrow(self, query: VirtualQuery) -> pa.Table:
+    def _arrow(self, query: VirtualQuery, group: str | None = None) -> pa.Table:
         sql = _sql_of(query)
+        what = f"the virtual query of group '{group}'" if group else "the virtual query"
         with self._cursor() as cursor:
             text, _ = bind_delta_scans(cursor, sql, empty=False)
-            return cursor.sql(text).to_arrow_table()
+            with deadline(self.timeout_seconds, cursor.interrupt, what=what, group=group):
+                return cursor.sql(text).to_arrow_table()
 
     def _describe_error(
         self, error: BaseException, query: VirtualQuery

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import (
@@ -10,7 +14,7 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.schema import SqlType
-from featurelake.session import is_spark_frame
+from featurelake.session import is_connect_session, is_spark_frame
 from featurelake.times import spark_utc
 from featurelake.virtual.checks import (
     WRAP_PREFIX,
@@ -24,6 +28,7 @@ from featurelake.virtual.checks import (
     sql_excerpt,
     wrap_sql,
 )
+from featurelake.virtual.deadline import deadline
 from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery, session_of
 
 if TYPE_CHECKING:
@@ -144,3 +149,34 @@ class SparkQueryExecutor(QueryExecutor):
 def load_executor(spark: Any) -> SparkQueryExecutor:
     """The Spark executor on `spark` (a session, or a function returning one)."""
     return SparkQueryExecutor(session_of(spark))
+
+
+@contextmanager
+def spark_deadline(
+    spark: SparkSession, seconds: float | None, *, what: str, group: str | None = None
+) -> Iterator[None]:
+    """Run the block's Spark jobs under a tag, cancelled after `seconds` (None: no limit); an
+    interrupted block raises QueryTimeoutError (`virtual.deadline`).
+
+    On a classic session the tag is a job tag of this thread (its tasks' threads are interrupted
+    on cancel); over Spark Connect it is an operation tag the server interrupts.
+    """
+    if seconds is None:
+        yield
+        return
+    tag = f"featurelake-deadline-{uuid.uuid4().hex[:12]}"
+    if is_connect_session(spark):
+        spark.addTag(tag)
+        cancel: Callable[[], Any] = partial(spark.interruptTag, tag)
+        untag: Callable[[], Any] = partial(spark.removeTag, tag)
+    else:
+        context = spark.sparkContext
+        context.addJobTag(tag)
+        context.setInterruptOnCancel(True)
+        cancel = partial(context.cancelJobsWithTag, tag)
+        untag = partial(context.removeJobTag, tag)
+    try:
+        with deadline(seconds, cancel, what=what, group=group):
+            yield
+    finally:
+        untag()
