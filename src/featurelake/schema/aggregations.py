@@ -18,7 +18,7 @@ from typing import Any
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.durations import parse_duration
 from featurelake.schema.expressions import CompiledExpression, compile_expression
-from featurelake.schema.keys import check_identifier, check_keys
+from featurelake.schema.keys import check_identifier, check_keys, check_mapping
 from featurelake.schema.types import SqlType
 
 AGGREGATION_FUNCTIONS = (
@@ -55,6 +55,7 @@ def window_label(window: timedelta) -> str:
 
 
 _GROUP_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(@\d+)?$")
+_AGGREGATION_FORM = "write '- {column: amount, function: sum, windows: [1d, 7d]}'."
 _AGGREGATION_KEYS = {"column", "function", "windows", "window", "filter", "name", "type"}
 
 
@@ -219,11 +220,7 @@ class Aggregation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Aggregation:
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"An aggregation must be a mapping, got {data!r}.",
-                fix="write '- {column: amount, function: sum, windows: [1d, 7d]}'.",
-            )
+        check_mapping(data, "An aggregation", _AGGREGATION_FORM)
         check_keys(
             data,
             _AGGREGATION_KEYS,
@@ -233,8 +230,7 @@ class Aggregation:
         for key in ("column", "function"):
             if not data.get(key):
                 raise SchemaValidationError(
-                    f"The aggregation {dict(data)} has no '{key}'.",
-                    fix="write '- {column: amount, function: sum, windows: [1d, 7d]}'.",
+                    f"The aggregation {dict(data)} has no '{key}'.", fix=_AGGREGATION_FORM
                 )
         return cls(
             column=str(data["column"]),
