@@ -201,7 +201,9 @@ class StorageSettings:
         return Credentials(Secret(key), Secret(secret), Secret(token) if token else None)
 
 
-def _as_bool(name: str, value: Any) -> bool:
+def parse_bool(value: Any) -> bool | None:
+    """A setting's value as a bool (true/false, 1/0, yes/no, on/off, any case), or None when
+    it is none of those."""
     if isinstance(value, bool):
         return value
     lowered = str(value).strip().lower()
@@ -209,6 +211,13 @@ def _as_bool(name: str, value: Any) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
+    return None
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    parsed = parse_bool(value)
+    if parsed is not None:
+        return parsed
     raise ConfigurationError(
         f"The storage key '{name}' has the value {value!r}, which is not true or false.",
         fix=f"set storage.{name} to true or false.",

@@ -18,7 +18,7 @@ from featurelake.errors import FeatureStoreError, MaterializationError, first_li
 from featurelake.gold import delta_ops
 from featurelake.plan.refs import output_names, resolve_refs
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
-from featurelake.retry import with_retries
+from featurelake.retry import with_config_retries
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
 from featurelake.schema.validation import (
     apply_row_checks,
@@ -314,13 +314,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             self._key_types[str(location)] = {k: SqlType.parse(v) for k, v in key_types.items()}
 
     def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
-        return with_retries(
-            operation,
-            what=what,
-            max_retries=self.config.max_retries,
-            backoff_ms=self.config.retry_backoff_ms,
-            multiplier=self.config.retry_backoff_multiplier,
-        )
+        return with_config_retries(operation, what=what, config=self.config)
 
     # -- reads ---------------------------------------------------------------------------------
 
