@@ -17,7 +17,7 @@ from typing import Any
 
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.durations import parse_duration
-from featurelake.schema.expressions import CompiledExpression, compile_expression
+from featurelake.schema.expressions import CompiledExpression, compile_expression, parse_spark_sql
 from featurelake.schema.keys import check_identifier, check_keys, check_mapping
 from featurelake.schema.types import SqlType
 
@@ -244,23 +244,15 @@ class Aggregation:
 
 def _check_filter(text: Any, what: str) -> None:
     """A filter is one SQL predicate (checked for syntax here, against columns in Spark)."""
-    import sqlglot
     from sqlglot import exp
-    from sqlglot.errors import ParseError
 
-    if not isinstance(text, str) or not text.strip():
-        raise SchemaValidationError(
-            f"The filter of the {what} is empty.",
-            fix="write a Spark SQL predicate such as \"status = 'paid'\", or remove it.",
-        )
-    try:
-        tree = sqlglot.parse_one(text, read="spark")
-    except ParseError as error:
-        raise SchemaValidationError(
-            f"The filter '{text}' of the {what} is not valid SQL: "
-            f"{str(error).strip().splitlines()[0]}",
-            fix="write a single Spark SQL predicate such as \"status = 'paid'\".",
-        ) from None
+    tree = parse_spark_sql(
+        text,
+        "filter",
+        f"the {what}",
+        empty_fix="write a Spark SQL predicate such as \"status = 'paid'\", or remove it.",
+        invalid_fix="write a single Spark SQL predicate such as \"status = 'paid'\".",
+    )
     if isinstance(tree, exp.Query) or any(isinstance(n, exp.Query) for n in tree.walk()):
         raise SchemaValidationError(
             f"The filter '{text}' of the {what} contains a query.",
