@@ -14,7 +14,13 @@ import yaml
 
 from featurelake.config_aliases import translate
 from featurelake.errors import ConfigurationError
-from featurelake.storage import SECRET_SPARK_KEYS, StorageSettings, register, spark_conf
+from featurelake.storage import (
+    SECRET_SPARK_KEYS,
+    StorageSettings,
+    parse_bool,
+    register,
+    spark_conf,
+)
 
 ENV_PREFIX = "FEATURELAKE_"
 DEFAULT_CONFIG_PATH = Path("conf/featurelake.yaml")
@@ -211,14 +217,10 @@ def _coerce(name: str, annotation: Any, value: Any) -> Any:
             if kind.__name__ in text:
                 return value if isinstance(value, kind) else _enum_member(kind, value)
         if text.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            lowered = str(value).strip().lower()
-            if lowered in ("true", "1", "yes", "on"):
-                return True
-            if lowered in ("false", "0", "no", "off"):
-                return False
-            raise ValueError(value)
+            parsed = parse_bool(value)
+            if parsed is None:
+                raise ValueError(value)
+            return parsed
         if text.startswith("int"):
             if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
                 raise ValueError(value)

@@ -12,15 +12,14 @@ import os
 import socket
 import subprocess
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from loguru import logger
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import ConfigurationError
-from featurelake.processes import stop_process_group
+from featurelake.processes import LoggedProcess, start_logged, stop_process_group, wait_until
 from featurelake.session import spark_jars
 from featurelake.storage import credential_environment
 
@@ -98,24 +97,14 @@ def server_command(config: FeatureStoreConfig, port: int, ui_port: int | None = 
     return command
 
 
-class LocalConnectServer:
+@dataclass(eq=False)
+class LocalConnectServer(LoggedProcess):
     """A running local Spark Connect server; use as a context manager or call `stop()`."""
 
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        port: int,
-        log_path: Path,
-        ui_port: int | None = None,
-    ) -> None:
-        self.process = process
-        self.port = port
-        self.log_path = log_path
-        self.ui_port = ui_port
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+    ui_port: int | None = None
 
     @property
     def url(self) -> str:
@@ -151,26 +140,14 @@ class LocalConnectServer:
         if config.storage is not None:
             env.update(credential_environment(config.storage))  # never on the command line
         logger.info("starting a Spark Connect server on {}:{}", LOOPBACK, port)
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                server_command(config, port, ui_port),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
+        process = start_logged(server_command(config, port, ui_port), log_path, env=env)
         server = cls(process, port, log_path, ui_port)
         server._wait_until_listening(timeout_s)
         return server
 
     def _wait_until_listening(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            if _port_open(self.port):
-                return
-            time.sleep(0.25)
+        if wait_until(lambda: _port_open(self.port), self.running, timeout_s):
+            return
         tail = self.log_tail()
         self.stop()
         raise ConfigurationError(
@@ -179,23 +156,6 @@ class LocalConnectServer:
             "are in .jars (make setup)",
         )
 
-    def log_tail(self, lines: int = 20) -> str:
-        """The last lines of the server's log (for error messages)."""
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the server by its process id (its whole process group); idempotent."""
         stop_process_group(self.process, timeout_s)
-
-    def __enter__(self) -> LocalConnectServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

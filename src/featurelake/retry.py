@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from loguru import logger
 
 from featurelake.errors import ConcurrentWriteError, FeatureStoreError
+
+if TYPE_CHECKING:
+    from featurelake.config import FeatureStoreConfig
 
 T = TypeVar("T")
 
@@ -81,3 +84,15 @@ def with_retries(
             logger.debug("{} hit a transient error (attempt {}): {}", what, attempt, error)
             sleep(delay)
             delay *= multiplier
+
+
+def with_config_retries(operation: Callable[[], T], *, what: str, config: FeatureStoreConfig) -> T:
+    """`with_retries` with the config's `max_retries`, `retry_backoff_ms` and
+    `retry_backoff_multiplier`."""
+    return with_retries(
+        operation,
+        what=what,
+        max_retries=config.max_retries,
+        backoff_ms=config.retry_backoff_ms,
+        multiplier=config.retry_backoff_multiplier,
+    )

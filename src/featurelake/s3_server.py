@@ -15,16 +15,15 @@ import os
 import re
 import secrets
 import subprocess
-import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 from loguru import logger
 
 from featurelake.connect_server import LOOPBACK, free_loopback_port
 from featurelake.errors import ConfigurationError
-from featurelake.processes import stop_process_group
+from featurelake.processes import LoggedProcess, start_logged, stop_process_group, wait_until
 from featurelake.storage import Secret, StorageSettings
 
 WEED_ENV = "FEATURELAKE_WEED"
@@ -44,28 +43,16 @@ def find_weed() -> Path | None:
     return binary if binary.is_file() else None
 
 
-class LocalS3Server:
+@dataclass(eq=False)
+class LocalS3Server(LoggedProcess):
     """A running SeaweedFS server with its S3 gateway; use as a context manager or `stop()`."""
 
-    def __init__(
-        self,
-        process: subprocess.Popen[bytes],
-        s3_port: int,
-        metrics_port: int,
-        access_key: str,
-        secret_key: Secret,
-        log_path: Path,
-    ) -> None:
-        self.process = process
-        self.s3_port = s3_port
-        self.metrics_port = metrics_port
-        self.access_key = access_key
-        self.secret_key = secret_key
-        self.log_path = log_path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
+    process: subprocess.Popen[bytes]
+    s3_port: int
+    metrics_port: int
+    access_key: str
+    secret_key: Secret
+    log_path: Path
 
     @property
     def endpoint(self) -> str:
@@ -141,40 +128,35 @@ class LocalS3Server:
         ]
         log_path = folder / "weed.log"
         logger.info("starting SeaweedFS (S3 on {}:{})", LOOPBACK, ports["s3"])
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+        process = start_logged(command, log_path, stdin=subprocess.DEVNULL)
         server = cls(process, ports["s3"], metrics_port, access_key, secret_key, log_path)
         server._wait_until_ready(timeout_s)
         return server
 
     def _wait_until_ready(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and self.process.poll() is None:
-            try:
-                # Any HTTP answer from the gateway (403 to an unsigned request) means it is up;
-                # a bucket creation then proves the filer and a volume are writable.
-                urllib.request.urlopen(self.endpoint, timeout=1)
-            except urllib.error.HTTPError:
-                try:
-                    self.create_bucket("featurelake-ready")
-                    return
-                except Exception:
-                    pass
-            except OSError:
-                pass
-            time.sleep(0.2)
+        if wait_until(self._ready, self.running, timeout_s, interval_s=0.2):
+            return
         tail = self.log_tail()
         self.stop()
         raise ConfigurationError(
             f"SeaweedFS did not start its S3 gateway on port {self.s3_port}: {tail}",
             fix=f"read {self.log_path}.",
         )
+
+    def _ready(self) -> bool:
+        try:
+            # Any HTTP answer from the gateway (403 to an unsigned request) means it is up;
+            # a bucket creation then proves the filer and a volume are writable.
+            urllib.request.urlopen(self.endpoint, timeout=1)
+        except urllib.error.HTTPError:
+            try:
+                self.create_bucket("featurelake-ready")
+                return True
+            except Exception:
+                pass
+        except OSError:
+            pass
+        return False
 
     def create_bucket(self, name: str) -> None:
         """Create a bucket (a signed CreateBucket request; no-op when it exists)."""
@@ -205,23 +187,7 @@ class LocalS3Server:
             counts[kind] = counts.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
         return counts
 
-    def log_tail(self, lines: int = 20) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the server by its process id (its process group; killed after `timeout_s`);
         idempotent."""
         stop_process_group(self.process, timeout_s)
-
-    def __enter__(self) -> LocalS3Server:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()

@@ -13,11 +13,9 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 from urllib.error import URLError
 from urllib.request import urlopen
@@ -26,7 +24,13 @@ from loguru import logger
 
 from featurelake.connect_server import LOOPBACK, _pyspark_home, free_loopback_port
 from featurelake.errors import ConfigurationError
-from featurelake.processes import stop_process_group
+from featurelake.processes import (
+    LoggedProcess,
+    StoppedOnExit,
+    start_logged,
+    stop_process_group,
+    wait_until,
+)
 
 MASTER_CLASS = "org.apache.spark.deploy.master.Master"
 WORKER_CLASS = "org.apache.spark.deploy.worker.Worker"
@@ -35,28 +39,19 @@ DAEMON_JAVA_OPTIONS = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
 
 
 @dataclass
-class ClusterProcess:
+class ClusterProcess(LoggedProcess):
     """One daemon of the cluster (the master or a worker) and its log."""
 
     name: str
     process: subprocess.Popen[bytes]
     log_path: Path
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def stop(self, timeout_s: float) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
         """Stop the daemon by its process id (its process group: a worker's executors too)."""
         stop_process_group(self.process, timeout_s)
 
-    def log_tail(self, lines: int = 20) -> str:
-        if not self.log_path.exists():
-            return "(no log)"
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
-
-class LocalStandaloneCluster:
+class LocalStandaloneCluster(StoppedOnExit):
     """A running standalone master and its workers; use as a context manager or `stop()`."""
 
     def __init__(self, master: ClusterProcess, port: int, ui_port: int, log_dir: Path) -> None:
@@ -144,14 +139,11 @@ class LocalStandaloneCluster:
     def _wait_until(
         self, ready: Callable[[dict[str, Any] | None], bool], timeout_s: float, what: str
     ) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            dead = [p for p in (self.master, *self.workers) if p.process.poll() is not None]
-            if dead:
-                break
-            if ready(self.state()):
-                return
-            time.sleep(0.25)
+        processes = (self.master, *self.workers)
+        if wait_until(
+            lambda: ready(self.state()), lambda: all(p.running() for p in processes), timeout_s
+        ):
+            return
         tails = "\n".join(f"{p.name}: {p.log_tail(8)}" for p in (self.master, *self.workers))
         raise ConfigurationError(
             f"the Spark standalone cluster did not start ({what} not up):\n{tails}",
@@ -163,17 +155,6 @@ class LocalStandaloneCluster:
         idempotent."""
         for process in [*reversed(self.workers), self.master]:
             process.stop(timeout_s)
-
-    def __enter__(self) -> LocalStandaloneCluster:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _launch(name: str, arguments: list[str], log_dir: Path) -> ClusterProcess:
@@ -187,14 +168,7 @@ def _launch(name: str, arguments: list[str], log_dir: Path) -> ClusterProcess:
     # Executors start Python workers with the driver's PYSPARK_PYTHON; this is the fallback.
     env.setdefault("PYSPARK_PYTHON", sys.executable)
     log_path = log_dir / f"{name}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(home / "bin" / "spark-class"), *arguments],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-        )
+    process = start_logged([str(home / "bin" / "spark-class"), *arguments], log_path, env=env)
     with (log_dir / "pids").open("a") as pids:  # what was started, to check or clean up
         pids.write(f"{process.pid} {name}\n")
     return ClusterProcess(name, process, log_path)

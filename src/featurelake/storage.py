@@ -88,6 +88,24 @@ class Credentials:
     def anonymous(self) -> bool:
         return self.access_key_id is None
 
+    def revealed(self, names: tuple[str, str, str]) -> dict[str, str]:
+        """The key id, the secret and (when there is one) the session token under `names`,
+        revealed for the engine that needs them (never print it); empty when anonymous."""
+        if self.anonymous:
+            return {}
+        assert self.access_key_id and self.secret_access_key
+        found = {
+            names[0]: self.access_key_id.reveal(),
+            names[1]: self.secret_access_key.reveal(),
+        }
+        if self.session_token:
+            found[names[2]] = self.session_token.reveal()
+        return found
+
+
+AWS_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+"""The environment variables (and delta-rs options) of credentials."""
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -201,7 +219,9 @@ class StorageSettings:
         return Credentials(Secret(key), Secret(secret), Secret(token) if token else None)
 
 
-def _as_bool(name: str, value: Any) -> bool:
+def parse_bool(value: Any) -> bool | None:
+    """A setting's value as a bool (true/false, 1/0, yes/no, on/off, any case), or None when
+    it is none of those."""
     if isinstance(value, bool):
         return value
     lowered = str(value).strip().lower()
@@ -209,6 +229,13 @@ def _as_bool(name: str, value: Any) -> bool:
         return True
     if lowered in ("false", "0", "no", "off"):
         return False
+    return None
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    parsed = parse_bool(value)
+    if parsed is not None:
+        return parsed
     raise ConfigurationError(
         f"The storage key '{name}' has the value {value!r}, which is not true or false.",
         fix=f"set storage.{name} to true or false.",
@@ -282,11 +309,9 @@ def spark_conf(settings: StorageSettings, *, with_secrets: bool = True) -> dict[
         )
     elif with_secrets and not credentials.anonymous:
         # (no keys in the environment: S3A's default chain, e.g. an instance role)
-        assert credentials.access_key_id and credentials.secret_access_key
-        conf["fs.s3a.access.key"] = credentials.access_key_id.reveal()
-        conf["fs.s3a.secret.key"] = credentials.secret_access_key.reveal()
+        names = ("fs.s3a.access.key", "fs.s3a.secret.key", "fs.s3a.session.token")
+        conf.update(credentials.revealed(names))
         if credentials.session_token:
-            conf["fs.s3a.session.token"] = credentials.session_token.reveal()
             conf["fs.s3a.aws.credentials.provider"] = (
                 "org.apache.hadoop.fs.s3a.TemporaryAWSCredentialsProvider"
             )
@@ -295,17 +320,7 @@ def spark_conf(settings: StorageSettings, *, with_secrets: bool = True) -> dict[
 
 def credential_environment(settings: StorageSettings) -> dict[str, str]:
     """The credentials as AWS_* variables, for a child process (e.g. a Connect server)."""
-    credentials = settings.resolve_credentials()
-    if credentials.anonymous:
-        return {}
-    assert credentials.access_key_id and credentials.secret_access_key
-    env = {
-        "AWS_ACCESS_KEY_ID": credentials.access_key_id.reveal(),
-        "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key.reveal(),
-    }
-    if credentials.session_token:
-        env["AWS_SESSION_TOKEN"] = credentials.session_token.reveal()
-    return env
+    return settings.resolve_credentials().revealed(AWS_VARIABLES)
 
 
 def storage_options(settings: StorageSettings) -> dict[str, str]:
@@ -324,12 +339,8 @@ def storage_options(settings: StorageSettings) -> dict[str, str]:
     credentials = settings.resolve_credentials()
     if settings.credentials == "anonymous":
         options["AWS_SKIP_SIGNATURE"] = "true"
-    elif not credentials.anonymous:
-        assert credentials.access_key_id and credentials.secret_access_key
-        options["AWS_ACCESS_KEY_ID"] = credentials.access_key_id.reveal()
-        options["AWS_SECRET_ACCESS_KEY"] = credentials.secret_access_key.reveal()
-        if credentials.session_token:
-            options["AWS_SESSION_TOKEN"] = credentials.session_token.reveal()
+    else:
+        options.update(credentials.revealed(AWS_VARIABLES))
     return options
 
 
@@ -502,12 +513,8 @@ def filesystem(path: str) -> tuple[Any, str]:
         kwargs.update(endpoint_override=host, scheme=scheme)
     if settings.credentials == "anonymous":
         kwargs["anonymous"] = True
-    elif not credentials.anonymous:
-        assert credentials.access_key_id and credentials.secret_access_key
-        kwargs["access_key"] = credentials.access_key_id.reveal()
-        kwargs["secret_key"] = credentials.secret_access_key.reveal()
-        if credentials.session_token:
-            kwargs["session_token"] = credentials.session_token.reveal()
+    else:
+        kwargs.update(credentials.revealed(("access_key", "secret_key", "session_token")))
     return fs.S3FileSystem(**kwargs), delta_uri(path).removeprefix("s3://")
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from featurelake.cli.output import number
-from featurelake.cli.state import state_of
+from featurelake.cli.state import open_store
 from featurelake.errors import ConfigurationError
 from featurelake.pipeline.sources import parse_time
 from featurelake.pipeline.tasks import write_summary
@@ -40,9 +40,7 @@ def aggregate(
         raise typer.BadParameter("give both --start and --end, or neither", param_hint="'--start'")
     if start is not None and as_of is not None:
         raise typer.BadParameter("--as-of is for one snapshot; drop it", param_hint="'--as-of'")
-    state = state_of(ctx)
-    output = state.output(as_json)
-    store = state.store(output)
+    output, store = open_store(ctx, as_json)
     with output.status(f"Computing the windows of {group}", spark=store.spark):
         first, last = times["--start"], times["--end"]
         if first is not None and last is not None:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from featurelake.cli.output import Output, number
-from featurelake.cli.state import state_of
+from featurelake.cli.state import open_store
 from featurelake.errors import ConfigurationError
 from featurelake.pipeline.sources import FORMATS, parse_time
 from featurelake.pipeline.tasks import materialize as materialize_task
@@ -147,9 +147,7 @@ def _write(
     as_json: bool,
     command: str,
 ) -> None:
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
     what = f"Backfilling {group} [{start}, {end})" if start else f"Writing {group} ({mode.value})"
     with out.status(f"{what} from {source}", spark=store.spark):
         result = materialize_task(
@@ -233,9 +231,7 @@ def training_set(
     from featurelake.pipeline.tasks import training_set as training_set_task
 
     refs = feature_ref_list(features)
-    state = state_of(ctx)
-    out_ = state.output(as_json)
-    store = state.store(out_)
+    out_, store = open_store(ctx, as_json)
     with out_.status(f"Joining {len(refs)} feature ref(s) onto {entities}", spark=store.spark):
         result = training_set_task(
             store,

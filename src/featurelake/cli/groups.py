@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from featurelake.cli.output import Output, ago, number, when
-from featurelake.cli.state import state_of
+from featurelake.cli.state import open_store, state_of
 from featurelake.errors import ConfigurationError, SchemaValidationError
 from featurelake.registry import group_key
 from featurelake.registry.registry import WRITE
@@ -36,13 +36,7 @@ class PlanStep:
     fix: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "version": self.version,
-            "action": self.action,
-            "detail": self.detail,
-            "fix": self.fix,
-        }
+        return asdict(self)
 
 
 def plan_step(registry: Registry, schema: FeatureGroupSchema) -> PlanStep:
@@ -178,9 +172,7 @@ def list_groups(
     as_json: JsonFlag = False,
 ) -> None:
     """List the registered feature groups with their row counts and last update."""
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
     registry = store.registry
     schemas = registry.list_groups(all_versions=all_versions)
     writes = _last_writes(registry)
@@ -238,9 +230,7 @@ def describe(
     as_json: JsonFlag = False,
 ) -> None:
     """Show a group: schema, versions, row counts, last update, lineage and freshness."""
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
     registry = store.registry
     schema = store.resolve_group(group)
     writes = _last_writes(registry)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from featurelake.cli.state import state_of
+from featurelake.cli.state import open_store
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="Print results as JSON (for scripts).")]
 
@@ -23,9 +23,7 @@ def report(
     """Write GROUP's quality report: statistics, drift over versions, null rates, freshness."""
     from featurelake.quality.report import write_report
 
-    state = state_of(ctx)
-    output = state.output(as_json)
-    store = state.store(output)
+    output, store = open_store(ctx, as_json)
     schema = store.resolve_group(group)
     with output.status(f"Profiling {schema.name} v{schema.version}"):
         html = write_report(store, schema, out, spark=store.spark)

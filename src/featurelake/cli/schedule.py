@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from featurelake.cli.output import ago
-from featurelake.cli.state import state_of
+from featurelake.cli.state import open_store, state_of
 from featurelake.schema import format_duration
 
 if TYPE_CHECKING:
@@ -34,9 +34,7 @@ def freshness(ctx: typer.Context, groups: GroupsArgument = None, as_json: JsonFl
     """
     from featurelake.quality.freshness import group_freshness
 
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
     schemas = [store.resolve_group(g) for g in groups] if groups else store.registry.list_groups()
     results = [group_freshness(store.registry, s, spark=store.spark) for s in schemas]
     if out.as_json:
@@ -76,9 +74,7 @@ def refresh(
     last run (Change Data Feed), or everything with --full or on the first run."""
     from featurelake.scheduling import materialize_from_source
 
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
     with out.status(f"Materializing {group} from its source", spark=store.spark):
         run = materialize_from_source(store, group, full=full, job="featurelake refresh")
     if out.as_json:
@@ -260,9 +256,7 @@ def stream_start(
     from featurelake.pipeline.runtime import parse_spark_conf
     from featurelake.scheduling.streaming import StreamBatch, start_stream
 
-    state = state_of(ctx)
-    out = state.output(as_json)
-    store = state.store(out)
+    out, store = open_store(ctx, as_json)
 
     def show(batch: StreamBatch) -> None:
         if out.as_json:

@@ -107,3 +107,10 @@ def state_of(ctx: typer.Context) -> State:
         state = State(None, {}, False)
         ctx.obj = state
     return state
+
+
+def open_store(ctx: typer.Context, as_json: bool = False) -> tuple[Output, FeatureStore]:
+    """A command's output, and the run's store (opened on first use, its status shown there)."""
+    state = state_of(ctx)
+    out = state.output(as_json)
+    return out, state.store(out)

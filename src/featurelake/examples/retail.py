@@ -26,15 +26,24 @@ def _pick(column_seed: int, options: list[str], salt: str) -> Column:
     return F.element_at(F.array(*[F.lit(o) for o in options]), index + 1)
 
 
+def _customer_grid(
+    spark: SparkSession, customers: int, periods: int
+) -> tuple[DataFrame, Column, Column]:
+    """One row per customer and period: the rows, the customer (1 to `customers`) and the
+    period (0 to `periods - 1`) of each."""
+    from pyspark.sql import functions as F
+
+    rows = spark.range(0, customers * periods, numPartitions=PARTITIONS)
+    return rows, (F.col("id") % customers) + 1, (F.col("id") / customers).cast("int")
+
+
 def customer_profiles(
     spark: SparkSession, customers: int = 1_000, snapshots: int = 3, seed: int = 7
 ) -> DataFrame:
     """One profile row per customer and snapshot (every 30 days from 2024-01-01)."""
     from pyspark.sql import functions as F
 
-    rows = spark.range(0, customers * snapshots, numPartitions=PARTITIONS)
-    customer = (F.col("id") % customers) + 1
-    snapshot = (F.col("id") / customers).cast("int")
+    rows, customer, snapshot = _customer_grid(spark, customers, snapshots)
     base_age = 18 + (F.abs(F.hash(customer, F.lit(seed))) % 60)
     return rows.select(
         customer.cast("bigint").alias("customer_id"),
@@ -59,9 +68,7 @@ def transaction_aggregates(
     """Daily aggregates for about half the customers on any day, over `days` days."""
     from pyspark.sql import functions as F
 
-    rows = spark.range(0, customers * days, numPartitions=PARTITIONS)
-    customer = (F.col("id") % customers) + 1
-    day = (F.col("id") / customers).cast("int")
+    rows, customer, day = _customer_grid(spark, customers, days)
     active = F.rand(seed) < 0.5
     count = (F.rand(seed + 1) * 6).cast("bigint")
     frame = rows.where(active).select(

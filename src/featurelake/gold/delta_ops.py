@@ -53,13 +53,8 @@ class CommitInfo:
 def local_table_exists(location: TableLocation) -> bool | None:
     """Whether a path table (local or on object storage) exists, answered by delta-rs without
     Spark (None when the table is a catalog name)."""
-    if not _is_local_path(location):
-        return None
-    try:
-        import deltalake  # noqa: F401
-    except ImportError:
-        return None
-    return storage.is_delta_table(str(location.path))
+    path = _delta_rs_path(location)
+    return None if path is None else storage.is_delta_table(path)
 
 
 def table_exists(spark: SparkSession, location: TableLocation) -> bool:
@@ -158,25 +153,25 @@ def current_version(spark: SparkSession, location: TableLocation) -> int:
     return history(spark, location, limit=1)[0].version
 
 
-def _is_local_path(location: TableLocation) -> bool:
-    """A path table delta-rs opens: a local folder or an object-store path."""
+def _delta_rs_path(location: TableLocation) -> str | None:
+    """The path of a table delta-rs opens (a local folder or an object-store path, with
+    delta-rs installed), else None."""
     path = str(location.path or "")
-    return (
-        bool(path)
-        and not location.table_name
-        and (storage.is_local(path) or storage.is_object_store(path))
-    )
-
-
-def _local_log_reader(location: TableLocation) -> Any:
-    """A delta-rs table for a path table (fast log reads without Spark), else None."""
-    if not _is_local_path(location):
+    if not path or location.table_name:
+        return None
+    if not (storage.is_local(path) or storage.is_object_store(path)):
         return None
     try:
         import deltalake  # noqa: F401
     except ImportError:
         return None
-    return storage.open_table(str(location.path))
+    return path
+
+
+def _local_log_reader(location: TableLocation) -> Any:
+    """A delta-rs table for a path table (fast log reads without Spark), else None."""
+    path = _delta_rs_path(location)
+    return None if path is None else storage.open_table(path)
 
 
 def find_commit(spark: SparkSession, location: TableLocation, token: str) -> CommitInfo:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple, TypedDict
 
 from loguru import logger
 
@@ -139,6 +139,16 @@ class OnlinePlan:
     empty_values: dict[int, Any] = field(default_factory=dict)
     """Values of features an entity without any stored row has: 0 for the counts of an
     aggregation group (an entity without events counts 0, as in training sets)."""
+
+
+class StoreOptions(TypedDict, total=False):
+    """What every online store takes besides its own settings (`OnlineStore.__init__`): a
+    backend's `__init__` passes `**options` on."""
+
+    resolver: SchemaResolver | None
+    defaults: Mapping[str, Any] | None
+    plan_cache_seconds: float
+    history_size: int
 
 
 class OnlineStore(ABC):

@@ -12,16 +12,16 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Unpack
 
 from featurelake.online.base import (
     ABSENT,
     OnlineRecord,
     OnlineStore,
     ReadRequest,
-    SchemaResolver,
     StoredRow,
     StoredValue,
+    StoreOptions,
 )
 from featurelake.schema import FeatureGroupSchema
 
@@ -40,21 +40,8 @@ class InMemoryOnlineStore(OnlineStore):
 
     backend = "memory"
 
-    def __init__(
-        self,
-        *,
-        resolver: SchemaResolver | None = None,
-        defaults: Mapping[str, Any] | None = None,
-        plan_cache_seconds: float = 30.0,
-        name: str | None = None,
-        history_size: int = 0,
-    ) -> None:
-        super().__init__(
-            resolver=resolver,
-            defaults=defaults,
-            plan_cache_seconds=plan_cache_seconds,
-            history_size=history_size,
-        )
+    def __init__(self, *, name: str | None = None, **options: Unpack[StoreOptions]) -> None:
+        super().__init__(**options)
         self._name = name or uuid.uuid4().hex[:12]
         self._lock = threading.Lock()
         self._data: dict[tuple[str, int], dict[str, _Entry]] = {}

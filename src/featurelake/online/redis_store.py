@@ -17,9 +17,9 @@ packed, so the server works while Python encodes.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from itertools import chain
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
@@ -32,9 +32,9 @@ from featurelake.online.base import (
     OnlineRecord,
     OnlineStore,
     ReadRequest,
-    SchemaResolver,
     StoredRow,
     StoredValue,
+    StoreOptions,
 )
 from featurelake.online.codec import bulk, column_bulk_encoder, decode, encode
 from featurelake.schema import FeatureGroupSchema
@@ -119,17 +119,9 @@ class RedisOnlineStore(OnlineStore):
         timeout_ms: int = 500,
         namespace: str = "fl",
         max_connections: int = 32,
-        resolver: SchemaResolver | None = None,
-        defaults: Mapping[str, Any] | None = None,
-        plan_cache_seconds: float = 30.0,
-        history_size: int = 0,
+        **options: Unpack[StoreOptions],
     ) -> None:
-        super().__init__(
-            resolver=resolver,
-            defaults=defaults,
-            plan_cache_seconds=plan_cache_seconds,
-            history_size=history_size,
-        )
+        super().__init__(**options)
         self.url = url
         self.namespace = namespace
         self.timeout_ms = timeout_ms

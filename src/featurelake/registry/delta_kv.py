@@ -25,6 +25,14 @@ OBJECT_COLUMNS = "kind STRING NOT NULL, key STRING NOT NULL, payload STRING, upd
 EVENT_COLUMNS = "kind STRING NOT NULL, key STRING NOT NULL, payload STRING, recorded_at TIMESTAMP"
 
 
+def event_payload(payload: str, recorded_at: Any, key: str) -> dict[str, Any]:
+    """A stored event as `read_events` gives it: its payload with `recorded_at` and `key`."""
+    event: dict[str, Any] = json.loads(payload)
+    event.setdefault("recorded_at", recorded_at)
+    event.setdefault("key", key)
+    return event
+
+
 def to_json(payload: Mapping[str, Any]) -> str:
     return json.dumps(payload, sort_keys=True, default=str)
 
@@ -67,13 +75,7 @@ class SparkKeyValueTables:
         if key is not None:
             frame = frame.where(F.col("key") == key)
         rows = frame.orderBy("recorded_at").collect()
-        out = []
-        for row in rows:
-            payload = json.loads(row["payload"])
-            payload.setdefault("recorded_at", row["recorded_at"])
-            payload.setdefault("key", row["key"])
-            out.append(payload)
-        return out
+        return [event_payload(row["payload"], row["recorded_at"], row["key"]) for row in rows]
 
     def upsert_object(
         self, kind: str, key: str, payload: Mapping[str, Any], *, only_if_absent: bool = False

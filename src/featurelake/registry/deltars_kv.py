@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from featurelake import storage
 from featurelake.errors import ConcurrentWriteError
-from featurelake.registry.delta_kv import to_json
+from featurelake.registry.delta_kv import event_payload, to_json
 from featurelake.registry.locations import TableLocation
 from featurelake.times import utc_now
 
@@ -100,14 +100,11 @@ class DeltaRsKeyValueTables:
         rows = sorted(table.to_pylist(), key=lambda r: r["recorded_at"])
         out = []
         for row in rows:
-            payload = json.loads(row["payload"])
             recorded = row["recorded_at"]
             if recorded is not None and recorded.tzinfo is not None:
                 # Same as a Spark read with the UTC session time zone: naive UTC.
                 recorded = recorded.astimezone(UTC).replace(tzinfo=None)
-            payload.setdefault("recorded_at", recorded)
-            payload.setdefault("key", row["key"])
-            out.append(payload)
+            out.append(event_payload(row["payload"], recorded, row["key"]))
         return out
 
     def upsert_object(

@@ -19,7 +19,7 @@ from featurelake.errors import FeatureGroupNotFoundError, RegistryError
 from featurelake.registry.delta_kv import SparkKeyValueTables
 from featurelake.registry.deltars_kv import DeltaRsKeyValueTables
 from featurelake.registry.locations import TableLocation, gold_location, registry_location
-from featurelake.retry import with_retries
+from featurelake.retry import with_config_retries
 from featurelake.schema import FeatureGroupSchema, SchemaChange, classify_change
 from featurelake.schema.composites import check_composite_sources
 from featurelake.storage import is_object_store
@@ -128,13 +128,7 @@ class Registry:
 
     def _retry(self, what: str, operation: Callable[[], T]) -> T:
         try:
-            return with_retries(
-                operation,
-                what=what,
-                max_retries=self.config.max_retries,
-                backoff_ms=self.config.retry_backoff_ms,
-                multiplier=self.config.retry_backoff_multiplier,
-            )
+            return with_config_retries(operation, what=what, config=self.config)
         except RegistryError:
             raise
         except Exception as error:

@@ -17,8 +17,8 @@ from typing import Any
 
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.durations import parse_duration
-from featurelake.schema.expressions import CompiledExpression, compile_expression
-from featurelake.schema.keys import check_identifier, check_keys
+from featurelake.schema.expressions import CompiledExpression, compile_expression, parse_spark_sql
+from featurelake.schema.keys import check_identifier, check_keys, check_mapping
 from featurelake.schema.types import SqlType
 
 AGGREGATION_FUNCTIONS = (
@@ -55,6 +55,7 @@ def window_label(window: timedelta) -> str:
 
 
 _GROUP_REF = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(@\d+)?$")
+_AGGREGATION_FORM = "write '- {column: amount, function: sum, windows: [1d, 7d]}'."
 _AGGREGATION_KEYS = {"column", "function", "windows", "window", "filter", "name", "type"}
 
 
@@ -219,11 +220,7 @@ class Aggregation:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Aggregation:
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"An aggregation must be a mapping, got {data!r}.",
-                fix="write '- {column: amount, function: sum, windows: [1d, 7d]}'.",
-            )
+        check_mapping(data, "An aggregation", _AGGREGATION_FORM)
         check_keys(
             data,
             _AGGREGATION_KEYS,
@@ -233,8 +230,7 @@ class Aggregation:
         for key in ("column", "function"):
             if not data.get(key):
                 raise SchemaValidationError(
-                    f"The aggregation {dict(data)} has no '{key}'.",
-                    fix="write '- {column: amount, function: sum, windows: [1d, 7d]}'.",
+                    f"The aggregation {dict(data)} has no '{key}'.", fix=_AGGREGATION_FORM
                 )
         return cls(
             column=str(data["column"]),
@@ -248,23 +244,15 @@ class Aggregation:
 
 def _check_filter(text: Any, what: str) -> None:
     """A filter is one SQL predicate (checked for syntax here, against columns in Spark)."""
-    import sqlglot
     from sqlglot import exp
-    from sqlglot.errors import ParseError
 
-    if not isinstance(text, str) or not text.strip():
-        raise SchemaValidationError(
-            f"The filter of the {what} is empty.",
-            fix="write a Spark SQL predicate such as \"status = 'paid'\", or remove it.",
-        )
-    try:
-        tree = sqlglot.parse_one(text, read="spark")
-    except ParseError as error:
-        raise SchemaValidationError(
-            f"The filter '{text}' of the {what} is not valid SQL: "
-            f"{str(error).strip().splitlines()[0]}",
-            fix="write a single Spark SQL predicate such as \"status = 'paid'\".",
-        ) from None
+    tree = parse_spark_sql(
+        text,
+        "filter",
+        f"the {what}",
+        empty_fix="write a Spark SQL predicate such as \"status = 'paid'\", or remove it.",
+        invalid_fix="write a single Spark SQL predicate such as \"status = 'paid'\".",
+    )
     if isinstance(tree, exp.Query) or any(isinstance(n, exp.Query) for n in tree.walk()):
         raise SchemaValidationError(
             f"The filter '{text}' of the {what} contains a query.",

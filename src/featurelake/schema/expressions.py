@@ -95,25 +95,34 @@ class CompiledExpression:
         return self._root.python(values)
 
 
-def compile_expression(text: str, *, what: str = "the expression") -> CompiledExpression:
-    """Parse and check `text`; `what` names it in errors (e.g. "composite feature 'x'")."""
+def parse_spark_sql(text: Any, part: str, of: str, *, empty_fix: str, invalid_fix: str) -> Any:
+    """The sqlglot tree of one Spark SQL snippet: "The `part` of `of`" (e.g. "The filter of
+    the aggregation ...") is empty or not valid SQL is a SchemaValidationError."""
     import sqlglot
-    from sqlglot import exp
     from sqlglot.errors import ParseError
 
     if not isinstance(text, str) or not text.strip():
-        raise SchemaValidationError(
-            f"The expression of {what} is empty.",
-            fix="write a Spark SQL expression over other features, e.g. 'a / NULLIF(b, 0)'.",
-        )
+        raise SchemaValidationError(f"The {part} of {of} is empty.", fix=empty_fix)
     try:
-        tree = sqlglot.parse_one(text, read="spark")
+        return sqlglot.parse_one(text, read="spark")
     except ParseError as error:
         first = str(error).strip().splitlines()[0]
         raise SchemaValidationError(
-            f"The expression '{text}' of {what} is not valid SQL: {first}",
-            fix="write a single Spark SQL expression such as 'a / NULLIF(b, 0)'.",
+            f"The {part} '{text}' of {of} is not valid SQL: {first}", fix=invalid_fix
         ) from None
+
+
+def compile_expression(text: str, *, what: str = "the expression") -> CompiledExpression:
+    """Parse and check `text`; `what` names it in errors (e.g. "composite feature 'x'")."""
+    from sqlglot import exp
+
+    tree = parse_spark_sql(
+        text,
+        "expression",
+        what,
+        empty_fix="write a Spark SQL expression over other features, e.g. 'a / NULLIF(b, 0)'.",
+        invalid_fix="write a single Spark SQL expression such as 'a / NULLIF(b, 0)'.",
+    )
     if not isinstance(tree, exp.Expression) or isinstance(tree, exp.Query):
         raise _forbidden(text, what, tree)
     references: list[str] = []

@@ -1,5 +1,5 @@
-"""The checks of names: a declaration's keys (YAML mappings of groups, features, rules, ...) and
-the identifiers it declares."""
+"""The checks of names and form: a declaration's keys and form (YAML mappings of groups,
+features, rules, ...) and the identifiers it declares."""
 
 from __future__ import annotations
 
@@ -44,4 +44,13 @@ def check_keys(
         raise SchemaValidationError(
             f"{what} has unknown key(s): {', '.join(unknown)}.",
             fix=f"use only: {', '.join(sorted(set(shown) or allowed))}.",
+        )
+
+
+def check_mapping(data: Any, what: str, fix: str, *, got: str | None = None) -> None:
+    """Raise a SchemaValidationError "`what` must be a mapping, got ..." unless `data` is one
+    (`got` names what was given; default: its repr)."""
+    if not isinstance(data, Mapping):
+        raise SchemaValidationError(
+            f"{what} must be a mapping, got {repr(data) if got is None else got}.", fix=fix
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
 from enum import StrEnum
 from typing import Any
@@ -19,10 +19,7 @@ from featurelake.schema.aggregations import (
     window_label,
 )
 from featurelake.schema.durations import format_duration, parse_duration
-from featurelake.schema.keys import (
-    check_identifier,
-    check_keys,
-)
+from featurelake.schema.keys import check_identifier, check_keys, check_mapping
 from featurelake.schema.materialization import MaterializationSource, check_cron
 from featurelake.schema.types import (
     DataType,
@@ -215,29 +212,8 @@ class FeatureSchema:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureSchema:
         """Read the YAML form: name, type, feature_type, description, nullable, min, max..."""
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"A feature must be a mapping, got {data!r}.",
-                fix="write each feature as '- name: x\\n  type: double'.",
-            )
-        known = {
-            "name",
-            "type",
-            "data_type",
-            "feature_type",
-            "description",
-            "nullable",
-            "min",
-            "max",
-            "min_value",
-            "max_value",
-            "unit",
-            "allowed_values",
-            "metadata",
-            "default_value",
-            "tags",
-            "value_type",
-        }
+        check_mapping(data, "A feature", "write each feature as '- name: x\\n  type: double'.")
+        known = {f.name for f in fields(cls)} | {"type", "min", "max", "value_type"}  # aliases
         check_keys(data, known, f"Feature '{data.get('name')}'")
         data_type = data.get("type", data.get("data_type"))
         if data_type is None and data.get("value_type") is not None:
@@ -281,7 +257,6 @@ RULE_TYPES = (
     "sql",
 )
 _FEATURE_RULES = ("not_null", "range", "allowed_values", "max_null_rate")
-_RULE_KEYS = {"type", "name", "feature", "min", "max", "values", "max_rate", "max_age", "expr"}
 
 
 @dataclass(frozen=True)
@@ -372,12 +347,16 @@ class QualityRule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> QualityRule:
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"A quality rule must be a mapping, got {data!r}.",
-                fix="write each rule as '- type: max_null_rate\n  feature: x\n  max_rate: 0.1'.",
-            )
-        check_keys(data, _RULE_KEYS, f"Quality rule '{data.get('name') or data.get('type')}'")
+        check_mapping(
+            data,
+            "A quality rule",
+            "write each rule as '- type: max_null_rate\n  feature: x\n  max_rate: 0.1'.",
+        )
+        check_keys(
+            data,
+            {f.name for f in fields(cls)},
+            f"Quality rule '{data.get('name') or data.get('type')}'",
+        )
         if "type" not in data:
             raise SchemaValidationError(
                 f"Quality rule {dict(data)} has no 'type'.",
@@ -438,13 +417,9 @@ class GroupChecks:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> GroupChecks:
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"'checks' must be a mapping, got {type(data).__name__}.",
-                fix="write 'checks: {on_write: warn, rules: [...]}'.",
-            )
-        allowed = {"on_write", "psi_threshold", "ks_threshold", "rules"}
-        check_keys(data, allowed, "'checks'")
+        fix = "write 'checks: {on_write: warn, rules: [...]}'."
+        check_mapping(data, "'checks'", fix, got=type(data).__name__)
+        check_keys(data, {f.name for f in fields(cls)}, "'checks'")
         return cls(
             rules=data.get("rules") or (),
             on_write=data.get("on_write", CheckAction.WARN),
@@ -698,31 +673,13 @@ class FeatureGroupSchema:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> FeatureGroupSchema:
         """Read the YAML form of a group."""
-        if not isinstance(data, Mapping):
-            raise SchemaValidationError(
-                f"A feature group must be a mapping, got {type(data).__name__}.",
-                fix="write the group as 'name: ..., entity_keys: [...], features: [...]'.",
-            )
-        allowed = {
-            "name",
-            "version",
-            "entity_keys",
-            "timestamp_key",
-            "features",
-            "description",
-            "owner",
-            "tags",
-            "ttl",
-            "freshness",
-            "partition_columns",
-            "entity_key_types",
-            "checks",
-            "materialization_schedule",
-            "source",
-            "event_source",
-            "aggregations",
-            "composites",
-        }
+        check_mapping(
+            data,
+            "A feature group",
+            "write the group as 'name: ..., entity_keys: [...], features: [...]'.",
+            got=type(data).__name__,
+        )
+        allowed = {f.name for f in fields(cls)}
         check_keys(data, allowed, f"Feature group '{data.get('name')}'")
         keys_raw = data.get("entity_keys") or []
         keys: list[str] = []

@@ -84,6 +84,12 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def examples(*bodies: dict[str, Any]) -> ConfigDict:
+    """A request body's config with its examples for the API page (its subclassing of `Body`
+    still refuses unknown keys)."""
+    return ConfigDict(json_schema_extra={"examples": list(bodies)})
+
+
 # -- errors --------------------------------------------------------------------------------------
 
 
@@ -104,17 +110,12 @@ class ErrorResponse(BaseModel):
 class ServeRequest(Body):
     """Feature references or a feature service, and the entities to read."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "features": ["customer_profile.age", "customer_profile.segment"],
-                    "entities": [1, 2],
-                },
-                {"features": ["customer_profile.*"], "entities": [{"customer_id": 1}]},
-            ]
+    model_config = examples(
+        {
+            "features": ["customer_profile.age", "customer_profile.segment"],
+            "entities": [1, 2],
         },
+        {"features": ["customer_profile.*"], "entities": [{"customer_id": 1}]},
     )
 
     features: (
@@ -171,10 +172,7 @@ EXAMPLE_RECORD: dict[str, JsonValue] = {
 class WriteRequest(Body):
     """One record of a group: entity keys, event time (ISO-8601) and feature values."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={"examples": [{"group": "customer_profile", "record": EXAMPLE_RECORD}]},
-    )
+    model_config = examples({"group": "customer_profile", "record": EXAMPLE_RECORD})
 
     group: GroupName
     record: Record
@@ -188,16 +186,11 @@ class WriteRequest(Body):
 class WriteBatchRequest(Body):
     """Records of one group."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "group": "customer_profile@1",
-                    "records": [EXAMPLE_RECORD, {**EXAMPLE_RECORD, "customer_id": 2, "age": 35}],
-                }
-            ]
-        },
+    model_config = examples(
+        {
+            "group": "customer_profile@1",
+            "records": [EXAMPLE_RECORD, {**EXAMPLE_RECORD, "customer_id": 2, "age": 35}],
+        }
     )
 
     group: GroupName
@@ -228,20 +221,15 @@ Aggregation = Literal["latest", "avg", "sum", "min", "max", "count"]
 class HistoricalRequest(Body):
     """Aggregations of features of one group over a time range, per entity (and window)."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
-                {
-                    "features": ["customer_profile.age", "customer_profile.lifetime_value"],
-                    "entities": [1, 2],
-                    "start": "2024-01-01T00:00:00Z",
-                    "end": "2024-04-01T00:00:00Z",
-                    "aggregations": ["latest", "avg", "max"],
-                    "window": "30d",
-                }
-            ]
-        },
+    model_config = examples(
+        {
+            "features": ["customer_profile.age", "customer_profile.lifetime_value"],
+            "entities": [1, 2],
+            "start": "2024-01-01T00:00:00Z",
+            "end": "2024-04-01T00:00:00Z",
+            "aggregations": ["latest", "avg", "max"],
+            "window": "30d",
+        }
     )
 
     features: Annotated[list[FeatureRefText], Field(min_length=1, max_length=MAX_FEATURES)]
@@ -316,29 +304,24 @@ class FeatureBody(Body):
 class GroupBody(Body):
     """A feature group schema, as in `conf/features/*.yaml`."""
 
-    model_config = ConfigDict(
-        extra="forbid",
-        json_schema_extra={
-            "examples": [
+    model_config = examples(
+        {
+            "name": "customer_profile",
+            "version": 1,
+            "entity_keys": ["customer_id"],
+            "entity_key_types": {"customer_id": "bigint"},
+            "timestamp_key": "event_timestamp",
+            "ttl": "365d",
+            "features": [
+                {"name": "age", "type": "int", "min": 18, "max": 110},
                 {
-                    "name": "customer_profile",
-                    "version": 1,
-                    "entity_keys": ["customer_id"],
-                    "entity_key_types": {"customer_id": "bigint"},
-                    "timestamp_key": "event_timestamp",
-                    "ttl": "365d",
-                    "features": [
-                        {"name": "age", "type": "int", "min": 18, "max": 110},
-                        {
-                            "name": "segment",
-                            "type": "string",
-                            "allowed_values": ["bronze", "silver", "gold", "platinum"],
-                        },
-                        {"name": "lifetime_value", "type": "double", "min": 0},
-                    ],
-                }
-            ]
-        },
+                    "name": "segment",
+                    "type": "string",
+                    "allowed_values": ["bronze", "silver", "gold", "platinum"],
+                },
+                {"name": "lifetime_value", "type": "double", "min": 0},
+            ],
+        }
     )
 
     name: Name

@@ -53,14 +53,18 @@ if TYPE_CHECKING:
     from featurelake.config import FeatureStoreConfig
     from featurelake.serving import FeatureStore
 
+_STAGED_ROW = [
+    pa.field("group", pa.string(), nullable=False),
+    pa.field("version", pa.int32(), nullable=False),
+    pa.field("entity", pa.string(), nullable=False),
+    pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
+    pa.field("payload", pa.string(), nullable=False),
+    pa.field("staged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+]
+"""The columns a staged row and its dead letter share."""
 STAGING_SCHEMA = pa.schema(
     [
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("version", pa.int32(), nullable=False),
-        pa.field("entity", pa.string(), nullable=False),
-        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
-        pa.field("staged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        *_STAGED_ROW,
         pa.field("request_id", pa.string()),
         pa.field("key_id", pa.string()),
         pa.field("schema", pa.string()),
@@ -68,12 +72,7 @@ STAGING_SCHEMA = pa.schema(
 )
 DEAD_LETTER_SCHEMA = pa.schema(
     [
-        pa.field("group", pa.string(), nullable=False),
-        pa.field("version", pa.int32(), nullable=False),
-        pa.field("entity", pa.string(), nullable=False),
-        pa.field("event_time", pa.timestamp("us", tz="UTC"), nullable=False),
-        pa.field("payload", pa.string(), nullable=False),
-        pa.field("staged_at", pa.timestamp("us", tz="UTC"), nullable=False),
+        *_STAGED_ROW,
         pa.field("staging_version", pa.int64(), nullable=False),
         pa.field("key_id", pa.string()),
         pa.field("reason", pa.string(), nullable=False),

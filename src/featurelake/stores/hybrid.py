@@ -197,11 +197,6 @@ class HybridFeatureStore(BaseFeatureStore):
         """Define the group's virtual query (see `VirtualizedFeatureStore`)."""
         return self.virtual.define_virtual_features(group_schema, query, **options)
 
-    def resolve_refs(
-        self, feature_refs: str | Sequence[str]
-    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
-        return self.virtual.resolve_refs(feature_refs)
-
     def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
         """Overwrite the group's Gold table with every row of its virtual query, now."""
         schema = self.virtual.resolve_group(group)
@@ -690,26 +685,6 @@ class HybridFeatureStore(BaseFeatureStore):
         stored = [c for c in result.columns if c not in plan.output_columns.values()]
         names = {tuple(ref.split(".", 1)): name for ref, name in plan.output_columns.items()}
         return finish_request(result, stored, plan.expanded, names)  # type: ignore[arg-type]
-
-    def get_historical_features(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        *,
-        strategy: StrategyArg = None,
-    ) -> DataFrame:
-        """Point-in-time-correct features for every row of `entity_df`, routed per group."""
-        return self.get_training_set(
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            strategy=strategy,
-        ).df
 
     def get_training_set(
         self,

@@ -16,9 +16,9 @@ from featurelake.engines.spark.latest import ISIN_LIMIT, latest_features
 from featurelake.engines.spark.training import TrainingSetMethods
 from featurelake.errors import FeatureStoreError, MaterializationError, first_line
 from featurelake.gold import delta_ops
-from featurelake.plan.refs import output_names, resolve_refs
+from featurelake.plan.refs import output_names
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
-from featurelake.retry import with_retries
+from featurelake.retry import with_config_retries
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
 from featurelake.schema.validation import (
     apply_row_checks,
@@ -73,19 +73,11 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         spark: SparkSession | None = None,
         registry: Registry | None = None,
     ) -> None:
-        self.config = config
-        self._spark = spark
-        self.registry = registry or Registry(config, spark)
+        super().__init__(config, spark, registry)
         self._listeners: list[WriteListener] = []
         self._batch_hooks: list[BatchHook] = []
         self._table_lock = threading.Lock()
         self._key_types: dict[str, dict[str, SqlType]] = {}
-
-    @property
-    def spark(self) -> SparkSession:
-        if self._spark is None:
-            self._spark = self.registry.spark
-        return self._spark
 
     def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
         """This store on another Spark session (e.g. a streaming micro-batch's), sharing the
@@ -124,13 +116,6 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                     lambda: delta_ops.add_columns(self.spark, location, new),
                 )
         return result
-
-    def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
-        """A registered schema from a schema, `name` (latest version) or `name@version`."""
-        if isinstance(group, FeatureGroupSchema):
-            return self.registry.get_group(group.name, group.version)
-        name, _, version = str(group).partition("@")
-        return self.registry.get_group(name, int(version) if version else None)
 
     def location(self, group: str | FeatureGroupSchema) -> TableLocation:
         schema = group if isinstance(group, FeatureGroupSchema) else self.resolve_group(group)
@@ -314,13 +299,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             self._key_types[str(location)] = {k: SqlType.parse(v) for k, v in key_types.items()}
 
     def _retry(self, what: str, operation: Callable[[], Any]) -> Any:
-        return with_retries(
-            operation,
-            what=what,
-            max_retries=self.config.max_retries,
-            backoff_ms=self.config.retry_backoff_ms,
-            multiplier=self.config.retry_backoff_multiplier,
-        )
+        return with_config_retries(operation, what=what, config=self.config)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -367,12 +346,6 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
 
         selected = self.resolve_refs(feature_refs)
         return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
-
-    def resolve_refs(
-        self, feature_refs: str | Sequence[str]
-    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
-        """Group -> (schema, features) for the refs; unknown groups/features raise first."""
-        return resolve_refs(self.registry, feature_refs)
 
     def group_frame(
         self,

@@ -37,12 +37,17 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.plan.engine_choice import Engine
-from featurelake.plan.refs import resolve_refs
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, SqlType
 from featurelake.stores.base import BaseFeatureStore
 from featurelake.times import utc_now
-from featurelake.virtual.checks import check_output, check_source_paths, engine_message, local_path
+from featurelake.virtual.checks import (
+    check_current_output,
+    check_output,
+    check_source_paths,
+    engine_message,
+    local_path,
+)
 from featurelake.virtual.definitions import (
     VIRTUAL,
     VirtualDefinition,
@@ -71,9 +76,7 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         *,
         executor: str | QueryExecutor | None = None,
     ) -> None:
-        self.config = config
-        self._spark = spark
-        self.registry = registry or Registry(config, spark)
+        super().__init__(config, spark, registry)
         self.default_engine = (
             executor.name
             if isinstance(executor, QueryExecutor)
@@ -84,12 +87,6 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             self._executors[executor.name] = executor
         self._functions: dict[str, QueryFunction] = {}
         self._lock = threading.Lock()
-
-    @property
-    def spark(self) -> SparkSession:
-        if self._spark is None:
-            self._spark = self.registry.spark
-        return self._spark
 
     def executor(self, engine: str | None = None) -> QueryExecutor:
         """The executor of `engine` (default: the store's), created on first use."""
@@ -106,19 +103,6 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult:
         """Register (or update compatibly) a feature group."""
         return self.registry.register_group(group_schema)
-
-    def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
-        """A registered schema from a schema, `name` (latest version) or `name@version`."""
-        if isinstance(group, FeatureGroupSchema):
-            return self.registry.get_group(group.name, group.version)
-        name, _, version = str(group).partition("@")
-        return self.registry.get_group(name, int(version) if version else None)
-
-    def resolve_refs(
-        self, feature_refs: str | Sequence[str]
-    ) -> dict[str, tuple[FeatureGroupSchema, list[str]]]:
-        """Group -> (schema, features) for the refs; unknown groups/features raise first."""
-        return resolve_refs(self.registry, feature_refs)
 
     def define_virtual_features(
         self,
@@ -236,16 +220,12 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         schema = self.resolve_group(group)
         definition = self.definition(schema)
         frame = self.executor(definition.engine).execute(schema.name, self._query_of(definition))
-        try:
-            found = [(f.name, SqlType.from_spark(f.dataType)) for f in frame.schema.fields]
-        except SchemaValidationError as error:
-            raise VirtualizationQueryError(
-                f"The virtual query of group '{schema.name}' now yields a column featurelake "
-                f"cannot read: {error.message}",
-                fix="cast it in the query and define the group again.",
-                group=schema.name,
-            ) from error
-        check_output(schema, found, definition.query)
+        check_current_output(
+            schema,
+            definition.query,
+            lambda: [(f.name, SqlType.from_spark(f.dataType)) for f in frame.schema.fields],
+            SchemaValidationError,
+        )
         columns = []
         for key in schema.entity_keys:
             declared = schema.entity_key_types.get(key)

@@ -8,9 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from featurelake.config import FeatureStoreConfig
-from featurelake.errors import (
-    VirtualizationQueryError,
-)
+from featurelake.errors import FeatureStoreError, VirtualizationQueryError
 from featurelake.registry.locations import store_root
 from featurelake.schema import DataType, FeatureGroupSchema, SqlType, is_safe_cast
 
@@ -70,6 +68,28 @@ def check_output(
             columns=[c for c, _, _ in problems],
             query=query,
         )
+
+
+def check_current_output(
+    schema: FeatureGroupSchema,
+    query: str | None,
+    columns: Callable[[], Sequence[tuple[str, SqlType]]],
+    unreadable: type[Exception],
+) -> None:
+    """`check_output` on the columns the query yields now (`columns()`; its sources or the
+    group may have changed since the definition). `columns()` raising `unreadable` means a
+    column featurelake cannot read: a VirtualizationQueryError too."""
+    try:
+        found = columns()
+    except unreadable as error:
+        reason = error.message if isinstance(error, FeatureStoreError) else str(error)
+        raise VirtualizationQueryError(
+            f"The virtual query of group '{schema.name}' now yields a column featurelake "
+            f"cannot read: {reason}",
+            fix="cast it in the query and define the group again.",
+            group=schema.name,
+        ) from error
+    check_output(schema, found, query)
 
 
 # -- helpers ------------------------------------------------------------------------------------

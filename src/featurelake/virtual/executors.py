@@ -166,6 +166,17 @@ class QueryExecutor(ABC):
             )
 
 
+def does_not_parse(message: str, details: dict[str, Any]) -> tuple[str, str, str, dict[str, Any]]:
+    """The `_describe_error` of a query that does not parse (`message` shows where)."""
+    return (
+        "does not parse",
+        message,
+        "correct the SQL at the position shown; a virtual query is one SELECT (WITH ... "
+        "SELECT is fine) without a trailing statement.",
+        details,
+    )
+
+
 ExecutorLoader = Callable[[Any], QueryExecutor]
 """Builds an executor from a SparkSession, or a function returning one (called only if needed)."""
 

@@ -37,7 +37,7 @@ from featurelake.virtual.checks import (
     wrap_sql,
 )
 from featurelake.virtual.deadline import deadline
-from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery
+from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery, does_not_parse
 
 if TYPE_CHECKING:
     import duckdb
@@ -141,13 +141,7 @@ class DuckDBQueryExecutor(QueryExecutor):
             if position is not None:
                 details["line"], details["position"] = position
                 message += sql_excerpt(query.sql or "", *position)
-            return (
-                "does not parse",
-                message,
-                "correct the SQL at the position shown; a virtual query is one SELECT (WITH ... "
-                "SELECT is fine) without a trailing statement.",
-                details,
-            )
+            return does_not_parse(message, details)
         if kind == "PermissionException":
             return (
                 "reads files directly",

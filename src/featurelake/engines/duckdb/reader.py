@@ -48,7 +48,7 @@ from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
 from featurelake.schema.composites import ExpandedRequest
 from featurelake.storage import is_object_store
 from featurelake.times import pandas_utc
-from featurelake.virtual.checks import check_output
+from featurelake.virtual.checks import check_current_output
 from featurelake.virtual.executors import VirtualQuery
 
 if TYPE_CHECKING:
@@ -171,15 +171,7 @@ class DuckDBFeatureReader:
                 timestamp=as_of_timestamp,
             )
             groups.append(
-                GroupRows(
-                    group=schema.name,
-                    table=table,
-                    entity_keys=schema.entity_keys,
-                    timestamp_key=schema.timestamp_key,
-                    features=tuple(features),
-                    tie_breakers=schema.feature_names,
-                    output_names={f: names[(schema.name, f)] for f in features},
-                )
+                _group_rows(schema, features, table, names, tie_breakers=schema.feature_names)
             )
         with self._cursor() as cursor:
             result = latest_rows(cursor, groups, keys, ids=ids, point_in_time=point_in_time)
@@ -268,17 +260,7 @@ class DuckDBFeatureReader:
                 virtual=schema.name in virtual_groups,
                 version=(versions or {}).get(schema.name),
             )
-            groups.append(
-                GroupRows(
-                    group=schema.name,
-                    table=table,
-                    entity_keys=schema.entity_keys,
-                    timestamp_key=schema.timestamp_key,
-                    features=tuple(features),
-                    output_names={f: names[(schema.name, f)] for f in features},
-                    ttl=group_ttl,
-                )
-            )
+            groups.append(_group_rows(schema, features, table, names, ttl=group_ttl))
         with self._cursor() as cursor:
             result = point_in_time_rows(cursor, entities, groups, column, fill)
         return _pandas(finish_request(result, entities.column_names, plan.expanded, names))
@@ -359,16 +341,12 @@ class DuckDBFeatureReader:
         table = executor.execute_arrow(schema.name, VirtualQuery(sql=definition.query))
         from featurelake.engines.duckdb.executor import sql_type_from_arrow
 
-        try:
-            found = [(f.name, sql_type_from_arrow(f.type)) for f in table.schema]
-        except ValueError as error:
-            raise VirtualizationQueryError(
-                f"The virtual query of group '{schema.name}' now yields a column featurelake "
-                f"cannot read: {error}",
-                fix="cast it in the query and define the group again.",
-                group=schema.name,
-            ) from error
-        check_output(schema, found, definition.query)
+        check_current_output(
+            schema,
+            definition.query,
+            lambda: [(f.name, sql_type_from_arrow(f.type)) for f in table.schema],
+            ValueError,
+        )
         select = []
         for key in schema.entity_keys:
             declared = schema.entity_key_types.get(key)
@@ -458,6 +436,28 @@ def _ids_table(entity_ids: Any, keys: Sequence[str]) -> pa.Table | None:
                 fix="pass dicts like {'key': value, ...} or tuples in key order.",
             )
     return pa.table({k: pa.array([r[i] for r in rows]) for i, k in enumerate(keys)})
+
+
+def _group_rows(
+    schema: FeatureGroupSchema,
+    features: Sequence[str],
+    table: pa.Table,
+    names: Mapping[tuple[str, str], str],
+    *,
+    tie_breakers: tuple[str, ...] = (),
+    ttl: timedelta | None = None,
+) -> GroupRows:
+    """The rows of one group of a request, with its features' output columns."""
+    return GroupRows(
+        group=schema.name,
+        table=table,
+        entity_keys=schema.entity_keys,
+        timestamp_key=schema.timestamp_key,
+        features=tuple(features),
+        tie_breakers=tie_breakers,
+        output_names={f: names[(schema.name, f)] for f in features},
+        ttl=ttl,
+    )
 
 
 def _pandas(table: pa.Table) -> pd.DataFrame:

@@ -29,7 +29,13 @@ from featurelake.virtual.checks import (
     wrap_sql,
 )
 from featurelake.virtual.deadline import deadline
-from featurelake.virtual.executors import AnalysedQuery, QueryExecutor, VirtualQuery, session_of
+from featurelake.virtual.executors import (
+    AnalysedQuery,
+    QueryExecutor,
+    VirtualQuery,
+    does_not_parse,
+    session_of,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -114,13 +120,7 @@ class SparkQueryExecutor(QueryExecutor):
                     text.strip().splitlines()[0].replace(position[0], f"(line {line}, pos {pos})")
                 )
                 message = head + sql_excerpt(query.sql or "", line, pos)
-            return (
-                "does not parse",
-                message,
-                "correct the SQL at the position shown; a virtual query is one SELECT (WITH ... "
-                "SELECT is fine) without a trailing statement.",
-                details,
-            )
+            return does_not_parse(message, details)
         if condition.startswith("TABLE_OR_VIEW_NOT_FOUND"):
             name = re.search(r"`([^`]+(?:`\.`[^`]+)*)`", text)
             return (

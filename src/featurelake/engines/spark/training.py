@@ -82,48 +82,6 @@ class TrainingSetManifest:
         raise KeyError(group)
 
 
-class TrainingSetMethods:
-    """`get_historical_features` / `get_training_set` for any store that is a
-    `FeatureFrameSource` (the materialized and virtual stores share them)."""
-
-    def get_historical_features(
-        self: FeatureFrameSource,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-    ) -> DataFrame:
-        """Point-in-time-correct features for every row of `entity_df` (Spark or pandas).
-
-        Use `get_training_set` to get the DataFrame with its `TrainingSetManifest`.
-        """
-        return build_training_set(
-            self, entity_df, feature_refs, ttl=ttl, timestamp_column=timestamp_column, fill=fill
-        ).df
-
-    def get_training_set(
-        self: FeatureFrameSource,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        *,
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        name: str | None = None,
-    ) -> TrainingSet:
-        """A training set and the manifest that rebuilds it (Delta version of every table)."""
-        return build_training_set(
-            self,
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            name=name,
-        )
-
-
 @dataclass(frozen=True)
 class TrainingSet:
     """A training set DataFrame and its manifest."""
@@ -235,6 +193,13 @@ def build_training_set(
     if name:
         store.registry.put_object(TRAINING_SET, name, manifest.to_dict())
     return TrainingSet(result, manifest)
+
+
+class TrainingSetMethods:
+    """`get_training_set` for any store that is a `FeatureFrameSource` (the materialized and
+    virtual stores share it): `build_training_set` with the store as its source."""
+
+    get_training_set = build_training_set
 
 
 def rebuild_training_set(
