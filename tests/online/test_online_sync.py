@@ -378,3 +378,24 @@ def test_engines_that_cannot_serve_a_store_say_so(
         sync_to_online(stores[0], offline.registry, "customer_stats", engine="executors")
     with pytest.raises(ArgumentConflictError, match="not an engine"):
         sync_to_online(stores[1], offline.registry, "customer_stats", engine="pandas")
+
+
+def test_auto_reads_small_changes_on_the_driver_and_big_ones_on_spark(
+    spark: SparkSession,
+    offline: MaterializedFeatureStore,
+    stores: list[OnlineStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from featurelake.online import sync as sync_module
+
+    offline.write_features("customer_stats", batch(spark, [(1, T0, 1, 1.0, "a")]))
+    for store in stores:
+        assert sync_to_online(store, offline.registry, "customer_stats").engine == "delta-rs"
+    # Past the driver's budget: Redis is written from the executors, the memory store (which
+    # lives in this process) through the driver.
+    monkeypatch.setattr(sync_module, "DRIVER_BYTES", 0)
+    offline.write_features("customer_stats", batch(spark, [(2, T0, 2, 2.0, "b")]))
+    engines = [sync_to_online(s, offline.registry, "customer_stats").engine for s in stores]
+    assert engines == ["spark", "executors"]
+    for store in stores:
+        assert assert_consistent(offline, store, SCHEMA) == 2

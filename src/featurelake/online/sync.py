@@ -352,8 +352,9 @@ class _Gold:
         """The engine of a read of about `read_bytes` of Delta data (None: unknown)."""
         if engine != "auto":
             return engine
-        if self.source is not None and read_bytes is not None and read_bytes <= DRIVER_BYTES:
-            return "delta-rs"
+        if read_bytes is not None and read_bytes <= DRIVER_BYTES:
+            # Small enough for the driver: delta-rs where it reads the table, else Spark.
+            return "delta-rs" if self.source is not None else "spark"
         remote = store.remote()
         if remote is not None and sync_spark.executors_ready(self.spark, remote):
             return "executors"

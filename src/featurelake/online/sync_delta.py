@@ -9,6 +9,7 @@ picks each entity's latest row as Spark would.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -113,8 +114,9 @@ class DeltaSource:
         if isinstance(start, int):
             reader = self.table.load_cdf(starting_version=start, ending_version=current)
         else:
+            when = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
             reader = self.table.load_cdf(
-                starting_timestamp=start.isoformat(), ending_version=current
+                starting_timestamp=when.isoformat(), ending_version=current
             )
         return without_views(pa.table(reader))
 

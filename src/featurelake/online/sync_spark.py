@@ -16,6 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 
 from loguru import logger
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from featurelake.registry import TableLocation
 
 CDF_COLUMNS = ("_change_type", "_commit_version", "_commit_timestamp")
-_READY: dict[tuple[int, RemoteStore], tuple[Any, bool]] = {}
+_READY: WeakKeyDictionary[Any, dict[RemoteStore, bool]] = WeakKeyDictionary()
 
 
 def history(
@@ -205,10 +206,9 @@ def push_from_executors(
 def executors_ready(spark: SparkSession, remote: RemoteStore) -> bool:
     """Whether Spark's Python workers import featurelake and reach the store: one small job
     per session and store, remembered. When not, the sync writes from the driver and says why."""
-    key = (id(spark), remote)
-    known = _READY.get(key)
-    if known is not None and known[0] is spark:
-        return known[1]
+    known = _READY.setdefault(spark, {})
+    if remote in known:
+        return known[remote]
     probe = partial(probe_partition, remote=remote)
     try:
         spark.range(1, numPartitions=1).mapInArrow(probe, PROBE_SCHEMA).collect()
@@ -221,7 +221,7 @@ def executors_ready(spark: SparkSession, remote: RemoteStore) -> bool:
             _worker_error(error),
         )
         ready = False
-    _READY[key] = (spark, ready)
+    known[remote] = ready
     return ready
 
 
