@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -113,6 +114,9 @@ def get_spark(config: FeatureStoreConfig | None = None) -> SparkSession:
         return SparkSession.builder.remote(remote).getOrCreate()
 
     cfg = config or FeatureStoreConfig(storage_path=".")
+    # Python workers (a sync writing to the online store from the executors) run this
+    # interpreter, with its packages, unless PYSPARK_PYTHON names another.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (
         SparkSession.builder.master(cfg.spark_master)
         .appName(cfg.spark_app_name)

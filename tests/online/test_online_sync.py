@@ -294,3 +294,108 @@ def test_gold_rows_read_with_delta_rs_load_the_values_a_sync_loads(
         assert typed.get("a_struct") == {"x": 3, "label": "three"}
         assert typed.get("a_map") == {"a": 1, "b": None}
         assert typed.get("a_timestamp") == datetime(2023, 5, 6, 7, 8, 9, 123456)
+
+
+ENGINES = ("delta-rs", "spark", "executors")
+
+
+def redis_state(store: RedisOnlineStore) -> dict[bytes, dict[bytes, bytes]]:
+    """Every hash of a store's namespace, keyed without the namespace."""
+    client = store.client
+    prefix = f"{store.namespace}:".encode()
+    return {
+        bytes(key)[len(prefix) :]: client.hgetall(key)
+        for key in client.scan_iter(match=f"{store.namespace}:*")
+    }
+
+
+def test_incremental_syncs_of_every_engine_equal_a_full_sync(
+    spark: SparkSession, offline: MaterializedFeatureStore, redis_server: Any
+) -> None:
+    """Appends (newer and late events), a merge updating rows in place and a backfill that
+    removes rows, each followed by an incremental sync on every engine: each store ends
+    byte for byte where one full sync of the final table puts a fresh store."""
+    stores = {
+        engine: RedisOnlineStore(redis_server.url, namespace=f"e{uuid.uuid4().hex[:8]}")
+        for engine in ENGINES
+    }
+    memory = InMemoryOnlineStore()
+    rng = random.Random(11)
+
+    def sync_all(mode: str) -> None:
+        for engine, store in stores.items():
+            result = sync_to_online(store, offline.registry, "customer_stats", engine=engine)
+            assert (result.mode, result.engine) == (mode, engine)
+        assert sync_to_online(memory, offline.registry, "customer_stats").mode == mode
+
+    first = [
+        (c, T0 + timedelta(days=d, seconds=c), rng.randint(0, 50), rng.random(), f"t{c % 3}")
+        for c in range(1, 61)
+        for d in (0, 1, 2)
+    ]
+    offline.write_features("customer_stats", batch(spark, first))
+    sync_all("full")
+    later = (
+        [(c, T0 + timedelta(days=5), 1_000 + c, 1.0, "new") for c in range(1, 21)]
+        + [(c, T0 - timedelta(days=5), -c, -1.0, "late") for c in range(21, 41)]
+        + [(c, T0, c, 0.5, "t9") for c in range(61, 71)]
+    )
+    offline.write_features("customer_stats", batch(spark, later))
+    sync_all("incremental")
+    # The same keys and event times again: the merge updates those rows in place.
+    updates = [(c, T0 + timedelta(days=5), 2_000 + c, 2.0, "merged") for c in range(1, 11)]
+    offline.write_features("customer_stats", batch(spark, updates), mode="merge")
+    sync_all("incremental")
+    # Days 4..6 replaced: customers 1..20 lose their newest row, 11 gets another one.
+    offline.backfill(
+        "customer_stats",
+        batch(spark, [(11, T0 + timedelta(days=4), 11, 11.0, "filled")]),
+        T0 + timedelta(days=4),
+        T0 + timedelta(days=6),
+    )
+    sync_all("incremental")
+
+    reference = RedisOnlineStore(redis_server.url, namespace=f"full{uuid.uuid4().hex[:8]}")
+    assert sync_to_online(reference, offline.registry, "customer_stats", full=True).mode == "full"
+    expected = redis_state(reference)
+    assert len(expected) == 70
+    for engine, store in stores.items():
+        assert redis_state(store) == expected, engine
+        assert assert_consistent(offline, store, SCHEMA) == 70
+    assert assert_consistent(offline, memory, SCHEMA) == 70
+    assert memory.get("customer_stats.tier", [11])[0].get("tier") == "filled"
+    for store in [*stores.values(), reference]:
+        store.close()
+
+
+def test_engines_that_cannot_serve_a_store_say_so(
+    spark: SparkSession, offline: MaterializedFeatureStore, stores: list[OnlineStore]
+) -> None:
+    from featurelake.errors import ArgumentConflictError, UnsupportedOperationError
+
+    offline.write_features("customer_stats", batch(spark, [(1, T0, 1, 1.0, "a")]))
+    with pytest.raises(UnsupportedOperationError, match="executors cannot write"):
+        sync_to_online(stores[0], offline.registry, "customer_stats", engine="executors")
+    with pytest.raises(ArgumentConflictError, match="not an engine"):
+        sync_to_online(stores[1], offline.registry, "customer_stats", engine="pandas")
+
+
+def test_auto_reads_small_changes_on_the_driver_and_big_ones_on_spark(
+    spark: SparkSession,
+    offline: MaterializedFeatureStore,
+    stores: list[OnlineStore],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from featurelake.online import sync as sync_module
+
+    offline.write_features("customer_stats", batch(spark, [(1, T0, 1, 1.0, "a")]))
+    for store in stores:
+        assert sync_to_online(store, offline.registry, "customer_stats").engine == "delta-rs"
+    # Past the driver's budget: Redis is written from the executors, the memory store (which
+    # lives in this process) through the driver.
+    monkeypatch.setattr(sync_module, "DRIVER_BYTES", 0)
+    offline.write_features("customer_stats", batch(spark, [(2, T0, 2, 2.0, "b")]))
+    engines = [sync_to_online(s, offline.registry, "customer_stats").engine for s in stores]
+    assert engines == ["spark", "executors"]
+    for store in stores:
+        assert assert_consistent(offline, store, SCHEMA) == 2

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar, NamedTuple, TypedDict
+from typing import Any, ClassVar, NamedTuple, Protocol, TypedDict
 
 from loguru import logger
 
@@ -75,6 +75,15 @@ class ColumnBatch(NamedTuple):
     ingested_us: list[int]
     names: tuple[str, ...]
     columns: list[list[Any]]
+
+
+class RemoteStore(Protocol):
+    """Settings that open the same store in another process (a Spark executor's Python
+    worker); picklable and hashable."""
+
+    def open(self) -> OnlineStore:
+        """A store writing where the original writes."""
+        ...
 
 
 class StoredRow(NamedTuple):
@@ -203,6 +212,11 @@ class OnlineStore(ABC):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.target!r})"
 
+    def remote(self) -> RemoteStore | None:
+        """Settings another process can open this store with, or None when the data lives
+        in this process (the memory store): a sync then writes from the driver only."""
+        return None
+
     # -- schemas -------------------------------------------------------------------------------
 
     def register_schema(self, schema: FeatureGroupSchema) -> None:
@@ -291,6 +305,35 @@ class OnlineStore(ABC):
             lambda: self._write_columns(schema, batch, ttl_ms, force),
         )
 
+    def write_arrow(
+        self,
+        schema: FeatureGroupSchema,
+        tables: Iterable[Any],
+        *,
+        force: bool = False,
+        batch_rows: int = 5_000,
+    ) -> tuple[int, int]:
+        """Write latest-rows Arrow tables (layout: `online.arrow_rows`), compare-and-set like
+        every write; returns (written, rejected as older). Used by sync: Redis encodes the
+        columns directly and streams them; other stores take `batch_rows`-row `ColumnBatch`es.
+        """
+        ttl_ms = _ttl_ms(schema)
+        started = time.perf_counter()
+        written, rejected = self._call(
+            f"writing rows of group '{schema.name}'",
+            lambda: self._write_arrow(schema, tables, ttl_ms, force, batch_rows),
+        )
+        self._counted(schema, written, rejected, started)
+        return written, rejected
+
+    def record_writes(self, written: int, rejected: int, writes: int = 1) -> None:
+        """Count rows that other processes wrote on this store's behalf (a sync pushing
+        from Spark executors), so `stats()` covers them."""
+        with self._stats_lock:
+            self._stats["writes"] += writes
+            self._stats["rows_written"] += written
+            self._stats["rows_rejected"] += rejected
+
     def _count(
         self, schema: FeatureGroupSchema, rows: int, write: Callable[[], list[bool]]
     ) -> tuple[int, int]:
@@ -298,10 +341,13 @@ class OnlineStore(ABC):
         accepted = self._call(f"writing {rows} row(s) of group '{schema.name}'", write)
         written = sum(accepted)
         rejected = rows - written
-        with self._stats_lock:
-            self._stats["writes"] += 1
-            self._stats["rows_written"] += written
-            self._stats["rows_rejected"] += rejected
+        self._counted(schema, written, rejected, started)
+        return written, rejected
+
+    def _counted(
+        self, schema: FeatureGroupSchema, written: int, rejected: int, started: float
+    ) -> None:
+        self.record_writes(written, rejected)
         logger.debug(
             "{} wrote {} row(s) of {}, rejected {} older, in {:.1f} ms",
             self.backend,
@@ -310,7 +356,6 @@ class OnlineStore(ABC):
             rejected,
             (time.perf_counter() - started) * 1000,
         )
-        return written, rejected
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -662,6 +707,25 @@ class OnlineStore(ABC):
             )
         ]
         return self._write(schema, records, ttl_ms, force)
+
+    def _write_arrow(
+        self,
+        schema: FeatureGroupSchema,
+        tables: Iterable[Any],
+        ttl_ms: int,
+        force: bool,
+        batch_rows: int,
+    ) -> tuple[int, int]:
+        """Like `_write_columns`, for latest-rows Arrow tables; returns (written, rejected).
+        Override when the backend can take the columns without Python values."""
+        from featurelake.online.arrow_rows import column_batches
+
+        written = rows = 0
+        for table in tables:
+            for batch in column_batches(schema, table, batch_rows):
+                written += sum(self._write_columns(schema, batch, ttl_ms, force))
+                rows += len(batch.entities)
+        return written, rows - written
 
     @abstractmethod
     def _read(self, requests: Sequence[ReadRequest]) -> list[list[StoredRow | None]]:

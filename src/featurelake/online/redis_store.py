@@ -11,13 +11,18 @@ write when the group has a ttl.
 Commands are packed here, straight into the Redis protocol, and sent on a pooled redis-py
 connection: a pipeline without redis-py's per-argument packing cost, which would otherwise
 dominate both 100-entity reads and sync writes. Write calls are sent while the next is being
-packed, so the server works while Python encodes.
+packed, so the server works while Python encodes. A sync's rows (`write_arrow`) are encoded
+from their Arrow columns (`online.redis_rows`) a chunk at a time, and the replies of a chunk are
+read once the next one is sent, on one connection per writer (the driver, or each Spark task
+writing from an executor: `remote()` gives the settings that open the store there).
 """
 
 from __future__ import annotations
 
 import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Unpack
 from urllib.parse import urlsplit, urlunsplit
@@ -37,12 +42,15 @@ from featurelake.online.base import (
     StoreOptions,
 )
 from featurelake.online.codec import bulk, column_bulk_encoder, decode, encode
+from featurelake.online.redis_rows import EncodedRows, encode_rows
 from featurelake.schema import FeatureGroupSchema
 
 TS_FIELD = "@ts"
 HISTORY_INFIX = "#h:"
 INGESTED_FIELD = "@ing"
 SCRIPT_KEYS = 250
+ARROW_CHUNK_ROWS = 5_000
+CHUNKS_IN_FLIGHT = 2
 DELETE_CHUNK = 1_000
 
 # One call sets many entities that carry the same fields. KEYS: the hashes.
@@ -107,6 +115,25 @@ return table.concat(out)
 _Encoded = tuple[list[str], list[int], list[int], tuple[str, ...], list[list[bytes]]]
 
 
+@dataclass(frozen=True)
+class RedisRemote:
+    """What opens a `RedisOnlineStore` in another process (a Spark executor)."""
+
+    url: str
+    namespace: str
+    timeout_ms: int
+    history_size: int
+
+    def open(self) -> RedisOnlineStore:
+        return RedisOnlineStore(
+            self.url,
+            namespace=self.namespace,
+            timeout_ms=self.timeout_ms,
+            history_size=self.history_size,
+            max_connections=4,
+        )
+
+
 class RedisOnlineStore(OnlineStore):
     """Latest values per entity in a Redis server, shared by every process that serves them."""
 
@@ -148,6 +175,9 @@ class RedisOnlineStore(OnlineStore):
         port = f":{parts.port}" if parts.port else ""
         safe = urlunsplit((parts.scheme, host + port, parts.path, "", ""))
         return f"{safe}#{self.namespace}"
+
+    def remote(self) -> RedisRemote:
+        return RedisRemote(self.url, self.namespace, self.timeout_ms, self.history_size)
 
     def key(self, schema: FeatureGroupSchema, entity: str) -> str:
         """The Redis key of an entity of a group version."""
@@ -253,6 +283,117 @@ class RedisOnlineStore(OnlineStore):
                     *fields,
                 ]
                 yield b"".join(chain(header, chain.from_iterable(rows[start:stop])))
+
+    def _write_arrow(
+        self,
+        schema: FeatureGroupSchema,
+        tables: Iterable[Any],
+        ttl_ms: int,
+        force: bool,
+        batch_rows: int,
+    ) -> tuple[int, int]:
+        """Encode `ARROW_CHUNK_ROWS` rows at a time from their Arrow columns and stream the
+        compare-and-set calls; a chunk is encoded while the server runs the one before."""
+        prefix = f"{self.namespace}:{schema.name}@{schema.version}:".encode()
+
+        def chunks() -> Iterator[list[bytes]]:
+            for table in tables:
+                for offset in range(0, table.num_rows, ARROW_CHUNK_ROWS):
+                    encoded = encode_rows(schema, table.slice(offset, ARROW_CHUNK_ROWS), prefix)
+                    yield list(self._arrow_commands(schema, encoded, ttl_ms, force))
+
+        return self._stream_scripts(chunks())
+
+    def _arrow_commands(
+        self, schema: FeatureGroupSchema, encoded: EncodedRows, ttl_ms: int, force: bool
+    ) -> Iterator[bytes]:
+        """EVALSHA commands of at most `SCRIPT_KEYS` encoded rows each (arguments as in
+        `_cas_commands`): a join of the header and two runs of framed bytes."""
+        names = schema.feature_names
+        head = bulk(b"EVALSHA") + bulk(self._script_sha())
+        options = b"".join(
+            [
+                bulk(str(ttl_ms).encode()),
+                bulk(b"1" if force else b"0"),
+                bulk(b"%d" % self.history_size),
+                bulk(b"%d" % len(names)),
+                *(bulk(name.encode()) for name in names),
+            ]
+        )
+        width = 2 + len(names)
+        for start in range(0, len(encoded), SCRIPT_KEYS):
+            stop = min(start + SCRIPT_KEYS, len(encoded))
+            count = stop - start
+            arguments = 3 + count + 4 + len(names) + count * width
+            yield b"".join(
+                (
+                    b"*%d\r\n" % arguments,
+                    head,
+                    bulk(b"%d" % count),
+                    encoded.key_bytes(start, stop),
+                    options,
+                    encoded.row_bytes(start, stop),
+                )
+            )
+
+    def _stream_scripts(self, chunks: Iterable[list[bytes]]) -> tuple[int, int]:
+        """Send chunks of compare-and-set calls on one connection, reading a chunk's replies
+        once `CHUNKS_IN_FLIGHT` more are sent (the server never waits for Python); returns
+        (written, rejected).
+
+        Calls refused with NOSCRIPT (the server lost its scripts) are sent again after the
+        script is loaded (replaying is safe). Other error replies are raised once every reply
+        is read; a dropped connection is closed, never reused.
+        """
+        connection = self._pool.get_connection()
+        pending: deque[tuple[list[bytes], bool]] = deque()
+        counts = [0, 0]
+        error: Exception | None = None
+
+        def send(commands: list[bytes], retry: bool) -> None:
+            for command in commands:
+                connection.send_packed_command([command], check_health=False)
+            pending.append((commands, retry))
+
+        def settle() -> None:
+            nonlocal error
+            commands, retry = pending.popleft()
+            lost = []
+            for command in commands:
+                try:
+                    reply = connection.read_response()
+                except redis.exceptions.NoScriptError as missing:
+                    if retry:
+                        error = error or missing
+                    lost.append(command)
+                    continue
+                except redis.exceptions.ResponseError as reply_error:
+                    error = error or reply_error
+                    continue
+                ones = reply.count(49)  # b"1": written
+                counts[0] += ones
+                counts[1] += len(reply) - ones
+            if lost and not retry:
+                self._sha = None
+                self._script_sha()  # the same script text: the same sha as in `lost`
+                send(lost, True)
+
+        try:
+            for commands in chunks:
+                send(commands, False)
+                while len(pending) > CHUNKS_IN_FLIGHT:
+                    settle()
+            while pending:
+                settle()
+            if error is not None:
+                raise error
+            return counts[0], counts[1]
+        except BaseException as failure:
+            if not isinstance(failure, redis.exceptions.ResponseError):
+                connection.disconnect()
+            raise
+        finally:
+            self._pool.release(connection)
 
     # -- reads ---------------------------------------------------------------------------------
 
