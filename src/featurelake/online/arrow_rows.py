@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from featurelake.online.base import ColumnBatch
-from featurelake.online.values import KEY_SEPARATOR, from_micros, key_part
+from featurelake.online.values import KEY_SEPARATOR, ColumnBatch, from_micros, key_part
 from featurelake.schema import INGESTED_AT, DataType, FeatureGroupSchema, SqlType
 from featurelake.times import utc_naive
 

@@ -31,6 +31,7 @@ from featurelake.errors import (
     SchemaValidationError,
 )
 from featurelake.online.values import (
+    ColumnBatch,
     entity_dict,
     entity_id,
     entity_list,
@@ -65,16 +66,6 @@ class OnlineRecord(NamedTuple):
     event_us: int
     ingested_us: int
     values: dict[str, Any]
-
-
-class ColumnBatch(NamedTuple):
-    """Rows of one group as columns (the sync's fast path): `columns[i]` holds `names[i]`."""
-
-    entities: list[str]
-    event_us: list[int]
-    ingested_us: list[int]
-    names: tuple[str, ...]
-    columns: list[list[Any]]
 
 
 class RemoteStore(Protocol):

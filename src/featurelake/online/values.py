@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from featurelake.errors import SchemaValidationError
 
@@ -117,3 +117,13 @@ def entity_dict(keys: Sequence[str], entity: Any) -> dict[str, Any]:
     if isinstance(entity, tuple | list):
         return dict(zip(keys, entity, strict=False))
     return {keys[0]: entity}
+
+
+class ColumnBatch(NamedTuple):
+    """Rows of one group as columns (the sync's fast path): `columns[i]` holds `names[i]`."""
+
+    entities: list[str]
+    event_us: list[int]
+    ingested_us: list[int]
+    names: tuple[str, ...]
+    columns: list[list[Any]]
