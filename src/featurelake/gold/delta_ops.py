@@ -51,9 +51,7 @@ class CommitInfo:
         return int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
 
 
-GOLD_PROPERTIES = (
-    "'delta.enableChangeDataFeed' = 'true', 'delta.enableDeletionVectors' = 'true'"
-)
+GOLD_PROPERTIES = "'delta.enableChangeDataFeed' = 'true', 'delta.enableDeletionVectors' = 'true'"
 
 
 def local_table_exists(location: TableLocation) -> bool | None:
