@@ -16,6 +16,7 @@ Both Gold tables are compared (same rows), and the ratio full / incremental is p
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -53,6 +54,7 @@ def main() -> None:
         help="changes on the newest rows, or spread over the whole table",
     )
     args = parser.parse_args()
+    print(f"load average at start: {_load()}")
     root = Path(tempfile.mkdtemp(prefix="featurelake-bench-incremental-"))
     config = FeatureStoreConfig(
         storage_path=str(root / "store"),
@@ -107,10 +109,17 @@ def main() -> None:
     incremental_s = time.perf_counter() - started
     assert incremental.mode == "incremental", incremental
     merge = store.history(schema.name)[0].metrics
+    files = len(
+        store.spark.read.format("delta").load(str(store.location(schema.name).path)).inputFiles()
+    )
     print(
-        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s, "
-        f"{merge.get('numTargetFilesRemoved', '?')} of the table's files rewritten, "
-        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied"
+        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s "
+        f"(scan {int(merge.get('scanTimeMs', 0)) / 1000:.1f} s, "
+        f"rewrite {int(merge.get('rewriteTimeMs', 0)) / 1000:.1f} s), "
+        f"{merge.get('numTargetFilesRemoved', '?')} files rewritten, "
+        f"{merge.get('numTargetDeletionVectorsAdded', '0')} deletion vectors added, "
+        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied; "
+        f"the table now has {files} files"
     )
 
     rebuilt_config = config.replace(storage_path=str(root / "rebuilt"))
@@ -129,8 +138,13 @@ def main() -> None:
         f"full rebuild:    {full_s:.1f} s\n"
         f"full / incremental: {full_s / incremental_s:.1f}x   same table: {same}"
     )
+    print(f"load average at end: {_load()}")
     del first
     spark.stop()
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 if __name__ == "__main__":
