@@ -54,6 +54,10 @@ class CommitInfo:
 GOLD_PROPERTIES = "'delta.enableChangeDataFeed' = 'true', 'delta.enableDeletionVectors' = 'true'"
 
 
+GOLD_FILE_ROWS = 1_000_000
+"""Rows per file at most when a Gold table is rewritten whole (no shuffle: files are cut)."""
+
+
 def local_table_exists(location: TableLocation) -> bool | None:
     """Whether a path table (local or on object storage) exists, answered by delta-rs without
     Spark (None when the table is a catalog name)."""
@@ -180,6 +184,18 @@ def _local_log_reader(location: TableLocation) -> Any:
     return None if path is None else storage.open_table(path)
 
 
+def local_version(location: TableLocation) -> int | None:
+    """The newest version of a path table read by delta-rs from its log (no Spark job), or
+    None when delta-rs cannot answer (a catalog name, no table, a protocol it cannot open)."""
+    path = _delta_rs_path(location)
+    if path is None:
+        return None
+    try:
+        return int(storage.open_table(path).version())
+    except Exception:  # delta-rs' own errors: Spark answers (and explains) instead
+        return None
+
+
 def find_commit(spark: SparkSession, location: TableLocation, token: str) -> CommitInfo:
     """The commit tagged with `token` (searching the newest commits first)."""
     log = _local_log_reader(location)
@@ -251,10 +267,16 @@ def overwrite(
     new_schema: bool = False,
 ) -> None:
     """Replace the whole table, or only the rows matching `replace_where` (atomic). With
-    `new_schema`, a whole-table replace may also change the table's columns."""
+    `new_schema`, a whole-table replace may also change the table's columns.
+
+    A whole-table replace (a rebuild) writes files of at most `GOLD_FILE_ROWS` rows, cut in
+    the order of the input's rows: a later MERGE then touches only the files holding the keys
+    and times it changes, not a few huge ones."""
     writer = df.write.format("delta").mode("overwrite").option("userMetadata", token)
     if replace_where:
         writer = writer.option("replaceWhere", replace_where)
+    else:
+        writer = writer.option("maxRecordsPerFile", GOLD_FILE_ROWS)
     if new_schema:
         writer = writer.option("overwriteSchema", "true")
     _save(writer, location)
@@ -324,16 +346,18 @@ def merge_changes(
     source = df.withColumn(flag, F.lit(False)).unionByName(
         removed.select(*on_columns, *filler).withColumn(flag, F.lit(True))
     )
-    condition = " AND ".join(
-        [f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in on_columns]
-        + target_bounds(source, on_columns)
-    )
+    # computed once (the bounds' pass fills the cache), read again by the MERGE
+    source = source.persist()
     view = f"_fl_changes_{uuid.uuid4().hex}"
-    source.createOrReplaceTempView(view)
     columns = [quote_identifier(c) for c in df.columns]
     updates = ", ".join(f"t.{c} = s.{c}" for c in columns)
     values = ", ".join(f"s.{c}" for c in columns)
     try:
+        condition = " AND ".join(
+            [f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in on_columns]
+            + target_bounds(source, on_columns)
+        )
+        source.createOrReplaceTempView(view)
         with _tagged_commits(spark, token):
             spark.sql(
                 f"MERGE INTO {location.sql_name} t USING {view} s ON {condition} "
@@ -344,6 +368,7 @@ def merge_changes(
             ).collect()
     finally:
         spark.catalog.dropTempView(view)
+        source.unpersist()
 
 
 def set_properties(

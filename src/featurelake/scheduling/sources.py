@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import MaterializationError, first_line
+from featurelake.gold import delta_ops
 from featurelake.registry import TableLocation
 from featurelake.schema.materialization import MaterializationSource
 
@@ -27,7 +28,11 @@ def source_location(table: str) -> TableLocation:
 
 
 def current_version(spark: SparkSession, location: TableLocation, group: str) -> int:
-    """The newest Delta version of the source table (reads only its log)."""
+    """The newest Delta version of the source table (reads only its log; delta-rs answers
+    for a path table without a Spark job)."""
+    local = delta_ops.local_version(location)
+    if local is not None:
+        return local
     try:
         row = spark.sql(f"DESCRIBE HISTORY {location.sql_name} LIMIT 1").collect()[0]
     except Exception as error:
