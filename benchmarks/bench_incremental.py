@@ -7,7 +7,8 @@ A Silver Delta table (Change Data Feed on) of --rows rows feeds a group through 
 After a first full materialization, --change of the rows change in three commits (half of them
 updated, a quarter deleted, a quarter inserted), on the newest rows (--pattern recent, as
 changes to event data usually are) or spread over the table (--pattern scattered: every Gold
-file is then rewritten by the MERGE). Then, on the same data:
+file then holds changed rows; deletion vectors mark them instead of the MERGE rewriting the
+files). Then, on the same data:
   1. incremental: `materialize_from_source` reads only the change feed and merges into Gold;
   2. baseline: `materialize_from_source(full=True)` recomputes the whole table.
 Both Gold tables are compared (same rows), and the ratio full / incremental is printed.
@@ -88,7 +89,7 @@ def main() -> None:
 
     changed = max(4, int(rows * args.change))
     table = f"delta.`{silver}`"
-    if args.pattern == "scattered":  # spread over the whole table: every Gold file is touched
+    if args.pattern == "scattered":  # spread over the whole table: every Gold file holds some
         updated = f"id % {rows // (changed // 2)} = 1"
         deleted = f"id % {rows // (changed // 4)} = 2"
     else:  # on the newest rows, as changes to event data usually are
