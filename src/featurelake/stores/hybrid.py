@@ -70,7 +70,7 @@ from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration,
 from featurelake.stores.base import BaseFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 from featurelake.stores.virtualized import VirtualizedFeatureStore
-from featurelake.times import utc_now
+from featurelake.times import event_time_range, rows_in_range, utc_now
 from featurelake.virtual.definitions import QueryFunction, VirtualDefinition
 from featurelake.virtual.executors import QueryExecutor
 
@@ -197,13 +197,24 @@ class HybridFeatureStore(BaseFeatureStore):
         """Define the group's virtual query (see `VirtualizedFeatureStore`)."""
         return self.virtual.define_virtual_features(group_schema, query, **options)
 
-    def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
-        """Overwrite the group's Gold table with every row of its virtual query, now."""
+    def materialize(
+        self,
+        group: str | FeatureGroupSchema,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> WriteResult:
+        """Overwrite the group's Gold table with every row of its virtual query, now; with
+        `start` and `end`, replace only the rows with `start <= event time < end` by the
+        query's rows in that range (a backfill: the rest of the table stays)."""
         schema = self.virtual.resolve_group(group)
+        time_range = None
+        if start is not None or end is not None:
+            time_range = event_time_range(start, end, what="materialization")
         definition = self.virtual.definition(schema)
         frame = self.virtual.virtual_frame(schema).drop(INGESTED_AT)
         with self._virtual_deadline([schema.name]):
-            return self._write_virtual(schema, frame, definition)
+            return self._write_virtual(schema, frame, definition, time_range)
 
     def _virtual_deadline(self, groups: Collection[str]) -> AbstractContextManager[None]:
         """`query_timeout_seconds` over the Spark work of a read that runs virtual queries."""
@@ -216,18 +227,23 @@ class HybridFeatureStore(BaseFeatureStore):
         return spark_deadline(self.spark, seconds, what=what, group=group)
 
     def _write_virtual(
-        self, schema: FeatureGroupSchema, frame: DataFrame, definition: VirtualDefinition
+        self,
+        schema: FeatureGroupSchema,
+        frame: DataFrame,
+        definition: VirtualDefinition,
+        time_range: tuple[datetime, datetime] | None,
     ) -> WriteResult:
-        return self.materialized.write_features(
-            schema,
-            frame,
-            WriteMode.OVERWRITE,
-            lineage=Lineage(
-                sources=definition.sources,
-                job="materialize:virtual",
-                query=definition.query or definition.function,
-            ),
+        lineage = Lineage(
+            sources=definition.sources,
+            job="materialize:virtual",
+            query=definition.query or definition.function,
         )
+        if time_range is None:
+            return self.materialized.write_features(
+                schema, frame, WriteMode.OVERWRITE, lineage=lineage
+            )
+        in_range = rows_in_range(frame, schema.timestamp_key, time_range)
+        return self.materialized.backfill(schema, in_range, *time_range, lineage=lineage)
 
     # -- routing ---------------------------------------------------------------------------------
 

@@ -28,6 +28,7 @@ from featurelake.schema.validation import (
     row_rules,
 )
 from featurelake.stores.base import BaseFeatureStore
+from featurelake.times import event_time_range
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -172,12 +173,8 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
 
         Every row of `df` must fall in that range; rows outside it stay untouched.
         """
-        if not isinstance(start, datetime) or not isinstance(end, datetime) or start >= end:
-            raise MaterializationError(
-                f"The backfill range [{start}, {end}) is not a valid time range.",
-                fix="pass two datetimes with start < end.",
-            )
-        return self._write(group, df, WriteMode.OVERWRITE, lineage=lineage, time_range=(start, end))
+        time_range = event_time_range(start, end, what="backfill")
+        return self._write(group, df, WriteMode.OVERWRITE, lineage=lineage, time_range=time_range)
 
     def _write(
         self,
