@@ -58,6 +58,33 @@ class MaterializationRun:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of_write(
+        cls,
+        schema: FeatureGroupSchema,
+        mode: str,
+        source: str,
+        result: WriteResult,
+        *,
+        started_at: datetime,
+        started: float,
+        to_version: int | None = None,
+    ) -> MaterializationRun:
+        """The run that wrote `result`, started at `started_at` (`started`: perf_counter)."""
+        return cls(
+            group=schema.name,
+            version=schema.version,
+            mode=mode,
+            source=source,
+            from_version=None,
+            to_version=to_version,
+            rows_written=result.rows_written,
+            gold_version=result.delta_version,
+            started_at=started_at.isoformat(),
+            ended_at=_now().isoformat(),
+            duration_seconds=round(time.perf_counter() - started, 3),
+        )
+
 
 def watermark(store: FeatureStore, group: str | FeatureGroupSchema) -> dict[str, Any]:
     """The last source version merged into the group's Gold table ({} before the first run)."""
@@ -139,18 +166,9 @@ def _run_windows(
     assert schema.event_source is not None
     started = time.perf_counter()
     result = store.materialize_aggregations(schema, as_of)
-    return MaterializationRun(
-        group=schema.name,
-        version=schema.version,
-        mode="windows",
-        source=f"{schema.event_source.kind}:{schema.event_source.name}",
-        from_version=None,
-        to_version=None,
-        rows_written=result.rows_written,
-        gold_version=result.delta_version,
-        started_at=started_at.isoformat(),
-        ended_at=_now().isoformat(),
-        duration_seconds=round(time.perf_counter() - started, 3),
+    source = f"{schema.event_source.kind}:{schema.event_source.name}"
+    return MaterializationRun.of_write(
+        schema, "windows", source, result, started_at=started_at, started=started
     )
 
 
@@ -295,18 +313,14 @@ def _run_range(
             query=source.query,
         )
         result = store.backfill(schema, in_range, start, end, lineage=lineage)
-    return MaterializationRun(
-        group=schema.name,
-        version=schema.version,
-        mode="range",
-        source=identity,
-        from_version=None,
+    return MaterializationRun.of_write(
+        schema,
+        "range",
+        identity,
+        result,
+        started_at=started_at,
+        started=started,
         to_version=current,
-        rows_written=result.rows_written,
-        gold_version=result.delta_version,
-        started_at=started_at.isoformat(),
-        ended_at=_now().isoformat(),
-        duration_seconds=round(time.perf_counter() - started, 3),
     )
 
 
