@@ -137,10 +137,13 @@ class HybridFeatureStore(BaseFeatureStore):
         mode: StoreMode = StoreMode.HYBRID,
         read_log_size: int = READ_LOG_SIZE,
         metrics_batch: int = METRICS_BATCH,
+        metrics_flush_seconds: float = METRICS_FLUSH_SECONDS,
     ) -> None:
         """`mode` sets what a read prefers when it asks for no strategy: HYBRID routes by row
         count and freshness; MATERIALIZED (and ONLINE) read a group's Gold table when it has
-        one; VIRTUALIZED computes every group that has a virtual definition."""
+        one; VIRTUALIZED computes every group that has a virtual definition. Router metrics
+        are committed `metrics_batch` at a time, or when the oldest unsaved one is
+        `metrics_flush_seconds` old."""
         self.config = config
         self.mode = mode
         self.materialized = MaterializedFeatureStore(config, spark, registry)
@@ -151,6 +154,7 @@ class HybridFeatureStore(BaseFeatureStore):
         self._unsaved: list[RouterMetric] = []
         self._unsaved_since = 0.0
         self.metrics_batch = metrics_batch
+        self.metrics_flush_seconds = metrics_flush_seconds
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._duckdb_reader: DuckDBFeatureReader | None = None
@@ -836,7 +840,8 @@ class HybridFeatureStore(BaseFeatureStore):
                     self._unsaved.append(metric)
         with self._lock:
             due = len(self._unsaved) >= self.metrics_batch or (
-                self._unsaved and time.monotonic() - self._unsaved_since >= METRICS_FLUSH_SECONDS
+                self._unsaved
+                and time.monotonic() - self._unsaved_since >= self.metrics_flush_seconds
             )
         if due:
             self.flush_metrics()
