@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_server.py                       # 10k entities x 20 features
     .venv/bin/python benchmarks/bench_server.py --requests 4000 --concurrency 16
+    .venv/bin/python benchmarks/bench_server.py --load-only --requests 500   # the load run alone
 
 Starts its own redis-server and `featurelake serve` (one uvicorn process) on free loopback
 ports, both stopped at the end; no Spark is started. It fills the Redis online store with a
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import socket
@@ -261,6 +263,7 @@ async def load_run(
                 loaded_times.append(time.perf_counter() - t0)
                 response.raise_for_status()
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     load = asyncio.create_task(slow_load())
     await asyncio.sleep(0.5)  # the historical requests are in
@@ -278,6 +281,7 @@ async def load_run(
             "max_s": max(seconds),
         },
         "p99_ratio": loaded["p99_ms"] / idle["p99_ms"],
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -486,6 +490,11 @@ def main() -> None:
     parser.add_argument(
         "--catalog-only", action="store_true", help="run only the catalog page timing"
     )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="run only the load run (serve p99 idle and during slow historical requests)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_server_"))
@@ -531,7 +540,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         rng = random.Random(11)
         results: dict[str, Any] = {}
-        for size in (1, 100):
+        for size in () if args.load_only else (1, 100):
             batches = [
                 [rng.randrange(args.entities) for _ in range(size)] for _ in range(args.requests)
             ]
@@ -566,10 +575,12 @@ def main() -> None:
             f"{load['loaded']['p99_ms']:.2f} ms ({load['loaded_requests']} requests) vs idle p99 "
             f"{load['idle']['p99_ms']:.2f} ms: {load['p99_ratio']:.2f}x (target <= 2x); "
             f"historical answers {load['historical']['statuses']}, "
-            f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s"
+            f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s; "
+            f"load average {load['load_average'][0]} -> {load['load_average'][1]}"
         )
         store.close()
-        results["catalog"] = catalog_run(workdir, args.catalog_groups, args.catalog_repeats)
+        if not args.load_only:
+            results["catalog"] = catalog_run(workdir, args.catalog_groups, args.catalog_repeats)
         print(json.dumps(results, indent=2))
     finally:
         if server is not None:
