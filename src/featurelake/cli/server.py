@@ -54,6 +54,10 @@ def serve(
             help="Largest historical answer: entities x windows x features x aggs.", min=1
         ),
     ] = 5_000_000,
+    historical_page_cells: Annotated[
+        int,
+        typer.Option(help="Most values in one historical page (larger answers are paged).", min=1),
+    ] = 1_000_000,
     unauthenticated_audit_rows: Annotated[
         int, typer.Option(help="401s audited one by one per client per minute.", min=0)
     ] = 20,
@@ -94,6 +98,7 @@ def serve(
         offline_timeout_seconds=offline_timeout_seconds,
         max_concurrent_per_key=max_concurrent_per_key,
         max_historical_cells=max_historical_cells,
+        historical_page_cells=historical_page_cells,
         unauthenticated_audit_rows=unauthenticated_audit_rows,
         online_refresh_seconds=online_refresh_seconds,
     )

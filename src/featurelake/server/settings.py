@@ -22,6 +22,7 @@ COUNTS = (
     "offline_queue",
     "max_concurrent_per_key",
     "max_historical_cells",
+    "historical_page_cells",
     "unauthenticated_audit_rows",
 )
 ZERO_ALLOWED = ("offline_queue", "unauthenticated_audit_rows")
@@ -49,6 +50,8 @@ class ServerSettings:
       `too_many_requests` with `Retry-After` beyond it).
     - `max_historical_cells`: the largest historical answer, estimated before running as
       entities x windows x features x aggregations (422 `historical_too_large` above it).
+    - `historical_page_cells`: the most values one historical page holds; a larger answer
+      comes in pages of consecutive entities (`next_page_token`), each read on its own.
     - `unauthenticated_audit_rows` per `unauthenticated_audit_window_seconds`: 401s audited
       one row each, per client address; the rest of the window is counted in one summary row.
     - `retry_after_seconds`: the `Retry-After` given with 429, 503 and 504.
@@ -66,6 +69,7 @@ class ServerSettings:
     offline_timeout_seconds: float = 120.0
     max_concurrent_per_key: int = 32
     max_historical_cells: int = 5_000_000
+    historical_page_cells: int = 1_000_000
     unauthenticated_audit_rows: int = 20
     unauthenticated_audit_window_seconds: float = 60.0
     retry_after_seconds: float = 5.0
