@@ -90,7 +90,7 @@ def ledger(live_server: LiveServer) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def paged_url(live_server: LiveServer, ledger: list[dict[str, Any]]) -> Iterator[str]:
     """A second app on the same store whose pages hold at most PAGE_CELLS values."""
-    settings = ServerSettings(key_cache_seconds=0, historical_page_cells=PAGE_CELLS)
+    settings = ServerSettings(key_cache_seconds=0, historical_page_cells=PAGE_CELLS, offline_nice=0)
     url, stop = start_server(create_app(live_server.store, settings))
     yield url
     stop()

@@ -45,6 +45,15 @@ def serve(
     offline_timeout_seconds: Annotated[
         float, typer.Option(help="Time limit of one historical request (504 after it).")
     ] = 120.0,
+    offline_nice: Annotated[
+        int,
+        typer.Option(
+            help="Linux: scheduling priority (nice) of a local Spark driver, so online reads "
+            "run first (0: unchanged).",
+            min=0,
+            max=19,
+        ),
+    ] = 10,
     max_concurrent_per_key: Annotated[
         int, typer.Option(help="Requests one API key may have in flight (429 beyond).", min=1)
     ] = 32,
@@ -96,6 +105,7 @@ def serve(
         offline_threads=offline_threads,
         offline_queue=offline_queue,
         offline_timeout_seconds=offline_timeout_seconds,
+        offline_nice=offline_nice,
         max_concurrent_per_key=max_concurrent_per_key,
         max_historical_cells=max_historical_cells,
         historical_page_cells=historical_page_cells,

@@ -40,6 +40,7 @@ from featurelake.server.models import (
     WriteResponse,
 )
 from featurelake.server.paging import page_of, request_digest
+from featurelake.server.priority import lower_offline_priority
 from featurelake.server.state import API_PREFIX, ServerState, jsonable, server_state
 
 API_KEY_HEADER = APIKeyHeader(
@@ -500,11 +501,14 @@ def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: s
     session = state.store.spark_session
     if session is not None:
         session.addTag(tag)
+    nice = state.settings.offline_nice
+    lower_offline_priority(session, nice)
     try:
         table, metadata = run_query(state.store, query, body.engine)
     finally:
         if session is not None:
             session.removeTag(tag)
+    lower_offline_priority(state.store.spark_session, nice)  # a driver started by this read
     metadata["page"] = {
         "entity_offset": page.offset,
         "entities": len(page.entities),
