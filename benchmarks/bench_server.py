@@ -270,9 +270,11 @@ async def load_run(
     await asyncio.gather(*(serve_while(load) for _ in range(concurrency)))
     await load
     loaded = summary(loaded_times, time.perf_counter() - started)
+    after = await over_http(url, token, batches, concurrency)  # idle again: the noise floor
     return {
         "idle": idle,
         "loaded": loaded,
+        "idle_after": after,
         "loaded_requests": len(loaded_times),
         "historical": {
             "requests": slow,
@@ -281,6 +283,7 @@ async def load_run(
             "max_s": max(seconds),
         },
         "p99_ratio": loaded["p99_ms"] / idle["p99_ms"],
+        "p50_ratio": loaded["p50_ms"] / idle["p50_ms"],
         "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
@@ -574,6 +577,9 @@ def main() -> None:
             f"serve 1x20 while {args.historical} historical requests run: p99 "
             f"{load['loaded']['p99_ms']:.2f} ms ({load['loaded_requests']} requests) vs idle p99 "
             f"{load['idle']['p99_ms']:.2f} ms: {load['p99_ratio']:.2f}x (target <= 2x); "
+            f"p50 {load['loaded']['p50_ms']:.2f} vs {load['idle']['p50_ms']:.2f} ms "
+            f"({load['p50_ratio']:.2f}x); idle again after: p50 "
+            f"{load['idle_after']['p50_ms']:.2f} ms, p99 {load['idle_after']['p99_ms']:.2f} ms; "
             f"historical answers {load['historical']['statuses']}, "
             f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s; "
             f"load average {load['load_average'][0]} -> {load['load_average'][1]}"
