@@ -15,7 +15,8 @@ Reports the server's p50 / p99 as ratios to the in-process read. Then the load r
 table of `--history-rows` rows is written (Spark in this process), and `serve` (1 entity x 20
 features, `--concurrency` clients) is measured idle, then while `--historical` slow historical
 requests (Spark, 1,000 entities, daily windows) run at once on the server's offline threads;
-it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x); serve traffic
+it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x), and serve
+measured idle again after the load (the machine's noise floor, for comparison); serve traffic
 lasts as long as the historical requests (at most 100 passes over its --requests batches).
 Every other loop is bounded by --requests; all traffic stays on 127.0.0.1.
 
