@@ -1,0 +1,442 @@
+"""Small writes without Spark: a pandas or Arrow batch of a few rows written by delta-rs.
+
+A cold process pays Spark's start (~20 s) before its first write; a batch of up to
+`small_write_max_rows` rows (a server's write, a notebook's fix, a test fixture) needs none of
+it. This module does what the Spark write path does, on Arrow:
+
+- conform the batch to the group's schema with the same lossless casts and the same errors
+  (`schema.validation`: missing/extra columns, lossy types, keys that cannot be keys);
+- check the same row rules (`rule_specs`) and raise the same error with the same sample;
+- create the Gold table as Spark does (same columns, nullability, partitions, Change Data
+  Feed, hence the same protocol) and commit append / overwrite / merge on keys + event time
+  with an `_ingested_at` column, tagged with a token in `userMetadata` like Spark's commits.
+
+A table whose protocol delta-rs cannot write (deletion vectors, column mapping, ...) or a
+catalog table is left to Spark: `spark_needed` says why. Commits go through
+`storage.commit_verified`, so a delta-rs commit racing a Spark writer on the same table is
+retried on Delta's optimistic concurrency like the Spark path's, and never lost.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from featurelake import storage
+from featurelake.errors import SchemaValidationError, first_line
+from featurelake.gold.delta_ops import GOLD_TABLE_PROPERTIES, local_table_exists, new_token
+from featurelake.registry import TableLocation, quote_identifier
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, SqlType
+from featurelake.schema.types import DataType, is_safe_cast
+from featurelake.schema.validation import (
+    SAMPLE_ROWS,
+    RuleSpec,
+    column_targets,
+    columns_error,
+    key_type_error,
+    lossy_type_error,
+    rule_specs,
+    shown_columns,
+    violations_error,
+)
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+MODES = ("append", "overwrite", "merge")
+DELTA_RS_PROPERTIES = frozenset({"delta.enableChangeDataFeed"})
+"""Gold table properties delta-rs creates tables with (others: Spark creates the table)."""
+WRITER_FEATURES = frozenset(
+    {"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "timestampNtz"}
+)
+"""Table features delta-rs writes correctly (others, e.g. deletionVectors, go to Spark)."""
+TIMESTAMP = "timestamp"
+
+
+@dataclass(frozen=True)
+class SmallCommit:
+    """What a delta-rs write committed."""
+
+    version: int
+    rows_written: int
+    row_count: int
+
+
+def is_small(data: Any, max_rows: int) -> bool:
+    """True for a pandas DataFrame or an Arrow table of at most `max_rows` rows (0: never)."""
+    if max_rows <= 0:
+        return False
+    kind = type(data)
+    if kind.__module__.startswith("pandas") and kind.__name__ == "DataFrame":
+        return len(data) <= max_rows
+    if kind.__module__.startswith("pyarrow") and kind.__name__ in ("Table", "RecordBatch"):
+        return int(data.num_rows) <= max_rows
+    return False
+
+
+def spark_needed(
+    location: TableLocation,
+    schema: FeatureGroupSchema,
+    mode: str,
+    hooks: Sequence[Callable[..., Any]] = (),
+) -> str | None:
+    """Why this write must take the Spark path, or None when delta-rs can do it."""
+    if mode not in MODES:
+        return f"mode {mode} has no delta-rs write"
+    exists = local_table_exists(location)
+    if exists is None:
+        return f"{location} is not a path table delta-rs opens"
+    for hook in hooks:
+        passes = getattr(hook, "passes_through", None)
+        if passes is None or not passes(schema, mode):
+            return f"the batch hook {getattr(hook, '__name__', type(hook).__name__)} needs it"
+    if exists:
+        return unwritable_protocol(str(location.path))
+    unknown = sorted(set(GOLD_TABLE_PROPERTIES) - DELTA_RS_PROPERTIES)
+    return f"new Gold tables have the properties {unknown}" if unknown else None
+
+
+def unwritable_protocol(path: str) -> str | None:
+    """Why delta-rs must not write the table at `path` (its protocol), or None."""
+    protocol = storage.open_table(path).protocol()
+    features = set(protocol.writer_features or ()) | set(protocol.reader_features or ())
+    if protocol.min_reader_version > 1 and not protocol.reader_features:
+        return f"reader version {protocol.min_reader_version} (column mapping)"
+    if protocol.min_writer_version > 4 and protocol.writer_features is None:
+        return f"writer version {protocol.min_writer_version}"
+    unsupported = sorted(features - WRITER_FEATURES)
+    if unsupported:
+        return f"the table features {unsupported}"
+    return None
+
+
+def write(
+    schema: FeatureGroupSchema,
+    location: TableLocation,
+    data: Any,
+    mode: str,
+    *,
+    retry: Callable[[str, Callable[[], Any]], Any],
+) -> SmallCommit:
+    """Validate `data` and write it to the group's Gold table with delta-rs.
+
+    `retry(what, operation)` runs a commit again on a Delta conflict (the store's retries).
+    A refused batch raises SchemaValidationError before anything is created or committed.
+    """
+    path = str(location.path)
+    key_types = existing_key_types(path, schema)
+    batch = conform(data, schema, key_types)
+    check_rows(batch, schema, rule_specs(schema, unique_key_time=mode == "merge"))
+    now = datetime.now(UTC)
+    import pyarrow as pa
+
+    stamped = batch.append_column(
+        pa.field(INGESTED_AT, pa.timestamp("us", tz="UTC")),
+        pa.array([now] * batch.num_rows, pa.timestamp("us", tz="UTC")),
+    )
+    retry(f"creating the Gold table {location}", lambda: create_table(path, schema, stamped))
+    token = new_token()
+    what = f"writing group '{schema.name}' v{schema.version} ({mode})"
+
+    def attempt() -> tuple[int, int | None]:
+        return storage.commit_verified(
+            path, lambda props: _commit(path, schema, stamped, mode, props, token)
+        )
+
+    rows_written, version = retry(what, attempt)
+    if version is None:  # a merge that changed nothing still reports the current version
+        version = int(storage.open_table(path).version())
+    return SmallCommit(version, int(rows_written), row_count(path))
+
+
+# -- conforming the batch ---------------------------------------------------------------------
+
+
+def arrow_type(sql_type: SqlType) -> pa.DataType:
+    """The Arrow type of a featurelake type as Spark and delta-rs store it."""
+    import pyarrow as pa
+
+    atomic: dict[DataType, pa.DataType] = {
+        DataType.INT: pa.int32(),
+        DataType.BIGINT: pa.int64(),
+        DataType.FLOAT: pa.float32(),
+        DataType.DOUBLE: pa.float64(),
+        DataType.STRING: pa.string(),
+        DataType.BOOLEAN: pa.bool_(),
+        DataType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
+        DataType.DATE: pa.date32(),
+    }
+    return sql_type.fold(
+        lambda t: (
+            pa.decimal128(t.precision, t.scale) if t.kind is DataType.DECIMAL else atomic[t.kind]
+        ),
+        pa.list_,
+        pa.map_,
+        lambda fields: pa.struct([pa.field(name, t) for name, t in fields]),
+    )
+
+
+def sql_type_of(arrow: pa.DataType) -> SqlType | None:
+    """The featurelake type of an Arrow type (as Spark would read it), or None."""
+    import pyarrow as pa
+    import pyarrow.types as at
+
+    if at.is_int8(arrow) or at.is_int16(arrow) or at.is_int32(arrow):
+        return SqlType(DataType.INT)
+    if at.is_int64(arrow):
+        return SqlType(DataType.BIGINT)
+    simple = {
+        pa.float32(): DataType.FLOAT,
+        pa.float64(): DataType.DOUBLE,
+        pa.bool_(): DataType.BOOLEAN,
+        pa.date32(): DataType.DATE,
+    }
+    if arrow in simple:
+        return SqlType(simple[arrow])
+    if at.is_string(arrow) or at.is_large_string(arrow) or at.is_string_view(arrow):
+        return SqlType(DataType.STRING)
+    if at.is_timestamp(arrow):
+        return SqlType(DataType.TIMESTAMP)
+    if at.is_decimal(arrow):
+        return SqlType(DataType.DECIMAL, precision=arrow.precision, scale=arrow.scale)
+    if at.is_list(arrow) or at.is_large_list(arrow):
+        element = sql_type_of(arrow.value_type)
+        return None if element is None else SqlType(DataType.ARRAY, element=element)
+    if at.is_map(arrow):
+        key, value = sql_type_of(arrow.key_type), sql_type_of(arrow.item_type)
+        return None if key is None or value is None else SqlType(DataType.MAP, key=key, value=value)
+    if at.is_struct(arrow):
+        parts = [
+            (arrow.field(i).name, sql_type_of(arrow.field(i).type)) for i in range(arrow.num_fields)
+        ]
+        if any(t is None for _, t in parts):
+            return None
+        return SqlType(DataType.STRUCT, fields=tuple((n, t) for n, t in parts if t is not None))
+    return None
+
+
+def conform(data: Any, schema: FeatureGroupSchema, key_types: dict[str, SqlType]) -> pa.Table:
+    """The batch as an Arrow table of the group's columns and types (lossless casts only).
+
+    pandas columns convert to the declared types as the Spark path converts them (Arrow's
+    safe conversion, wall-clock times meaning UTC); an Arrow batch keeps its types, checked and
+    cast like a Spark frame's by `conform_columns`. Raises the errors of the Spark path.
+    """
+    import pyarrow as pa
+
+    is_pandas = not isinstance(data, (pa.Table, pa.RecordBatch))
+    names = [str(c) for c in data.columns] if is_pandas else list(data.schema.names)
+    present = [n for n in names if n != INGESTED_AT]
+    expected = schema.columns
+    missing = [c for c in expected if c not in present]
+    extra = [c for c in present if c not in expected]
+    if missing or extra:
+        raise columns_error(schema, missing, extra)
+    targets = column_targets(schema, key_types)
+    table = _from_pandas(data, schema, targets) if is_pandas else pa.table(data)
+    columns: list[pa.Array | pa.ChunkedArray] = []
+    fields: list[pa.Field] = []
+    for name in expected:
+        column = table.column(name)
+        actual = sql_type_of(column.type)
+        target = targets[name]
+        if target is None:
+            if actual is None or not actual.is_atomic:
+                raise key_type_error(schema, name, str(column.type))
+            target = actual
+        if actual is None or not is_safe_cast(actual, target):
+            raise lossy_type_error(
+                schema, name, actual.simple_string() if actual else str(column.type), target
+            )
+        wanted = arrow_type(target)
+        if column.type != wanted:
+            column = column.cast(wanted, safe=target.kind is not DataType.TIMESTAMP)
+        columns.append(column)
+        fields.append(pa.field(name, wanted))
+    return pa.Table.from_arrays(columns, schema=pa.schema(fields))
+
+
+def _from_pandas(
+    frame: Any, schema: FeatureGroupSchema, targets: dict[str, SqlType | None]
+) -> pa.Table:
+    import pyarrow as pa
+
+    from featurelake.times import pandas_utc
+
+    frame = pandas_utc(frame, aware=True)
+    arrays = {}
+    for name in schema.columns:
+        target = targets[name]
+        series = frame[name]
+        try:
+            if target is None:
+                arrays[name] = pa.array(series, from_pandas=True)
+            elif target.kind is DataType.TIMESTAMP:  # sub-microsecond digits are dropped
+                converted = pa.array(series, from_pandas=True)
+                arrays[name] = converted.cast(arrow_type(target), safe=False)
+            else:
+                arrays[name] = pa.array(
+                    series, type=arrow_type(target), from_pandas=True, safe=True
+                )
+        except (
+            pa.ArrowInvalid,
+            pa.ArrowTypeError,
+            pa.ArrowNotImplementedError,
+            TypeError,
+            ValueError,
+        ) as error:
+            raise SchemaValidationError(
+                f"The pandas batch for group '{schema.name}' does not convert to the schema's "
+                f"types without loss: column '{name}': {first_line(error)}",
+                fix="correct the column types in pandas (nullable integers need dtype 'Int64').",
+                group=schema.name,
+            ) from error
+    return pa.table(arrays)
+
+
+# -- row rules --------------------------------------------------------------------------------
+
+
+def check_rows(batch: pa.Table, schema: FeatureGroupSchema, specs: list[RuleSpec]) -> None:
+    """Raise the Spark path's error (counts and sample rows) when a row breaks a rule."""
+    masks = [_violations(batch, schema, spec) for spec in specs]
+    broken = [
+        (i, spec, sum(mask))
+        for i, (spec, mask) in enumerate(zip(specs, masks, strict=True))
+        if any(mask)
+    ]
+    if not broken:
+        return
+    index, first, _ = broken[0]
+    shown = shown_columns(schema, first.column)
+    rows = batch.select(shown).to_pylist()
+    sample = [_naive(row) for row, bad in zip(rows, masks[index], strict=True) if bad][:SAMPLE_ROWS]
+    raise violations_error(schema, [(s.column, s.rule, n) for _, s, n in broken], sample)
+
+
+def _violations(batch: pa.Table, schema: FeatureGroupSchema, spec: RuleSpec) -> list[bool]:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = batch.column(spec.column)
+    if spec.kind == "null":
+        mask = pc.is_null(column)
+    elif spec.kind in ("min", "max"):
+        compare = pc.less if spec.kind == "min" else pc.greater
+        mask = compare(column, pa.scalar(spec.value))
+    elif spec.kind == "allowed":
+        try:
+            allowed = pa.array(spec.value).cast(column.type)
+            found = pc.is_in(column, value_set=allowed)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            values = set(spec.value)
+            found = pa.array([v in values for v in column.to_pylist()])
+        mask = pc.and_(pc.is_valid(column), pc.invert(found))
+    else:
+        keys = batch.select([*schema.entity_keys, schema.timestamp_key]).to_pylist()
+        tuples = [tuple(row.values()) for row in keys]
+        counts = Counter(tuples)
+        return [counts[t] > 1 for t in tuples]
+    return [bool(v) for v in pc.fill_null(mask, False).to_pylist()]
+
+
+def _naive(row: dict[str, Any]) -> dict[str, Any]:
+    """Times as Spark returns them in a UTC session (naive)."""
+    return {
+        k: v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) and v.tzinfo else v
+        for k, v in row.items()
+    }
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def existing_key_types(path: str, schema: FeatureGroupSchema) -> dict[str, SqlType]:
+    """The entity key types of the table at `path` (empty when there is none yet)."""
+    if not storage.is_delta_table(path):
+        return {}
+    import pyarrow as pa
+
+    fields = pa.schema(storage.open_table(path).schema().to_arrow())
+    types = {}
+    for key in schema.entity_keys:
+        if key in fields.names:
+            found = sql_type_of(fields.field(key).type)
+            if found is not None:
+                types[key] = found
+    return types
+
+
+def create_table(path: str, schema: FeatureGroupSchema, batch: pa.Table) -> None:
+    """Create the Gold table as `delta_ops.create_table` does (a no-op when it exists)."""
+    if storage.is_delta_table(path):
+        return
+    import pyarrow as pa
+
+    not_null = {*schema.entity_keys, schema.timestamp_key}
+    fields = [pa.field(f.name, f.type, nullable=f.name not in not_null) for f in batch.schema]
+    try:
+        storage.create_table(
+            path,
+            pa.schema(fields),
+            mode="ignore",
+            partition_by=list(schema.partition_columns) or None,
+            configuration=dict(GOLD_TABLE_PROPERTIES),
+        )
+    except Exception:
+        if not storage.is_delta_table(path):  # another writer creating it at once is fine
+            raise
+
+
+def _commit(
+    path: str, schema: FeatureGroupSchema, batch: pa.Table, mode: str, properties: Any, token: str
+) -> int:
+    """One delta-rs commit of `batch`; the rows it added or changed."""
+    from deltalake import CommitProperties
+
+    tagged = CommitProperties(
+        custom_metadata={**(properties.custom_metadata or {}), "userMetadata": token}
+        if properties is not None
+        else {"userMetadata": token}
+    )
+    table = storage.open_table(path)
+    import pyarrow as pa
+
+    layout = pa.schema(table.schema().to_arrow())
+    data = (
+        batch.select(layout.names).cast(
+            pa.schema([pa.field(f.name, f.type, nullable=True) for f in layout])
+        )
+        if set(layout.names) == set(batch.schema.names)
+        else batch
+    )
+    if mode == "merge":
+        on = [*schema.entity_keys, schema.timestamp_key]
+        predicate = " AND ".join(f"t.{quote_identifier(c)} = s.{quote_identifier(c)}" for c in on)
+        metrics = (
+            table.merge(
+                data, predicate, source_alias="s", target_alias="t", commit_properties=tagged
+            )
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .execute()
+        )
+        return int(metrics.get("num_target_rows_inserted", 0)) + int(
+            metrics.get("num_target_rows_updated", 0)
+        )
+    storage.write_table(path, data, mode=mode, commit_properties=tagged)
+    return int(data.num_rows)
+
+
+def row_count(path: str) -> int:
+    """Rows in the current version, from the log's file statistics."""
+    import pyarrow as pa
+
+    actions = pa.table(storage.open_table(path).get_add_actions(flatten=True))
+    counts = actions.column("num_records").to_pylist() if actions.num_rows else []
+    if all(c is not None for c in counts):
+        return int(sum(counts))
+    return int(storage.open_table(path).to_pyarrow_table(columns=[]).num_rows)
