@@ -19,10 +19,15 @@ retried on Delta's optimistic concurrency like the Spark path's, and never lost.
 
 from __future__ import annotations
 
+import json
+import os
+import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from featurelake import storage
@@ -48,7 +53,14 @@ if TYPE_CHECKING:
 
 MODES = ("append", "overwrite", "merge")
 DELTA_RS_PROPERTIES = frozenset({"delta.enableChangeDataFeed"})
-"""Gold table properties delta-rs creates tables with (others: Spark creates the table)."""
+"""Gold table properties delta-rs writes correctly (others: Spark creates the table)."""
+GOLD_PROTOCOL: dict[str, Any] = {
+    "minReaderVersion": 1,
+    "minWriterVersion": 7,
+    "writerFeatures": ["invariants", "changeDataFeed", "appendOnly"],
+}
+"""The protocol Spark's Delta gives a new Gold table (CREATE TABLE with Change Data Feed);
+`tests/offline/test_small_writes.py` compares the two."""
 WRITER_FEATURES = frozenset(
     {"appendOnly", "invariants", "checkConstraints", "changeDataFeed", "timestampNtz"}
 )
@@ -95,6 +107,8 @@ def spark_needed(
             return f"the batch hook {getattr(hook, '__name__', type(hook).__name__)} needs it"
     if exists:
         return unwritable_protocol(str(location.path))
+    if storage.is_object_store(str(location.path)):
+        return "creating a Gold table on object storage (no put-if-absent here)"
     unknown = sorted(set(GOLD_TABLE_PROPERTIES) - DELTA_RS_PROPERTIES)
     return f"new Gold tables have the properties {unknown}" if unknown else None
 
@@ -371,24 +385,62 @@ def existing_key_types(path: str, schema: FeatureGroupSchema) -> dict[str, SqlTy
 
 
 def create_table(path: str, schema: FeatureGroupSchema, batch: pa.Table) -> None:
-    """Create the Gold table as `delta_ops.create_table` does (a no-op when it exists)."""
+    """Create the Gold table as Spark's `delta_ops.create_table` does: the same columns and
+    nullability, partitions, properties and protocol (`GOLD_PROTOCOL`), in one commit put only
+    if absent (a no-op when the table exists or another writer creates it at once)."""
     if storage.is_delta_table(path):
         return
     import pyarrow as pa
+    from deltalake import Schema
 
     not_null = {*schema.entity_keys, schema.timestamp_key}
     fields = [pa.field(f.name, f.type, nullable=f.name not in not_null) for f in batch.schema]
+    now = int(time.time() * 1000)
+    partitions = list(schema.partition_columns)
+    actions = [
+        {
+            "commitInfo": {
+                "timestamp": now,
+                "operation": "CREATE TABLE",
+                "operationParameters": {
+                    "partitionBy": json.dumps(partitions),
+                    "description": None,
+                    "isManaged": "false",
+                    "properties": json.dumps(GOLD_TABLE_PROPERTIES),
+                },
+                "isBlindAppend": True,
+                "engineInfo": f"featurelake delta-rs:py-{deltalake_version()}",
+            }
+        },
+        {
+            "metaData": {
+                "id": str(uuid.uuid4()),
+                "format": {"provider": "parquet", "options": {}},
+                "schemaString": Schema.from_arrow(pa.schema(fields)).to_json(),
+                "partitionColumns": partitions,
+                "configuration": dict(GOLD_TABLE_PROPERTIES),
+                "createdTime": now,
+            }
+        },
+        {"protocol": GOLD_PROTOCOL},
+    ]
+    _, folder = storage.filesystem(path)
+    log = Path(folder) / "_delta_log"
+    log.mkdir(parents=True, exist_ok=True)
+    staged = log / f".{uuid.uuid4().hex}.json.tmp"
+    staged.write_text("".join(json.dumps(a) + "\n" for a in actions))
     try:
-        storage.create_table(
-            path,
-            pa.schema(fields),
-            mode="ignore",
-            partition_by=list(schema.partition_columns) or None,
-            configuration=dict(GOLD_TABLE_PROPERTIES),
-        )
-    except Exception:
-        if not storage.is_delta_table(path):  # another writer creating it at once is fine
-            raise
+        os.link(staged, log / f"{0:020d}.json")  # put if absent, like delta-rs' local commits
+    except FileExistsError:
+        pass
+    finally:
+        staged.unlink()
+
+
+def deltalake_version() -> str:
+    from importlib.metadata import version
+
+    return version("deltalake")
 
 
 def _commit(
