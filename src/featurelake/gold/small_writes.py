@@ -290,6 +290,11 @@ def _from_pandas(
                 arrays[name] = pa.array(series, from_pandas=True)
             elif target.kind is DataType.TIMESTAMP:  # sub-microsecond digits are dropped
                 converted = pa.array(series, from_pandas=True)
+                kind = converted.type
+                if not (
+                    pa.types.is_timestamp(kind) or pa.types.is_date(kind) or pa.types.is_null(kind)
+                ):
+                    raise TypeError(f"{converted.type} values are not times")
                 arrays[name] = converted.cast(arrow_type(target), safe=False)
             else:
                 arrays[name] = pa.array(
