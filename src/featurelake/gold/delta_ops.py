@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 # `userMetadata` conf (SQL MERGE has no per-statement option) hold this lock.
 _SESSION_CONF_LOCK = threading.Lock()
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+GOLD_TABLE_PROPERTIES: dict[str, str] = {"delta.enableChangeDataFeed": "true"}
+"""The properties of a new Gold table (delta-rs small writes create tables with them too)."""
 
 
 @dataclass(frozen=True)
@@ -93,9 +95,10 @@ def create_table(
         partitioned = (
             " PARTITIONED BY (" + ", ".join(map(quote_identifier, schema.partition_columns)) + ")"
         )
+    properties = ", ".join(f"'{k}' = '{v}'" for k, v in GOLD_TABLE_PROPERTIES.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {location.sql_name} ({', '.join(parts)}) USING DELTA"
-        f"{partitioned} TBLPROPERTIES ('delta.enableChangeDataFeed' = 'true')"
+        f"{partitioned} TBLPROPERTIES ({properties})"
     )
 
 
