@@ -62,6 +62,7 @@ def main() -> None:
         spark_master="local[*]",
         spark_shuffle_partitions=args.partitions,
         spark_conf={"spark.driver.memory": "6g", "spark.ui.enabled": "false"},
+        gold_deletion_vectors=True,
     )
     spark = get_spark(config)
     from pyspark.sql import functions as F

@@ -161,6 +161,34 @@ def shuffle_sort(entity_df: DataFrame, features: DataFrame) -> DataFrame:
     return rows.repartition(KEY).sortWithinPartitions(KEY, "ts")
 
 
+def tempo_asof(entity_df: DataFrame, features: DataFrame, ttl: timedelta | None) -> DataFrame:
+    """dbl-tempo's `asofJoin` of the same rows (ties by `_ingested_at` as its sequence column,
+    whole rows rather than the last non-null value per column), when it is installed."""
+    from tempo import TSDF
+
+    left = TSDF(entity_df, ts_col="ts", partition_cols=[KEY])
+    right = TSDF(  # tempo wants one time column name on both sides
+        features.select(KEY, F.col(TS).alias("ts"), "_ingested_at", *FEATURES),
+        ts_col="ts",
+        partition_cols=[KEY],
+        sequence_col="_ingested_at",
+    )
+    tolerance = int(ttl.total_seconds()) if ttl is not None else None
+    joined = left.asofJoin(
+        right, right_prefix="r", skipNulls=False, suppress_null_warning=True, tolerance=tolerance
+    )
+    return joined.df
+
+
+def has_tempo() -> bool:
+    """Whether dbl-tempo is installed (`pip install dbl-tempo ipython scipy`)."""
+    try:
+        import tempo  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def shuffle_read_bytes(spark: SparkSession, group: str) -> int | None:
     """Shuffle bytes read by the stages of the job group's jobs, from the REST status API."""
     ui = spark.sparkContext.uiWebUrl
@@ -262,11 +290,14 @@ def measure(
             output_names={},
             ttl=ttl,
         )
-        return {
+        chosen = {
             "shuffle_sort": lambda: shuffle_sort(entity, events),
             "point_in_time": lambda: point_in_time_join(entity, [source], "ts"),
             "naive": lambda: naive(entity, events, ttl),
         }
+        if args.tempo and has_tempo():
+            chosen["tempo"] = lambda: tempo_asof(entity, events, ttl)
+        return chosen
 
     if warm_up:  # JIT-compile every variant's code on a 10% key sample (not the hot key 0)
         sample = F.col(KEY) % 10 == 1
@@ -278,6 +309,8 @@ def measure(
         "point_in_time": best(spark, builds["point_in_time"], args.repeat, cpu),
     }
     limit = timings["point_in_time"].seconds * args.naive_timeout_factor
+    if "tempo" in builds:
+        timings["tempo"] = best(spark, builds["tempo"], args.repeat, cpu, limit)
     timings["naive"] = best(spark, builds["naive"], args.repeat, cpu, limit)
     return timings
 
@@ -387,6 +420,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per variant; best is kept")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument(
+        "--tempo",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time dbl-tempo's asofJoin when it is installed",
+    )
+    parser.add_argument(
         "--cluster",
         metavar="MASTER",
         help="compare the join on --master with the same join on this master "
@@ -442,7 +481,17 @@ def main() -> None:
                     ratio(pit, floor, cpu=True),
                 )
                 print(f"  {case:<12}" + " ".join(f"{c:>10}" for c in cells))
-        print("targets: naive/pit >= 3x (uniform), >= 10x (skewed); pit/sort <= 1.3x")
+        if all("tempo" in t for t in results.values()):
+            print("dbl-tempo asofJoin / point-in-time join (wall; JVM CPU)")
+            for case, t in results.items():
+                line = ratio(t["tempo"], t["point_in_time"])
+                if t["tempo"].cpu_seconds is not None and t["point_in_time"].cpu_seconds:
+                    line += f"; {ratio(t['tempo'], t['point_in_time'], cpu=True)}"
+                print(f"  {case:<12} {t['tempo']} s / {t['point_in_time']} s: {line}")
+        print(
+            "targets: naive/pit >= 3x (uniform), >= 10x (skewed); pit/sort <= 1.15x; "
+            "tempo/pit >= 1.3x"
+        )
         spark.stop()
 
 

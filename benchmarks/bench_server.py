@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_server.py                       # 10k entities x 20 features
     .venv/bin/python benchmarks/bench_server.py --requests 4000 --concurrency 16
+    .venv/bin/python benchmarks/bench_server.py --load-only --requests 500   # the load run alone
 
 Starts its own redis-server and `featurelake serve` (one uvicorn process) on free loopback
 ports, both stopped at the end; no Spark is started. It fills the Redis online store with a
@@ -14,8 +15,10 @@ Reports the server's p50 / p99 as ratios to the in-process read. Then the load r
 table of `--history-rows` rows is written (Spark in this process), and `serve` (1 entity x 20
 features, `--concurrency` clients) is measured idle, then while `--historical` slow historical
 requests (Spark, 1,000 entities, daily windows) run at once on the server's offline threads;
-it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x). Every loop is
-bounded by --requests; all traffic stays on 127.0.0.1.
+it reports the loaded p99 as a ratio to the idle p99 (the target is within 2x), and serve
+measured idle again after the load (the machine's noise floor, for comparison); serve traffic
+lasts as long as the historical requests (at most 100 passes over its --requests batches).
+Every other loop is bounded by --requests; all traffic stays on 127.0.0.1.
 
 The catalog run (`--catalog-only` runs just it): a registry of `--catalog-groups` groups, each
 with a write, statistics and a check report, served in this process; it times the search page
@@ -29,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import shutil
 import socket
@@ -224,6 +228,9 @@ def historical_body() -> dict[str, Any]:
     }
 
 
+LOADED_ROUNDS = 100  # serve loops over its batches at most this often while the load runs
+
+
 async def load_run(
     url: str, token: str, batches: list[list[int]], concurrency: int, slow: int
 ) -> dict[str, Any]:
@@ -253,7 +260,8 @@ async def load_run(
 
     async def serve_while(load: asyncio.Task[None]) -> None:
         async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
-            for entities in batches:
+            for n in range(LOADED_ROUNDS * len(batches)):  # until the load ends (bounded)
+                entities = batches[n % len(batches)]
                 if load.done():
                     return
                 t0 = time.perf_counter()
@@ -261,16 +269,21 @@ async def load_run(
                 loaded_times.append(time.perf_counter() - t0)
                 response.raise_for_status()
 
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     load = asyncio.create_task(slow_load())
     await asyncio.sleep(0.5)  # the historical requests are in
     await asyncio.gather(*(serve_while(load) for _ in range(concurrency)))
+    served_for = time.perf_counter() - started
     await load
-    loaded = summary(loaded_times, time.perf_counter() - started)
+    loaded = summary(loaded_times, served_for)
+    after = await over_http(url, token, batches, concurrency)  # idle again: the noise floor
     return {
         "idle": idle,
         "loaded": loaded,
+        "idle_after": after,
         "loaded_requests": len(loaded_times),
+        "loaded_seconds": served_for,
         "historical": {
             "requests": slow,
             "statuses": {str(s): statuses.count(s) for s in sorted(set(statuses))},
@@ -278,6 +291,8 @@ async def load_run(
             "max_s": max(seconds),
         },
         "p99_ratio": loaded["p99_ms"] / idle["p99_ms"],
+        "p50_ratio": loaded["p50_ms"] / idle["p50_ms"],
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -486,6 +501,11 @@ def main() -> None:
     parser.add_argument(
         "--catalog-only", action="store_true", help="run only the catalog page timing"
     )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="run only the load run (serve p99 idle and during slow historical requests)",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="bench_server_"))
@@ -531,7 +551,7 @@ def main() -> None:
         url = f"http://127.0.0.1:{port}"
         rng = random.Random(11)
         results: dict[str, Any] = {}
-        for size in (1, 100):
+        for size in () if args.load_only else (1, 100):
             batches = [
                 [rng.randrange(args.entities) for _ in range(size)] for _ in range(args.requests)
             ]
@@ -563,13 +583,19 @@ def main() -> None:
         results["load"] = load
         print(
             f"serve 1x20 while {args.historical} historical requests run: p99 "
-            f"{load['loaded']['p99_ms']:.2f} ms ({load['loaded_requests']} requests) vs idle p99 "
+            f"{load['loaded']['p99_ms']:.2f} ms ({load['loaded_requests']} requests over "
+            f"{load['loaded_seconds']:.0f} s) vs idle p99 "
             f"{load['idle']['p99_ms']:.2f} ms: {load['p99_ratio']:.2f}x (target <= 2x); "
+            f"p50 {load['loaded']['p50_ms']:.2f} vs {load['idle']['p50_ms']:.2f} ms "
+            f"({load['p50_ratio']:.2f}x); idle again after: p50 "
+            f"{load['idle_after']['p50_ms']:.2f} ms, p99 {load['idle_after']['p99_ms']:.2f} ms; "
             f"historical answers {load['historical']['statuses']}, "
-            f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s"
+            f"p50 {load['historical']['p50_s']:.1f} s, max {load['historical']['max_s']:.1f} s; "
+            f"load average {load['load_average'][0]} -> {load['load_average'][1]}"
         )
         store.close()
-        results["catalog"] = catalog_run(workdir, args.catalog_groups, args.catalog_repeats)
+        if not args.load_only:
+            results["catalog"] = catalog_run(workdir, args.catalog_groups, args.catalog_repeats)
         print(json.dumps(results, indent=2))
     finally:
         if server is not None:

@@ -68,6 +68,13 @@ class FeatureStoreConfig:
     database: str | None = None
     hybrid_threshold_rows: int = 100_000
     duckdb_threshold_rows: int = 250_000
+    small_write_max_rows: int = 10_000
+    """pandas/Arrow writes of at most this many rows go through delta-rs, without Spark (0:
+    always Spark)."""
+    gold_deletion_vectors: bool = False
+    """New Gold tables keep deletion vectors: a MERGE (an incremental materialization) marks
+    the rows it replaces instead of copying the rest of their files; delta-rs small writes
+    then go to Spark for those tables."""
     max_retries: int = 5
     retry_backoff_ms: int = 100
     retry_backoff_multiplier: float = 2.0
@@ -314,6 +321,7 @@ def _validate(config: FeatureStoreConfig) -> None:
     non_negative = {
         "hybrid_threshold_rows": config.hybrid_threshold_rows,
         "duckdb_threshold_rows": config.duckdb_threshold_rows,
+        "small_write_max_rows": config.small_write_max_rows,
         "max_retries": config.max_retries,
         "retry_backoff_ms": config.retry_backoff_ms,
         "metadata_cache_ttl_seconds": config.metadata_cache_ttl_seconds,

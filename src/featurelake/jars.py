@@ -13,6 +13,8 @@ import hashlib
 import os
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,14 +77,10 @@ def fetch_delta_jars(
     repo = maven_repository(repository)
     wanted = version or delta_version()
     folder = Path(target).expanduser()
-    try:
+    with _file_errors(
+        f"The jars folder {folder} cannot be created", "pass a folder you can write to.", folder
+    ):
         folder.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise JarDownloadError(
-            f"The jars folder {folder} cannot be created: {error.strerror or error}.",
-            fix="pass a folder you can write to.",
-            path=str(folder),
-        ) from error
     return [_fetch_one(repo, artifact, wanted, folder, timeout) for artifact in DELTA_ARTIFACTS]
 
 
@@ -97,29 +95,37 @@ def _fetch_one(
     staged = path.with_name(f".{path.name}.{os.getpid()}.part")
     digest = hashlib.sha1(usedforsecurity=False)
     try:
-        with _open(url, timeout) as response, staged.open("wb") as out:
-            while chunk := response.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-        actual = digest.hexdigest()
-        if actual != expected:
-            raise JarDownloadError(
-                f"The jar {url} does not match its published checksum (sha1 {actual}, "
-                f"expected {expected}).",
-                fix="run the command again; if it persists, the repository (or a proxy in "
-                f"between) serves a broken file: point {MAVEN_REPO_ENV} at another mirror.",
-                url=url,
-            )
-        os.replace(staged, path)
-    except OSError as error:
-        raise JarDownloadError(
-            f"Writing {path} failed: {error.strerror or error}.",
-            fix="check that the folder is writable and has room.",
-            path=str(path),
-        ) from error
+        with _file_errors(
+            f"Writing {path} failed", "check that the folder is writable and has room.", path
+        ):
+            with _open(url, timeout) as response, staged.open("wb") as out:
+                while chunk := response.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+            actual = digest.hexdigest()
+            if actual != expected:
+                raise JarDownloadError(
+                    f"The jar {url} does not match its published checksum (sha1 {actual}, "
+                    f"expected {expected}).",
+                    fix="run the command again; if it persists, the repository (or a proxy in "
+                    f"between) serves a broken file: point {MAVEN_REPO_ENV} at another mirror.",
+                    url=url,
+                )
+            os.replace(staged, path)
     finally:
         staged.unlink(missing_ok=True)
     return FetchedJar(artifact, path.resolve(), url, expected, path.stat().st_size, True)
+
+
+@contextmanager
+def _file_errors(what: str, fix: str, path: Path) -> Iterator[None]:
+    """An OSError of the block as a JarDownloadError: `{what}: {reason}.`"""
+    try:
+        yield
+    except OSError as error:
+        raise JarDownloadError(
+            f"{what}: {error.strerror or error}.", fix=fix, path=str(path)
+        ) from error
 
 
 def _published_sha1(url: str, timeout: float) -> str:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from featurelake.errors import MaterializationError
+
 if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import Column, DataFrame
@@ -21,6 +23,26 @@ if TYPE_CHECKING:
 def utc_naive(value: datetime) -> datetime:
     """`value` as a naive datetime in UTC (naive input is taken as UTC already)."""
     return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo is not None else value
+
+
+def event_time_range(
+    start: datetime | None, end: datetime | None, *, what: str
+) -> tuple[datetime, datetime]:
+    """`[start, end)` of event times as naive UTC datetimes (aware ones are converted); a typed
+    `MaterializationError` for a missing bound or `start >= end`."""
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        raise MaterializationError(
+            f"The {what} range [{start}, {end}) needs both bounds as datetimes.",
+            fix="pass both as datetimes (start inclusive, end exclusive; naive means UTC).",
+        )
+    start, end = utc_naive(start), utc_naive(end)
+    if start >= end:
+        raise MaterializationError(
+            f"The {what} range [{start}, {end}) is not a valid time range: start is not before "
+            "end.",
+            fix="pass start < end (start inclusive, end exclusive).",
+        )
+    return start, end
 
 
 def utc_aware(value: datetime) -> datetime:
@@ -38,6 +60,15 @@ def spark_time_literal(value: datetime) -> Column:
     from pyspark.sql import functions as F
 
     return F.lit(utc_aware(value))
+
+
+def rows_in_range(
+    frame: DataFrame, column: str, time_range: tuple[datetime, datetime]
+) -> DataFrame:
+    """The rows of `frame` with `start <= column < end` (naive bounds mean UTC)."""
+    start, end = time_range
+    times = frame[column]
+    return frame.where((times >= spark_time_literal(start)) & (times < spark_time_literal(end)))
 
 
 def sql_time_literal(value: datetime) -> str:

@@ -72,11 +72,11 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> SimpleNamespace:
 @pytest.fixture
 def make_store(
     spark: SparkSession, tmp_path: Path, store_paths: Any
-) -> Callable[[str], MaterializedFeatureStore]:
+) -> Callable[..., MaterializedFeatureStore]:
     """Stores with their own storage paths under this test's tmp folder (or the run's S3
     bucket in s3 mode)."""
 
-    def make(name: str = "store") -> MaterializedFeatureStore:
+    def make(name: str = "store", **options: Any) -> MaterializedFeatureStore:
         config = FeatureStoreConfig(
             storage_path=store_paths.path(tmp_path / name),
             storage=store_paths.storage,
@@ -85,6 +85,7 @@ def make_store(
             max_retries=8,
             retry_backoff_ms=20,
             metadata_cache_ttl_seconds=60,
+            **options,
         )
         return MaterializedFeatureStore(config, spark)
 

@@ -20,7 +20,7 @@ from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
 
-Stores = Callable[[str], MaterializedFeatureStore]
+Stores = Callable[..., MaterializedFeatureStore]
 
 
 def _gold_version(store: MaterializedFeatureStore, group: str) -> int:
@@ -169,16 +169,16 @@ def test_python_transform_and_query_only_source(
 def test_incremental_equals_rebuild_for_newest_and_spread_changes(
     spark: SparkSession, kit: SimpleNamespace, make_store: Stores, shape: str
 ) -> None:
-    """Updates, deletes and inserts on the newest rows or spread over the table: the MERGE
-    marks replaced rows with deletion vectors (no unchanged row copied) and the table equals
-    a rebuild."""
+    """Updates, deletes and inserts on the newest rows or spread over the table: with
+    `gold_deletion_vectors` the MERGE marks replaced rows with deletion vectors (no unchanged
+    row copied) and the table equals a rebuild."""
     rows = 400
     path = kit.silver(kit.rows(range(rows)))
     spark.read.format("delta").load(path).repartitionByRange(4, "id").write.format("delta").mode(
         "overwrite"
     ).save(path)
     schema = kit.group({"table": path, "query": kit.query})
-    store = make_store("incremental")
+    store = make_store("incremental", gold_deletion_vectors=True)
     store.register_features(schema)
     materialize_from_source(store, "spend")
     assert len(store.read_table("spend").inputFiles()) > 1

@@ -182,13 +182,48 @@ def test_materialize_over_http(
     assert (body["group"], body["kind"], body["rows_written"]) == ("user_ages", "virtual", 2)
     gold = store.read_table("user_ages").toPandas().set_index("user_id")
     assert gold.loc["user_1", "user_age"] == 34 and gold.loc["user_2", "user_age"] == 24
-    # the seed's date range is not a field here: the answer names the fields there are
+    # the seed's date range: only the rows of January are recomputed from the query's rows now
+    later = T0 + timedelta(days=40)
+    store.spark.createDataFrame(
+        pd.DataFrame(
+            {
+                "user_id": ["user_1", "user_3", "user_4"],
+                "timestamp": [T0 + timedelta(days=5), T0 + timedelta(days=9), later],
+                "birth_year": [1980, 1970, 1960],
+            }
+        )
+    ).write.format("delta").mode("append").save(str(silver))
     dated = client.post(
         "/v1/features/materialize",
-        json={"group": "user_ages", "start_date": "2024-01-01T00:00:00"},
+        json={
+            "group": "user_ages",
+            "start_date": "2024-01-02T00:00:00",
+            "end_date": "2024-01-31T23:59:59",
+        },
         headers={"X-API-Key": writer},
     )
-    assert dated.status_code == 422 and "start_date" in dated.json()["error"]["message"]
+    assert dated.status_code == 200, dated.text
+    assert (dated.json()["mode"], dated.json()["rows_written"]) == ("backfill", 2)
+    rows = store.read_table("user_ages").toPandas()
+    assert sorted(zip(rows["user_id"], rows["timestamp"], rows["user_age"], strict=True)) == [
+        ("user_1", pd.Timestamp(T0), 34),  # before the range: kept
+        ("user_1", pd.Timestamp(T0 + timedelta(days=5)), 44),
+        ("user_2", pd.Timestamp(T0), 24),
+        ("user_3", pd.Timestamp(T0 + timedelta(days=9)), 54),
+    ]  # user_4's event after the range is not written
+    for half in ({"start_date": "2024-01-02T00:00:00"}, {"end": "2024-01-02T00:00:00"}):
+        one_bound = client.post(
+            "/v1/features/materialize",
+            json={"group": "user_ages", **half},
+            headers={"X-API-Key": writer},
+        )
+        assert one_bound.status_code == 422 and "both start and end" in one_bound.text
+    backwards = client.post(
+        "/v1/features/materialize",
+        json={"group": "user_ages", "start": "2024-02-01T00:00:00", "end": "2024-01-01T00:00:00"},
+        headers={"X-API-Key": writer},
+    )
+    assert backwards.status_code == 422 and "before end" in backwards.text
     # a group that is neither virtual nor has a source: a typed error with the fix
     plain = client.post(
         "/v1/features/materialize", json={"group": "user_profile"}, headers={"X-API-Key": writer}

@@ -131,7 +131,10 @@ def live_server(
     )
     store = FeatureStore(config, spark)
     settings = ServerSettings(
-        max_body_bytes=64 * 1024, key_cache_seconds=0, audit_flush_seconds=0.2
+        max_body_bytes=64 * 1024,
+        key_cache_seconds=0,
+        audit_flush_seconds=0.2,
+        offline_nice=0,  # the JVM is the whole test run's: its priority stays (test_priority.py)
     )
     app = create_app(store, settings)
     keys = ApiKeyStore(Registry(config))

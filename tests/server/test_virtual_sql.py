@@ -98,7 +98,10 @@ def test_the_read_log_is_bounded_and_its_events_batched(
     source = tmp_path / "store" / "sources" / "events"
     write_deltalake(str(source), ROWS)
     config = FeatureStoreConfig(storage_path=str(tmp_path / "store"), metadata_cache_ttl_seconds=0)
-    store = HybridFeatureStore(config, spark, read_log_size=5, metrics_batch=10)
+    # (no flush by age: on a loaded machine 25 reads may take longer than the default age)
+    store = HybridFeatureStore(
+        config, spark, read_log_size=5, metrics_batch=10, metrics_flush_seconds=3600
+    )
     store.define_virtual_features(
         SCHEMA, f"SELECT id, event_timestamp, x FROM delta_scan('{source}')", engine="duckdb"
     )

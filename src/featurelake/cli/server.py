@@ -45,6 +45,15 @@ def serve(
     offline_timeout_seconds: Annotated[
         float, typer.Option(help="Time limit of one historical request (504 after it).")
     ] = 120.0,
+    offline_nice: Annotated[
+        int,
+        typer.Option(
+            help="Linux: scheduling priority (nice) of a local Spark driver, so online reads "
+            "run first (0: unchanged).",
+            min=0,
+            max=19,
+        ),
+    ] = 10,
     max_concurrent_per_key: Annotated[
         int, typer.Option(help="Requests one API key may have in flight (429 beyond).", min=1)
     ] = 32,
@@ -54,6 +63,10 @@ def serve(
             help="Largest historical answer: entities x windows x features x aggs.", min=1
         ),
     ] = 5_000_000,
+    historical_page_cells: Annotated[
+        int,
+        typer.Option(help="Most values in one historical page (larger answers are paged).", min=1),
+    ] = 1_000_000,
     unauthenticated_audit_rows: Annotated[
         int, typer.Option(help="401s audited one by one per client per minute.", min=0)
     ] = 20,
@@ -92,8 +105,10 @@ def serve(
         offline_threads=offline_threads,
         offline_queue=offline_queue,
         offline_timeout_seconds=offline_timeout_seconds,
+        offline_nice=offline_nice,
         max_concurrent_per_key=max_concurrent_per_key,
         max_historical_cells=max_historical_cells,
+        historical_page_cells=historical_page_cells,
         unauthenticated_audit_rows=unauthenticated_audit_rows,
         online_refresh_seconds=online_refresh_seconds,
     )

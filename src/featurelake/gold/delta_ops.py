@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 # `userMetadata` conf (SQL MERGE has no per-statement option) hold this lock.
 _SESSION_CONF_LOCK = threading.Lock()
 USER_METADATA_CONF = "spark.databricks.delta.commitInfo.userMetadata"
+GOLD_TABLE_PROPERTIES: dict[str, str] = {"delta.enableChangeDataFeed": "true"}
+"""The properties of a new Gold table (delta-rs small writes create tables with them too)."""
+DELETION_VECTORS = {"delta.enableDeletionVectors": "true"}
+"""Added to them with `gold_deletion_vectors` (Spark creates those tables)."""
 
 
 @dataclass(frozen=True)
@@ -49,9 +53,6 @@ class CommitInfo:
                 metrics.get("numTargetRowsUpdated", 0)
             )
         return int(metrics.get("numOutputRows", 0)) - int(metrics.get("numCopiedRows", 0))
-
-
-GOLD_PROPERTIES = "'delta.enableChangeDataFeed' = 'true', 'delta.enableDeletionVectors' = 'true'"
 
 
 GOLD_FILE_ROWS = 1_000_000
@@ -87,10 +88,12 @@ def create_table(
     location: TableLocation,
     schema: FeatureGroupSchema,
     key_types: dict[str, str],
+    *,
+    deletion_vectors: bool = False,
 ) -> None:
-    """Create the Gold table of a group (no-op when it exists), with Change Data Feed and
-    deletion vectors on (a MERGE or DELETE then marks the rows it replaces in a small vector
-    beside their file instead of copying every other row of the file)."""
+    """Create the Gold table of a group (no-op when it exists), with Change Data Feed on, and
+    with `deletion_vectors` those too (a MERGE or DELETE then marks the rows it replaces in a
+    small vector beside their file instead of copying every other row of the file)."""
     parts = []
     for key in schema.entity_keys:
         parts.append(f"{quote_identifier(key)} {key_types[key]} NOT NULL")
@@ -103,9 +106,11 @@ def create_table(
         partitioned = (
             " PARTITIONED BY (" + ", ".join(map(quote_identifier, schema.partition_columns)) + ")"
         )
+    chosen = {**GOLD_TABLE_PROPERTIES, **(DELETION_VECTORS if deletion_vectors else {})}
+    properties = ", ".join(f"'{k}' = '{v}'" for k, v in chosen.items())
     spark.sql(
         f"CREATE TABLE IF NOT EXISTS {location.sql_name} ({', '.join(parts)}) USING DELTA"
-        f"{partitioned} TBLPROPERTIES ({GOLD_PROPERTIES})"
+        f"{partitioned} TBLPROPERTIES ({properties})"
     )
 
 

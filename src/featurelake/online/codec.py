@@ -236,17 +236,19 @@ def _any(values: list[Any]) -> list[bytes]:
     return [bulk(encode(v)) for v in values]
 
 
+_COLUMN_ENCODERS: dict[DataType, Callable[[list[Any]], list[bytes]]] = {
+    DataType.DOUBLE: _doubles,
+    DataType.FLOAT: _doubles,
+    DataType.INT: _ints,
+    DataType.BIGINT: _ints,
+    DataType.STRING: _strings,
+    DataType.BOOLEAN: _booleans,
+}
+
+
 def column_bulk_encoder(kind: DataType) -> Callable[[list[Any]], list[bytes]]:
     """Encode and frame a whole column whose values already have the feature's Python type."""
-    if kind in (DataType.DOUBLE, DataType.FLOAT):
-        return _doubles
-    if kind in (DataType.INT, DataType.BIGINT):
-        return _ints
-    if kind is DataType.STRING:
-        return _strings
-    if kind is DataType.BOOLEAN:
-        return _booleans
-    return _any
+    return _COLUMN_ENCODERS.get(kind, _any)
 
 
 def decode(raw: bytes) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from itertools import chain
 from typing import Any, Unpack
@@ -29,6 +30,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import Connection
 from redis.retry import Retry
 
 from featurelake.online.base import (
@@ -345,7 +347,12 @@ class RedisOnlineStore(OnlineStore):
         script is loaded (replaying is safe). Other error replies are raised once every reply
         is read; a dropped connection is closed, never reused.
         """
-        connection = self._pool.get_connection()
+        with self._connection() as connection:
+            return self._send_scripts(connection, chunks)
+
+    def _send_scripts(
+        self, connection: Connection, chunks: Iterable[list[bytes]]
+    ) -> tuple[int, int]:
         pending: deque[tuple[list[bytes], bool]] = deque()
         counts = [0, 0]
         error: Exception | None = None
@@ -378,22 +385,15 @@ class RedisOnlineStore(OnlineStore):
                 self._script_sha()  # the same script text: the same sha as in `lost`
                 send(lost, True)
 
-        try:
-            for commands in chunks:
-                send(commands, False)
-                while len(pending) > CHUNKS_IN_FLIGHT:
-                    settle()
-            while pending:
+        for commands in chunks:
+            send(commands, False)
+            while len(pending) > CHUNKS_IN_FLIGHT:
                 settle()
-            if error is not None:
-                raise error
-            return counts[0], counts[1]
-        except BaseException as failure:
-            if not isinstance(failure, redis.exceptions.ResponseError):
-                connection.disconnect()
-            raise
-        finally:
-            self._pool.release(connection)
+        while pending:
+            settle()
+        if error is not None:
+            raise error
+        return counts[0], counts[1]
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -457,8 +457,7 @@ class RedisOnlineStore(OnlineStore):
         An error reply is raised after every reply is read, so the connection stays in step;
         a dropped or timed-out connection is closed, never reused.
         """
-        connection = self._pool.get_connection()
-        try:
+        with self._connection() as connection:
             sent = 0
             for chunk in chunks:
                 connection.send_packed_command([chunk], check_health=False)
@@ -474,6 +473,14 @@ class RedisOnlineStore(OnlineStore):
             if error is not None:
                 raise error
             return replies
+
+    @contextmanager
+    def _connection(self) -> Iterator[Connection]:
+        """A pooled connection, released after use; one that failed other than by an error
+        reply (dropped, timed out, interrupted) is closed first, never reused."""
+        connection = self._pool.get_connection()
+        try:
+            yield connection
         except BaseException as failure:
             if not isinstance(failure, redis.exceptions.ResponseError):
                 connection.disconnect()

@@ -71,6 +71,16 @@ def not_a_time(column: str, printed_type: str, parse_with: str) -> PointInTimeEr
     )
 
 
+def unreadable_times(column: str, detail: str, parse_with: str) -> PointInTimeError:
+    """The error for an entity time column holding strings that do not read as times."""
+    return PointInTimeError(
+        f"Some values of the entity timestamp column '{column}' cannot be read as timestamps: "
+        f"{detail.splitlines()[0]}",
+        fix=f"parse '{column}' with {parse_with} first, or set the unreadable values to null.",
+        column=column,
+    )
+
+
 def orderable(kind: SqlType | None) -> bool:
     """True when values of the type can be ordered (not a map, nor anything holding one).
     None (a type featurelake does not know) cannot."""
@@ -174,4 +184,5 @@ __all__ = [
     "orderable",
     "tie_breakers",
     "unit_orderable",
+    "unreadable_times",
 ]

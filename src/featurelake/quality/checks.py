@@ -317,12 +317,21 @@ class QualityGate:
         self.record = record
         self.last_report: CheckReport | None = None
 
+    def passes_through(self, schema: FeatureGroupSchema, mode: str) -> bool:
+        """True when the gate has no rule for this write (it needs no batch, so a small write
+        may skip Spark)."""
+        return not self._rules(schema, mode)
+
+    def _rules(self, schema: FeatureGroupSchema, mode: str) -> list[QualityRule]:
+        rules = group_rules(schema)
+        if mode == "backfill":  # old events are the point of a backfill: skip freshness
+            return [r for r in rules if r.type != "freshness"]
+        return rules
+
     def __call__(self, schema: FeatureGroupSchema, batch: DataFrame, mode: str) -> DataFrame:
         from pyspark.sql import functions as F
 
-        rules = group_rules(schema)
-        if mode == "backfill":  # old events are the point of a backfill: skip freshness
-            rules = [r for r in rules if r.type != "freshness"]
+        rules = self._rules(schema, mode)
         if not rules:
             return batch
         action = schema.checks.on_write if schema.checks else CheckAction.WARN

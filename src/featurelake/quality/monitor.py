@@ -33,6 +33,9 @@ class QualityAttachable(Protocol):
     @property
     def spark(self) -> SparkSession: ...
 
+    @property
+    def started_spark(self) -> SparkSession | None: ...
+
     def add_batch_hook(
         self, hook: Callable[[FeatureGroupSchema, DataFrame, str], DataFrame]
     ) -> None: ...
@@ -98,6 +101,11 @@ def attach_quality(
 
     def after_write(result: Any) -> None:
         name, version, delta_version = result.group, result.version, result.delta_version
+        if getattr(result, "engine", "spark") != "spark" and store.started_spark is None:
+            # A small write without Spark does not start it to profile a few rows; the next
+            # Spark write (or `store.statistics(group)`) profiles the table.
+            logger.debug("group {} v{}: no statistics for a write without Spark", name, version)
+            return
         if statistics_on_write:
             statistics(
                 store.registry, f"{name}@{version}", delta_version=delta_version, spark=store.spark

@@ -27,6 +27,7 @@ from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.materialization import MaterializationSource
 from featurelake.serving.store import FeatureStore
 from featurelake.stores.materialized import WriteMode, WriteResult
+from featurelake.times import event_time_range, rows_in_range
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -57,6 +58,33 @@ class MaterializationRun:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def of_write(
+        cls,
+        schema: FeatureGroupSchema,
+        mode: str,
+        source: str,
+        result: WriteResult,
+        *,
+        started_at: datetime,
+        started: float,
+        to_version: int | None = None,
+    ) -> MaterializationRun:
+        """The run that wrote `result`, started at `started_at` (`started`: perf_counter)."""
+        return cls(
+            group=schema.name,
+            version=schema.version,
+            mode=mode,
+            source=source,
+            from_version=None,
+            to_version=to_version,
+            rows_written=result.rows_written,
+            gold_version=result.delta_version,
+            started_at=started_at.isoformat(),
+            ended_at=_now().isoformat(),
+            duration_seconds=round(time.perf_counter() - started, 3),
+        )
+
 
 def watermark(store: FeatureStore, group: str | FeatureGroupSchema) -> dict[str, Any]:
     """The last source version merged into the group's Gold table ({} before the first run)."""
@@ -72,10 +100,15 @@ def materialize_from_source(
     source: MaterializationSource | None = None,
     slot: datetime | None = None,
     job: str | None = None,
+    start: datetime | None = None,
+    end: datetime | None = None,
 ) -> MaterializationRun:
     """Bring the group's Gold table up to date with its source (see the module docstring).
 
     `source` overrides the schema's; `slot` (a scheduler's cron slot) is recorded with the run.
+    With `start` and `end`, recompute only the Gold rows with `start <= event time < end` from
+    the source's current rows in that range (mode `range`; an aggregation group's values as of
+    each day in it); the rest of the table and the watermark stay.
     Every run, failed or not, is recorded in the registry as a `materialization_run` event.
     """
     schema = store.resolve_group(group)
@@ -88,10 +121,15 @@ def materialize_from_source(
             group=schema.name,
         )
     key = group_key(schema.name, schema.version)
+    time_range = None
+    if start is not None or end is not None:
+        time_range = event_time_range(start, end, what="materialization")
     started_at = _now()
     started = time.perf_counter()
     try:
-        if chosen is None:
+        if time_range is not None:
+            run = _run_range(store, schema, chosen, time_range, started_at=started_at, job=job)
+        elif chosen is None:
             run = _run_windows(store, schema, as_of=slot or started_at, started_at=started_at)
         else:
             run = _run(store, schema, chosen, full=full, started_at=started_at, job=job)
@@ -128,18 +166,9 @@ def _run_windows(
     assert schema.event_source is not None
     started = time.perf_counter()
     result = store.materialize_aggregations(schema, as_of)
-    return MaterializationRun(
-        group=schema.name,
-        version=schema.version,
-        mode="windows",
-        source=f"{schema.event_source.kind}:{schema.event_source.name}",
-        from_version=None,
-        to_version=None,
-        rows_written=result.rows_written,
-        gold_version=result.delta_version,
-        started_at=started_at.isoformat(),
-        ended_at=_now().isoformat(),
-        duration_seconds=round(time.perf_counter() - started, 3),
+    source = f"{schema.event_source.kind}:{schema.event_source.name}"
+    return MaterializationRun.of_write(
+        schema, "windows", source, result, started_at=started_at, started=started
     )
 
 
@@ -250,6 +279,49 @@ def _run(
         run.gold_version,
     )
     return run
+
+
+def _run_range(
+    store: FeatureStore,
+    schema: FeatureGroupSchema,
+    source: MaterializationSource | None,
+    time_range: tuple[datetime, datetime],
+    *,
+    started_at: datetime,
+    job: str | None,
+) -> MaterializationRun:
+    """Replace the Gold rows in `time_range` by what the source gives for it now."""
+    started = time.perf_counter()
+    start, end = time_range
+    current: int | None = None
+    if source is None:  # an aggregation group: its values as of each day of the range
+        assert schema.event_source is not None
+        identity = f"{schema.event_source.kind}:{schema.event_source.name}"
+        result = store.backfill_aggregations(schema, start, end)
+    else:
+        identity = _identity(source)
+        rows = None
+        if source.table is not None:
+            location = sources.source_location(source.table)
+            current = sources.current_version(store.spark, location, schema.name)
+            rows = sources.read_snapshot(store.spark, location, current, source.options)
+        frame = sources.transform_rows(store.spark, source, rows)
+        in_range = rows_in_range(frame, schema.timestamp_key, time_range)
+        lineage = Lineage(
+            sources=tuple(s for s in (source.table,) if s),
+            job=job or "featurelake.scheduling",
+            query=source.query,
+        )
+        result = store.backfill(schema, in_range, start, end, lineage=lineage)
+    return MaterializationRun.of_write(
+        schema,
+        "range",
+        identity,
+        result,
+        started_at=started_at,
+        started=started,
+        to_version=current,
+    )
 
 
 def _merge_changes(

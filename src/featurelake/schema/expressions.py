@@ -25,6 +25,7 @@ comparisons and the control functions give bit-identical results on both sides; 
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Context, Decimal
@@ -288,16 +289,12 @@ class _Compiler:
         from sqlglot import exp
 
         left, right = self.boolean(part.this), self.boolean(part.expression)
-        if isinstance(part, exp.And):
-            return _Node(
-                BOOLEAN,
-                lambda r: _typed(left, BOOLEAN, r) & _typed(right, BOOLEAN, r),
-                lambda row: _and(left.python(row), right.python(row)),
-            )
+        is_or = not isinstance(part, exp.And)
+        combine = operator.or_ if is_or else operator.and_
         return _Node(
             BOOLEAN,
-            lambda r: _typed(left, BOOLEAN, r) | _typed(right, BOOLEAN, r),
-            lambda row: _or(left.python(row), right.python(row)),
+            lambda r: combine(_typed(left, BOOLEAN, r), _typed(right, BOOLEAN, r)),
+            lambda row: _logical(left.python(row), right.python(row), is_or),
         )
 
     def case(self, part: Any, branches: list[tuple[_Node, _Node]], default: _Node | None) -> _Node:
@@ -514,20 +511,14 @@ def _not(value: bool | None) -> bool | None:
     return None if value is None else not value
 
 
-def _and(a: bool | None, b: bool | None) -> bool | None:
-    if a is False or b is False:
-        return False
+def _logical(a: bool | None, b: bool | None, is_or: bool) -> bool | None:
+    """SQL's OR (`is_or`) or AND over true, false and null: true (OR) or false (AND) on
+    either side decides; otherwise null when either side is null."""
+    if a is is_or or b is is_or:
+        return is_or
     if a is None or b is None:
         return None
-    return True
-
-
-def _or(a: bool | None, b: bool | None) -> bool | None:
-    if a is True or b is True:
-        return True
-    if a is None or b is None:
-        return None
-    return False
+    return not is_or
 
 
 def _compare(a: float, b: float) -> int:

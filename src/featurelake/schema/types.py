@@ -7,9 +7,10 @@ Parsing and printing need no Spark; only `to_spark` / `from_spark` import pyspar
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from featurelake.errors import SchemaValidationError
 
@@ -117,6 +118,10 @@ _ALIASES = {
 }
 
 
+R = TypeVar("R")
+"""What `SqlType.fold` builds."""
+
+
 @dataclass(frozen=True)
 class SqlType:
     """A complete data type: `kind` plus its parts where the kind has them."""
@@ -155,20 +160,41 @@ class SqlType:
     def is_numeric(self) -> bool:
         return self.kind in NUMERIC
 
-    def simple_string(self) -> str:
-        """The type as Spark prints it (`array<double>`); parse(simple_string()) == self."""
-        if self.kind is DataType.DECIMAL:
-            return f"decimal({self.precision},{self.scale})"
+    def fold(
+        self,
+        atomic: Callable[[SqlType], R],
+        array: Callable[[R], R],
+        mapping: Callable[[R, R], R],
+        struct: Callable[[list[tuple[str, R]]], R],
+    ) -> R:
+        """The type rebuilt from the bottom up: `atomic` of each atomic type (decimals too),
+        then `array`, `mapping` and `struct` of what their parts gave (how the type is written in
+        another system, say, in four cases)."""
         if self.kind is DataType.ARRAY:
             assert self.element is not None
-            return f"array<{self.element.simple_string()}>"
+            return array(self.element.fold(atomic, array, mapping, struct))
         if self.kind is DataType.MAP:
             assert self.key is not None and self.value is not None
-            return f"map<{self.key.simple_string()},{self.value.simple_string()}>"
+            return mapping(
+                self.key.fold(atomic, array, mapping, struct),
+                self.value.fold(atomic, array, mapping, struct),
+            )
         if self.kind is DataType.STRUCT:
-            inner = ",".join(f"{name}:{typ.simple_string()}" for name, typ in self.fields)
-            return f"struct<{inner}>"
-        return self.kind.value
+            return struct(
+                [(name, t.fold(atomic, array, mapping, struct)) for name, t in self.fields]
+            )
+        return atomic(self)
+
+    def simple_string(self) -> str:
+        """The type as Spark prints it (`array<double>`); parse(simple_string()) == self."""
+        return self.fold(
+            lambda t: (
+                f"decimal({t.precision},{t.scale})" if t.kind is DataType.DECIMAL else t.kind.value
+            ),
+            lambda element: f"array<{element}>",
+            lambda key, value: f"map<{key},{value}>",
+            lambda fields: "struct<" + ",".join(f"{name}:{t}" for name, t in fields) + ">",
+        )
 
     def __str__(self) -> str:
         return self.simple_string()
@@ -187,18 +213,17 @@ class SqlType:
             DataType.TIMESTAMP: T.TimestampType,
             DataType.DATE: T.DateType,
         }
-        if self.kind in atomic:
-            return atomic[self.kind]()
-        if self.kind is DataType.DECIMAL:
-            return T.DecimalType(self.precision, self.scale)
-        if self.kind is DataType.ARRAY:
-            assert self.element is not None
-            return T.ArrayType(self.element.to_spark(), containsNull=True)
-        if self.kind is DataType.MAP:
-            assert self.key is not None and self.value is not None
-            return T.MapType(self.key.to_spark(), self.value.to_spark(), valueContainsNull=True)
-        return T.StructType(
-            [T.StructField(name, typ.to_spark(), nullable=True) for name, typ in self.fields]
+        return self.fold(
+            lambda t: (
+                T.DecimalType(t.precision, t.scale)
+                if t.kind is DataType.DECIMAL
+                else atomic[t.kind]()
+            ),
+            lambda element: T.ArrayType(element, containsNull=True),
+            lambda key, value: T.MapType(key, value, valueContainsNull=True),
+            lambda fields: T.StructType(
+                [T.StructField(name, t, nullable=True) for name, t in fields]
+            ),
         )
 
     @classmethod

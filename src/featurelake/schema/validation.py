@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import SchemaValidationError
 from featurelake.schema.keys import INGESTED_AT
@@ -54,28 +54,8 @@ def conform_columns(
     missing = [c for c in expected if c not in present]
     extra = [c for c in present if c not in expected]
     if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing column(s) {missing}")
-        if extra:
-            parts.append(f"unexpected column(s) {extra}")
-        raise SchemaValidationError(
-            f"The batch for group '{schema.name}' v{schema.version} has {' and '.join(parts)}.",
-            fix="select exactly the group's columns "
-            f"{list(expected)}; to add a feature, register it first (new nullable features are "
-            "allowed in place).",
-            group=schema.name,
-            missing=missing,
-            extra=extra,
-        )
-    targets: dict[str, SqlType | None] = {
-        **{
-            k: schema.entity_key_types.get(k) or (key_types or {}).get(k)
-            for k in schema.entity_keys
-        },
-        schema.timestamp_key: SqlType(DataType.TIMESTAMP),
-        **{f.name: f.data_type for f in schema.features},
-    }
+        raise columns_error(schema, missing, extra)
+    targets = column_targets(schema, key_types)
     selected: list[Column] = []
     for name in expected:
         target = targets[name]
@@ -85,13 +65,8 @@ def conform_columns(
             actual = None
         if target is None:
             if actual is None or not actual.is_atomic:
-                raise SchemaValidationError(
-                    f"Entity key '{name}' of group '{schema.name}' has the type "
-                    f"{present[name].dataType.simpleString()}, which cannot be a key.",
-                    fix="use an atomic type such as bigint or string for entity keys.",
-                    group=schema.name,
-                    column=name,
-                )
+                shown = present[name].dataType.simpleString()
+                raise key_type_error(schema, name, shown)
             selected.append(F.col(name))
             continue
         if is_ntz(present[name].dataType) and target == actual:
@@ -102,15 +77,113 @@ def conform_columns(
             selected.append(F.col(name).cast(target.to_spark()).alias(name))
         else:
             shown = actual.simple_string() if actual else present[name].dataType.simpleString()
-            raise SchemaValidationError(
-                f"Column '{name}' of the batch for group '{schema.name}' is {shown}, but the "
-                f"schema says {target}; converting would lose data.",
-                fix=f"cast '{name}' to {target} yourself where you know it is safe, or bump "
-                "the group version to change the feature's type.",
-                group=schema.name,
-                column=name,
-            )
+            raise lossy_type_error(schema, name, shown, target)
     return df.select(*selected)
+
+
+def column_targets(
+    schema: FeatureGroupSchema, key_types: Mapping[str, SqlType] | None = None
+) -> dict[str, SqlType | None]:
+    """The type each column of a batch is conformed to, in the group's column order (None: an
+    entity key neither declared nor in `key_types`, which takes any atomic type)."""
+    return {
+        **{
+            k: schema.entity_key_types.get(k) or (key_types or {}).get(k)
+            for k in schema.entity_keys
+        },
+        schema.timestamp_key: SqlType(DataType.TIMESTAMP),
+        **{f.name: f.data_type for f in schema.features},
+    }
+
+
+def columns_error(
+    schema: FeatureGroupSchema, missing: list[str], extra: list[str]
+) -> SchemaValidationError:
+    """The error of a batch whose columns are not the group's."""
+    parts = []
+    if missing:
+        parts.append(f"missing column(s) {missing}")
+    if extra:
+        parts.append(f"unexpected column(s) {extra}")
+    return SchemaValidationError(
+        f"The batch for group '{schema.name}' v{schema.version} has {' and '.join(parts)}.",
+        fix="select exactly the group's columns "
+        f"{list(schema.columns)}; to add a feature, register it first (new nullable features are "
+        "allowed in place).",
+        group=schema.name,
+        missing=missing,
+        extra=extra,
+    )
+
+
+def key_type_error(schema: FeatureGroupSchema, name: str, shown: str) -> SchemaValidationError:
+    """The error of an entity key column whose type cannot be a key."""
+    return SchemaValidationError(
+        f"Entity key '{name}' of group '{schema.name}' has the type {shown}, which cannot be a "
+        "key.",
+        fix="use an atomic type such as bigint or string for entity keys.",
+        group=schema.name,
+        column=name,
+    )
+
+
+def lossy_type_error(
+    schema: FeatureGroupSchema, name: str, shown: str, target: SqlType
+) -> SchemaValidationError:
+    """The error of a column whose type does not convert to the schema's without loss."""
+    return SchemaValidationError(
+        f"Column '{name}' of the batch for group '{schema.name}' is {shown}, but the "
+        f"schema says {target}; converting would lose data.",
+        fix=f"cast '{name}' to {target} yourself where you know it is safe, or bump "
+        "the group version to change the feature's type.",
+        group=schema.name,
+        column=name,
+    )
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A row rule as data, for any engine: `kind` is `null`, `min`, `max`, `allowed` or
+    `duplicate` (entity keys + event time repeated), `value` its bound or allowed values."""
+
+    column: str
+    rule: str
+    kind: str
+    value: Any = None
+
+
+def rule_specs(schema: FeatureGroupSchema, *, unique_key_time: bool) -> list[RuleSpec]:
+    """The row rules of a schema (and the duplicate rule for merge batches), in check order."""
+    specs = [RuleSpec(k, "entity key must not be null", "null") for k in schema.entity_keys]
+    ts = schema.timestamp_key
+    specs.append(RuleSpec(ts, "event timestamp must not be null", "null"))
+    for feature in schema.features:
+        name = feature.name
+        if not feature.nullable:
+            specs.append(RuleSpec(name, "must not be null (nullable: false)", "null"))
+        if feature.min_value is not None:
+            specs.append(
+                RuleSpec(name, f"must be >= {feature.min_value} (min)", "min", feature.min_value)
+            )
+        if feature.max_value is not None:
+            specs.append(
+                RuleSpec(name, f"must be <= {feature.max_value} (max)", "max", feature.max_value)
+            )
+        if feature.allowed_values is not None:
+            allowed = list(feature.allowed_values)
+            specs.append(
+                RuleSpec(name, f"must be one of {allowed} (allowed_values)", "allowed", allowed)
+            )
+    if unique_key_time:
+        specs.append(
+            RuleSpec(
+                ts,
+                "entity key + timestamp must be unique within a merge batch "
+                f"({list(schema.entity_keys)} + {ts})",
+                "duplicate",
+            )
+        )
+    return specs
 
 
 def row_rules(schema: FeatureGroupSchema, *, unique_key_time: bool) -> list[RowRule]:
@@ -118,53 +191,23 @@ def row_rules(schema: FeatureGroupSchema, *, unique_key_time: bool) -> list[RowR
     from pyspark.sql import Window
     from pyspark.sql import functions as F
 
-    rules = [
-        RowRule(k, "entity key must not be null", F.col(k).isNull()) for k in schema.entity_keys
+    def violated(spec: RuleSpec) -> Column:
+        column = F.col(spec.column)
+        if spec.kind == "null":
+            return column.isNull()
+        if spec.kind == "min":
+            return column < F.lit(spec.value)
+        if spec.kind == "max":
+            return column > F.lit(spec.value)
+        if spec.kind == "allowed":
+            return column.isNotNull() & ~column.isin(spec.value)
+        window = Window.partitionBy(*schema.entity_keys, schema.timestamp_key)
+        return F.count(F.lit(1)).over(window) > 1
+
+    return [
+        RowRule(spec.column, spec.rule, violated(spec))
+        for spec in rule_specs(schema, unique_key_time=unique_key_time)
     ]
-    ts = schema.timestamp_key
-    rules.append(RowRule(ts, "event timestamp must not be null", F.col(ts).isNull()))
-    for feature in schema.features:
-        column = F.col(feature.name)
-        if not feature.nullable:
-            rules.append(
-                RowRule(feature.name, "must not be null (nullable: false)", column.isNull())
-            )
-        if feature.min_value is not None:
-            rules.append(
-                RowRule(
-                    feature.name,
-                    f"must be >= {feature.min_value} (min)",
-                    column < F.lit(feature.min_value),
-                )
-            )
-        if feature.max_value is not None:
-            rules.append(
-                RowRule(
-                    feature.name,
-                    f"must be <= {feature.max_value} (max)",
-                    column > F.lit(feature.max_value),
-                )
-            )
-        if feature.allowed_values is not None:
-            allowed = list(feature.allowed_values)
-            rules.append(
-                RowRule(
-                    feature.name,
-                    f"must be one of {allowed} (allowed_values)",
-                    column.isNotNull() & ~column.isin(allowed),
-                )
-            )
-    if unique_key_time:
-        window = Window.partitionBy(*schema.entity_keys, ts)
-        rules.append(
-            RowRule(
-                ts,
-                "entity key + timestamp must be unique within a merge batch "
-                f"({list(schema.entity_keys)} + {ts})",
-                F.count(F.lit(1)).over(window) > 1,
-            )
-        )
-    return rules
 
 
 def apply_row_checks(df: DataFrame, rules: list[RowRule]) -> DataFrame:
@@ -212,23 +255,40 @@ def explain_violations(
             fix="write from a deterministic or cached DataFrame.",
             group=schema.name,
         )
-    index, rule, count = broken[0]
-    shown = [*schema.entity_keys, schema.timestamp_key]
-    if rule.column not in shown:
-        shown.append(rule.column)
+    index, rule, _ = broken[0]
     sample = [
         row.asDict()
-        for row in flagged.where(F.col(f"_v{index}")).select(*shown).limit(SAMPLE_ROWS).collect()
+        for row in flagged.where(F.col(f"_v{index}"))
+        .select(*shown_columns(schema, rule.column))
+        .limit(SAMPLE_ROWS)
+        .collect()
     ]
-    others = "".join(f"; also column '{r.column}' {r.rule}: {n} row(s)" for _, r, n in broken[1:])
+    return violations_error(schema, [(r.column, r.rule, n) for _, r, n in broken], sample)
+
+
+def shown_columns(schema: FeatureGroupSchema, column: str) -> list[str]:
+    """The columns of the offending rows an error shows: keys, event time, the rule's column."""
+    shown = [*schema.entity_keys, schema.timestamp_key]
+    return shown if column in shown else [*shown, column]
+
+
+def violations_error(
+    schema: FeatureGroupSchema,
+    broken: list[tuple[str, str, int]],
+    sample: list[dict[str, Any]],
+) -> SchemaValidationError:
+    """The error of a batch breaking row rules: `broken` is (column, rule, rows) per broken
+    rule in check order, `sample` up to SAMPLE_ROWS offending rows of the first."""
+    column, rule, count = broken[0]
+    others = "".join(f"; also column '{c}' {r}: {n} row(s)" for c, r, n in broken[1:])
     return SchemaValidationError(
         f"{count} row(s) of the batch for group '{schema.name}' break a rule: column "
-        f"'{rule.column}' {rule.rule}. Offending rows (up to {SAMPLE_ROWS}): {sample}{others}.",
+        f"'{column}' {rule}. Offending rows (up to {SAMPLE_ROWS}): {sample}{others}.",
         fix="correct or filter those rows and write the batch again; nothing was written.",
         group=schema.name,
-        column=rule.column,
-        rule=rule.rule,
+        column=column,
+        rule=rule,
         count=count,
         rows=sample,
-        violations={f"{r.column}: {r.rule}": n for _, r, n in broken},
+        violations={f"{c}: {r}": n for c, r, n in broken},
     )

@@ -52,6 +52,10 @@ class HistoricalTooLargeError(SchemaValidationError):
     """A historical request would build more values than the server's limit (422)."""
 
 
+class InvalidPageTokenError(SchemaValidationError):
+    """A historical `page_token` this server did not give for this request."""
+
+
 class RetryLaterError(FeatureStoreError):
     """The server cannot take the request now; the answer carries `Retry-After`."""
 
@@ -94,6 +98,7 @@ STATUS_CODES: tuple[tuple[type[FeatureStoreError], int, str], ...] = (
     (FeatureGroupNotFoundError, 404, "group_not_found"),
     (EventTimeInFutureError, 422, "event_time_in_future"),
     (HistoricalTooLargeError, 422, "historical_too_large"),
+    (InvalidPageTokenError, 422, "invalid_page_token"),
     (FeatureNotFoundError, 404, "feature_not_found"),
     (SchemaValidationError, 422, "schema_validation_failed"),
     (PointInTimeError, 422, "invalid_time_range"),

@@ -3,7 +3,9 @@
 `latest` is the value of the last event in the bucket (ties on event time go to the later
 `_ingested_at`), `avg` / `sum` (numeric features), `min` / `max` (atomic features) and `count`
 (non-null values). Rows come from the group's Gold table through the feature store; the filter
-on entities and time is pushed into the Delta scan.
+on entities and time is pushed into the Delta scan. The answer stays in Arrow (Spark's Arrow
+collect, DuckDB's Arrow result): `answers.rows_json` renders it without Python objects per
+value.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from featurelake.server.errors import HistoricalTooLargeError
 from featurelake.times import utc_naive as naive_utc
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import Column
 
     from featurelake.serving import FeatureStore
@@ -124,8 +127,9 @@ def check_size(query: HistoricalQuery, limit: int) -> None:
 
 def run_query(
     store: FeatureStore, query: HistoricalQuery, engine: str = "auto"
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Rows `{entity, window_start, window_end, values}` and metadata, ordered by entity, window.
+) -> tuple[pa.Table, dict[str, Any]]:
+    """The answer's rows (entity keys, `_start`, `_end`, the value columns; in no particular
+    order) as an Arrow table, and metadata.
 
     The engine is the store's choice for a read of these rows (`FeatureStore.explain`): DuckDB
     over the Gold table for small reads (no Spark session), Spark otherwise; `engine` forces
@@ -141,7 +145,7 @@ def run_query(
         strategy="materialized",
         engine=engine,
     )[schema.name]
-    read = _duckdb_rows if decision.engine == "duckdb" else _spark_rows
+    read = _duckdb_table if decision.engine == "duckdb" else _spark_table
     rows = read(store, query)
     metadata = {
         "engine": decision.engine,
@@ -153,7 +157,7 @@ def run_query(
     return rows, metadata
 
 
-def _spark_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, Any]]:
+def _spark_table(store: FeatureStore, query: HistoricalQuery) -> pa.Table:
     from pyspark.sql import functions as F
 
     from featurelake.engines.spark.frames import entity_filter_frame
@@ -185,18 +189,10 @@ def _spark_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, A
         for agg in query.aggregations
     ]
     frame = grouped.agg(*aggregates).select(*keys, *bounds, *query.columns)
-    return [
-        {
-            "entity": {k: row[k] for k in keys},
-            "window_start": row["_start"],
-            "window_end": row["_end"],
-            "values": {c: row[c] for c in query.columns},
-        }
-        for row in frame.orderBy(*keys, "_start").collect()
-    ]
+    return frame.toArrow()  # ordered when rendered (answers.rows_json): no sort job here
 
 
-def _duckdb_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, Any]]:
+def _duckdb_table(store: FeatureStore, query: HistoricalQuery) -> pa.Table:
     """The same aggregation in DuckDB, over the Gold rows delta-rs reads for the request."""
     import pyarrow as pa
 
@@ -236,44 +232,30 @@ def _duckdb_rows(store: FeatureStore, query: HistoricalQuery) -> list[dict[str, 
     column = quote(ts)
     if query.window is not None:
         width = int(query.window.total_seconds()) * 1_000_000
-        bucket = (
-            f"make_timestamp(epoch_us({column}) - "
-            f"((epoch_us({column}) % {width}) + {width}) % {width})"
-        )
+        floor = f"epoch_us({column}) - ((epoch_us({column}) % {width}) + {width}) % {width}"
+        bounds = f"make_timestamp({floor}) AS _start, make_timestamp({floor} + {width}) AS _end"
     else:
-        bucket = "NULL::TIMESTAMP"
+        bounds = "?::TIMESTAMP AS _start, ?::TIMESTAMP AS _end"
     aggregates = ", ".join(
         f"{_duckdb_aggregate(schema, f, a, column)} AS {quote(f + '__' + a)}"
         for f in query.features
         for a in query.aggregations
     )
     sql = (
-        f"SELECT {key_list}, {bucket} AS _start, {aggregates} FROM fl_rows "
+        f"SELECT {key_list}, {bounds}, {aggregates} FROM fl_rows "
         f"SEMI JOIN fl_ids USING ({key_list}) "
-        f"WHERE {column} >= ? AND {column} < ? GROUP BY ALL ORDER BY {key_list}, _start"
+        f"WHERE {column} >= ? AND {column} < ? GROUP BY ALL"
     )
-    connection = connect()
+    parameters: list[Any] = [query.start, query.end]
+    if query.window is None:
+        parameters = [query.start, query.end, *parameters]
+    connection = connect(external_access=False)
     try:
         connection.register("fl_rows", table)
         connection.register("fl_ids", id_table)
-        cursor = connection.execute(sql, [query.start, query.end])
-        names = [d[0] for d in cursor.description]
-        found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+        return connection.sql(sql, params=parameters).to_arrow_table()
     finally:
         connection.close()
-    out = []
-    for row in found:
-        start = row["_start"] if query.window is not None else query.start
-        end = start + query.window if query.window is not None else query.end
-        out.append(
-            {
-                "entity": {k: row[k] for k in keys},
-                "window_start": start,
-                "window_end": end,
-                "values": {c: row[c] for c in query.columns},
-            }
-        )
-    return out
 
 
 def _prunable(value: datetime) -> datetime | None:

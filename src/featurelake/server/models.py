@@ -255,6 +255,17 @@ class HistoricalRequest(Body):
         description="`auto`: DuckDB for small reads (estimated from Delta statistics), else "
         "Spark; or force one.",
     )
+    page_size: Annotated[int, Field(ge=1, le=1_000_000)] | None = Field(
+        default=None,
+        description="At most this many rows (entity x window) per page; the server's "
+        "`historical_page_cells` bounds a page too. Pages are consecutive slices of "
+        "`entities` (repeats removed), in the order sent.",
+    )
+    page_token: Annotated[str, Field(max_length=256)] | None = Field(
+        default=None,
+        description="The `next_page_token` of the previous page, sent with the same body; "
+        "leave it out for the first page.",
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -281,6 +292,10 @@ class HistoricalResponse(BaseModel):
     version: int
     rows: list[HistoricalRow]
     metadata: dict[str, Any]
+    next_page_token: str | None = Field(
+        default=None,
+        description="Set when more entities remain: send the same body with it as `page_token`.",
+    )
 
 
 # -- registry ------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -16,10 +17,11 @@ from featurelake.errors import FeatureNotFoundError, OnlineStoreError, SchemaVal
 from featurelake.quality.stats import statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.server.access import hidden_group, hidden_service, visible_group
+from featurelake.server.answers import answer_body, rows_json
 from featurelake.server.auth import Access, ApiKey, AuthenticationError, Role, parse_token
 from featurelake.server.encoding import FastJSONResponse, json_value
 from featurelake.server.errors import EventTimeInFutureError, NotFoundError, TooManyRequestsError
-from featurelake.server.historical import build_query, check_size, run_query
+from featurelake.server.historical import build_query, check_size, estimated_cells, run_query
 from featurelake.server.metrics import CONTENT_TYPE
 from featurelake.server.models import (
     ErrorResponse,
@@ -37,6 +39,8 @@ from featurelake.server.models import (
     WriteRequest,
     WriteResponse,
 )
+from featurelake.server.paging import page_of, request_digest
+from featurelake.server.priority import lower_offline_priority
 from featurelake.server.state import API_PREFIX, ServerState, jsonable, server_state
 
 API_KEY_HEADER = APIKeyHeader(
@@ -438,13 +442,13 @@ def _serve(body: ServeRequest, state: ServerState, key: ApiKey) -> Response:
 
 
 @router.post("/features/historical", response_model=HistoricalResponse, tags=["serving"])
-async def historical(
-    body: HistoricalRequest, request: Request, state: State, key: Key
-) -> JSONResponse:
+async def historical(body: HistoricalRequest, request: Request, state: State, key: Key) -> Response:
     """Aggregates (latest, avg, sum, min, max, count) per entity over a time range or windows.
 
     Runs on the server's offline threads: 503 `server_busy` when they and their queue are
-    full, 504 `offline_timeout` past the time limit (both with `Retry-After`)."""
+    full, 504 `offline_timeout` past the time limit (both with `Retry-After`). An answer over
+    a page (`historical_page_cells` values, or `page_size` rows) comes in pages of
+    consecutive entities: repeat the request with `page_token` set to `next_page_token`."""
     tag = f"featurelake-historical-{getattr(request.state, 'request_id', 'x')}"
     session = state.store.spark_session
 
@@ -456,7 +460,7 @@ async def historical(
     return await state.offline.run(lambda: _historical(body, state, key, tag), interrupt)
 
 
-def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: str) -> JSONResponse:
+def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: str) -> Response:
     refs = parse_refs(body.features)
     names = sorted({r.group for r in refs})
     versions = sorted({r.version for r in refs if r.version is not None})
@@ -483,19 +487,39 @@ def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: s
         body.window,
     )
     check_size(query, state.settings.max_historical_cells)
+    one = replace(query, entities=[None])
+    page = page_of(
+        query.entities,
+        cells_per_entity=estimated_cells(one),
+        rows_per_entity=estimated_cells(one) // len(query.columns),
+        page_cells=state.settings.historical_page_cells,
+        page_size=body.page_size,
+        token=body.page_token,
+        digest=request_digest(body.model_dump(mode="json")),
+    )
+    query = replace(query, entities=page.entities)
     session = state.store.spark_session
     if session is not None:
         session.addTag(tag)
+    nice = state.settings.offline_nice
+    lower_offline_priority(session, nice)
     try:
-        rows, metadata = run_query(state.store, query, body.engine)
+        table, metadata = run_query(state.store, query, body.engine)
     finally:
         if session is not None:
             session.removeTag(tag)
-    return JSONResponse(
-        jsonable(
-            {"group": schema.name, "version": schema.version, "rows": rows, "metadata": metadata}
-        )
+    lower_offline_priority(state.store.spark_session, nice)  # a driver started by this read
+    metadata["page"] = {
+        "entity_offset": page.offset,
+        "entities": len(page.entities),
+        "total_entities": page.total,
+    }
+    content = answer_body(
+        {"group": schema.name, "version": schema.version},
+        rows_json(table, list(schema.entity_keys), query.columns),
+        {"metadata": jsonable(metadata), "next_page_token": page.next_token},
     )
+    return Response(content=content, media_type="application/json")
 
 
 # -- operations ----------------------------------------------------------------------------------

@@ -22,9 +22,11 @@ COUNTS = (
     "offline_queue",
     "max_concurrent_per_key",
     "max_historical_cells",
+    "historical_page_cells",
     "unauthenticated_audit_rows",
+    "offline_nice",
 )
-ZERO_ALLOWED = ("offline_queue", "unauthenticated_audit_rows")
+ZERO_ALLOWED = ("offline_queue", "unauthenticated_audit_rows", "offline_nice")
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,15 @@ class ServerSettings:
       thread; a request finding both full gets 503 `server_busy` with `Retry-After`.
     - `offline_timeout_seconds`: a historical request answers 504 `offline_timeout` (with
       `Retry-After`) after this long; its Spark jobs are cancelled.
+    - `offline_nice`: on Linux, the scheduling priority (`nice`, 1 to 19; 0 leaves it) given
+      to the threads of a local Spark driver JVM the server started, so online reads get the
+      processor first while historical requests run (see `priority.py`).
     - `max_concurrent_per_key`: requests one API key may have in flight (429
       `too_many_requests` with `Retry-After` beyond it).
     - `max_historical_cells`: the largest historical answer, estimated before running as
       entities x windows x features x aggregations (422 `historical_too_large` above it).
+    - `historical_page_cells`: the most values one historical page holds; a larger answer
+      comes in pages of consecutive entities (`next_page_token`), each read on its own.
     - `unauthenticated_audit_rows` per `unauthenticated_audit_window_seconds`: 401s audited
       one row each, per client address; the rest of the window is counted in one summary row.
     - `retry_after_seconds`: the `Retry-After` given with 429, 503 and 504.
@@ -64,8 +71,10 @@ class ServerSettings:
     offline_threads: int = 4
     offline_queue: int = 16
     offline_timeout_seconds: float = 120.0
+    offline_nice: int = 10
     max_concurrent_per_key: int = 32
     max_historical_cells: int = 5_000_000
+    historical_page_cells: int = 1_000_000
     unauthenticated_audit_rows: int = 20
     unauthenticated_audit_window_seconds: float = 60.0
     retry_after_seconds: float = 5.0
@@ -81,6 +90,12 @@ class ServerSettings:
                     fix=f"set {name} to a whole number, at least {low}.",
                     key=name,
                 )
+        if self.offline_nice > 19:
+            raise ConfigurationError(
+                f"The server setting offline_nice is {self.offline_nice!r}.",
+                fix="set offline_nice to a whole number from 0 (unchanged) to 19.",
+                key="offline_nice",
+            )
         for name in SECONDS:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:

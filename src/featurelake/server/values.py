@@ -4,10 +4,12 @@ group's materialization (`/v1/features/materialize`)."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import AliasChoices, Field, model_validator
 
 from featurelake.errors import ConfigurationError
 from featurelake.server.access import visible_group
@@ -16,6 +18,7 @@ from featurelake.server.errors import NotFoundError
 from featurelake.server.models import Body, GroupName
 from featurelake.server.routes import ERRORS, GroupPath, Key, State, audited
 from featurelake.server.state import API_PREFIX, jsonable
+from featurelake.times import utc_naive
 
 router = APIRouter(prefix=API_PREFIX, responses=ERRORS)
 
@@ -68,10 +71,33 @@ def value_history(
 
 
 class MaterializeRequest(Body):
-    """The group to materialize; `full` recomputes it from its whole source."""
+    """The group to materialize; `full` recomputes it from its whole source; `start` and `end`
+    recompute only the rows of that event-time range."""
 
     group: GroupName
     full: bool = False
+    start: datetime | None = Field(
+        default=None,
+        description="Inclusive start of the event-time range to recompute (naive means UTC); "
+        "with `end`.",
+        validation_alias=AliasChoices("start", "start_date", "startTime"),
+    )
+    end: datetime | None = Field(
+        default=None,
+        description="Exclusive end of the range; with `start`.",
+        validation_alias=AliasChoices("end", "end_date", "endTime"),
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_run(self) -> MaterializeRequest:
+        if (self.start is None) != (self.end is None):
+            raise ValueError("a time range needs both start and end")
+        if self.start is not None and self.end is not None:
+            if self.full:
+                raise ValueError("send full: true alone, or start and end alone, not both")
+            if utc_naive(self.start) >= utc_naive(self.end):
+                raise ValueError("start must be before end (start inclusive, end exclusive)")
+        return self
 
 
 @router.post("/features/materialize", tags=["writes"])
@@ -88,11 +114,14 @@ def materialize(body: MaterializeRequest, request: Request, state: State, key: K
     ref = f"{schema.name}@{schema.version}"
     result: dict[str, Any]
     if schema.source is None and schema.event_source is None:
-        written = store.materialize(ref)  # a virtual group (or a typed error saying it is none)
+        # a virtual group (or a typed error saying it is none)
+        written = store.materialize(ref, start=body.start, end=body.end)
         result = {"kind": "virtual", **asdict(written)}
     else:
         from featurelake.scheduling import materialize_from_source
 
-        run = materialize_from_source(store, ref, full=body.full, job="api")
+        run = materialize_from_source(
+            store, ref, full=body.full, job="api", start=body.start, end=body.end
+        )
         result = {"kind": "source", **run.to_dict()}
     return JSONResponse(jsonable({"group": schema.name, "version": schema.version, **result}))

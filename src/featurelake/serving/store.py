@@ -285,9 +285,16 @@ class FeatureStore:
             group, query, queries=queries, engine=engine, sources=sources
         )
 
-    def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
-        """Write a virtual group's current query result to its Gold table."""
-        return self.hybrid.materialize(group)
+    def materialize(
+        self,
+        group: str | FeatureGroupSchema,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> WriteResult:
+        """Write a virtual group's current query result to its Gold table; with `start` and
+        `end`, only its rows with `start <= event time < end` replace that range."""
+        return self.hybrid.materialize(group, start=start, end=end)
 
     # -- history and time travel ---------------------------------------------------------------
 

@@ -42,6 +42,11 @@ class BaseFeatureStore(ABC):
             self._spark = self.registry.spark
         return self._spark
 
+    @property
+    def started_spark(self) -> SparkSession | None:
+        """The Spark session given or started so far (None: nothing has needed Spark yet)."""
+        return self._spark or self.registry.started_spark
+
     def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
         """A registered schema from a schema, `name` (latest version) or `name@version`."""
         if isinstance(group, FeatureGroupSchema):

@@ -70,7 +70,7 @@ from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration,
 from featurelake.stores.base import BaseFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 from featurelake.stores.virtualized import VirtualizedFeatureStore
-from featurelake.times import utc_now
+from featurelake.times import event_time_range, rows_in_range, utc_now
 from featurelake.virtual.definitions import QueryFunction, VirtualDefinition
 from featurelake.virtual.executors import QueryExecutor
 
@@ -137,10 +137,13 @@ class HybridFeatureStore(BaseFeatureStore):
         mode: StoreMode = StoreMode.HYBRID,
         read_log_size: int = READ_LOG_SIZE,
         metrics_batch: int = METRICS_BATCH,
+        metrics_flush_seconds: float = METRICS_FLUSH_SECONDS,
     ) -> None:
         """`mode` sets what a read prefers when it asks for no strategy: HYBRID routes by row
         count and freshness; MATERIALIZED (and ONLINE) read a group's Gold table when it has
-        one; VIRTUALIZED computes every group that has a virtual definition."""
+        one; VIRTUALIZED computes every group that has a virtual definition. Router metrics
+        are committed `metrics_batch` at a time, or when the oldest unsaved one is
+        `metrics_flush_seconds` old."""
         self.config = config
         self.mode = mode
         self.materialized = MaterializedFeatureStore(config, spark, registry)
@@ -151,6 +154,7 @@ class HybridFeatureStore(BaseFeatureStore):
         self._unsaved: list[RouterMetric] = []
         self._unsaved_since = 0.0
         self.metrics_batch = metrics_batch
+        self.metrics_flush_seconds = metrics_flush_seconds
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._duckdb_reader: DuckDBFeatureReader | None = None
@@ -197,13 +201,24 @@ class HybridFeatureStore(BaseFeatureStore):
         """Define the group's virtual query (see `VirtualizedFeatureStore`)."""
         return self.virtual.define_virtual_features(group_schema, query, **options)
 
-    def materialize(self, group: str | FeatureGroupSchema) -> WriteResult:
-        """Overwrite the group's Gold table with every row of its virtual query, now."""
+    def materialize(
+        self,
+        group: str | FeatureGroupSchema,
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> WriteResult:
+        """Overwrite the group's Gold table with every row of its virtual query, now; with
+        `start` and `end`, replace only the rows with `start <= event time < end` by the
+        query's rows in that range (a backfill: the rest of the table stays)."""
         schema = self.virtual.resolve_group(group)
+        time_range = None
+        if start is not None or end is not None:
+            time_range = event_time_range(start, end, what="materialization")
         definition = self.virtual.definition(schema)
         frame = self.virtual.virtual_frame(schema).drop(INGESTED_AT)
         with self._virtual_deadline([schema.name]):
-            return self._write_virtual(schema, frame, definition)
+            return self._write_virtual(schema, frame, definition, time_range)
 
     def _virtual_deadline(self, groups: Collection[str]) -> AbstractContextManager[None]:
         """`query_timeout_seconds` over the Spark work of a read that runs virtual queries."""
@@ -216,18 +231,23 @@ class HybridFeatureStore(BaseFeatureStore):
         return spark_deadline(self.spark, seconds, what=what, group=group)
 
     def _write_virtual(
-        self, schema: FeatureGroupSchema, frame: DataFrame, definition: VirtualDefinition
+        self,
+        schema: FeatureGroupSchema,
+        frame: DataFrame,
+        definition: VirtualDefinition,
+        time_range: tuple[datetime, datetime] | None,
     ) -> WriteResult:
-        return self.materialized.write_features(
-            schema,
-            frame,
-            WriteMode.OVERWRITE,
-            lineage=Lineage(
-                sources=definition.sources,
-                job="materialize:virtual",
-                query=definition.query or definition.function,
-            ),
+        lineage = Lineage(
+            sources=definition.sources,
+            job="materialize:virtual",
+            query=definition.query or definition.function,
         )
+        if time_range is None:
+            return self.materialized.write_features(
+                schema, frame, WriteMode.OVERWRITE, lineage=lineage
+            )
+        in_range = rows_in_range(frame, schema.timestamp_key, time_range)
+        return self.materialized.backfill(schema, in_range, *time_range, lineage=lineage)
 
     # -- routing ---------------------------------------------------------------------------------
 
@@ -820,7 +840,8 @@ class HybridFeatureStore(BaseFeatureStore):
                     self._unsaved.append(metric)
         with self._lock:
             due = len(self._unsaved) >= self.metrics_batch or (
-                self._unsaved and time.monotonic() - self._unsaved_since >= METRICS_FLUSH_SECONDS
+                self._unsaved
+                and time.monotonic() - self._unsaved_since >= self.metrics_flush_seconds
             )
         if due:
             self.flush_metrics()

@@ -10,12 +10,14 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+from loguru import logger
+
 from featurelake.config import FeatureStoreConfig
 from featurelake.engines.spark.frames import is_spark_frame, pandas_for_group, to_spark
 from featurelake.engines.spark.latest import ISIN_LIMIT, latest_features
 from featurelake.engines.spark.training import TrainingSetMethods
 from featurelake.errors import FeatureStoreError, MaterializationError, first_line
-from featurelake.gold import delta_ops
+from featurelake.gold import delta_ops, small_writes
 from featurelake.plan.refs import output_names
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.retry import with_config_retries
@@ -28,6 +30,7 @@ from featurelake.schema.validation import (
     row_rules,
 )
 from featurelake.stores.base import BaseFeatureStore
+from featurelake.times import event_time_range
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -56,6 +59,8 @@ class WriteResult:
     row_count: int
     duration_seconds: float
     table: str
+    engine: str = "spark"
+    """What committed the write: `spark`, or `delta-rs` for a small write."""
 
 
 WriteListener = Callable[[WriteResult], None]
@@ -145,7 +150,56 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                 fix="use one of: " + ", ".join(m.value for m in WriteMode) + " (backfill has its "
                 "own method, store.backfill(group, df, start, end)).",
             ) from None
+        small = self._write_small(group, df, write_mode, lineage)
+        if small is not None:
+            return small
         return self._write(group, df, write_mode, lineage=lineage)
+
+    def _write_small(
+        self, group: str | FeatureGroupSchema, df: Any, mode: WriteMode, lineage: Lineage | None
+    ) -> WriteResult | None:
+        """Write a small pandas/Arrow batch with delta-rs, without Spark (`gold.small_writes`),
+        or return None when it takes the Spark path."""
+        if not small_writes.is_small(df, self.config.small_write_max_rows):
+            return None
+        started = time.perf_counter()
+        schema = self.resolve_group(group)
+        location = self.location(schema)
+        reason = small_writes.spark_needed(
+            location,
+            schema,
+            mode.value,
+            self._batch_hooks,
+            deletion_vectors=self.config.gold_deletion_vectors,
+        )
+        if reason is not None:
+            logger.info("group {}: a small write goes to Spark: {}", schema.name, reason)
+            return None
+        commit = small_writes.write(schema, location, df, mode.value, retry=self._retry)
+        duration = time.perf_counter() - started
+        self.registry.record_write(
+            schema,
+            mode=mode.value,
+            rows_written=commit.rows_written,
+            delta_version=commit.version,
+            row_count=commit.row_count,
+            duration_seconds=duration,
+            lineage=lineage,
+        )
+        result = WriteResult(
+            group=schema.name,
+            version=schema.version,
+            mode=mode.value,
+            rows_written=commit.rows_written,
+            delta_version=commit.version,
+            row_count=commit.row_count,
+            duration_seconds=duration,
+            table=str(location),
+            engine="delta-rs",
+        )
+        for listener in self._listeners:
+            listener(result)
+        return result
 
     def apply_changes(
         self,
@@ -172,12 +226,8 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
 
         Every row of `df` must fall in that range; rows outside it stay untouched.
         """
-        if not isinstance(start, datetime) or not isinstance(end, datetime) or start >= end:
-            raise MaterializationError(
-                f"The backfill range [{start}, {end}) is not a valid time range.",
-                fix="pass two datetimes with start < end.",
-            )
-        return self._write(group, df, WriteMode.OVERWRITE, lineage=lineage, time_range=(start, end))
+        time_range = event_time_range(start, end, what="backfill")
+        return self._write(group, df, WriteMode.OVERWRITE, lineage=lineage, time_range=time_range)
 
     def _write(
         self,
@@ -294,7 +344,13 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             }
             self._retry(
                 f"creating the Gold table {location}",
-                lambda: delta_ops.create_table(self.spark, location, schema, key_types),
+                lambda: delta_ops.create_table(
+                    self.spark,
+                    location,
+                    schema,
+                    key_types,
+                    deletion_vectors=self.config.gold_deletion_vectors,
+                ),
             )
             self._key_types[str(location)] = {k: SqlType.parse(v) for k, v in key_types.items()}
 

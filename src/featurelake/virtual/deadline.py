@@ -14,6 +14,8 @@ from typing import Any
 
 from featurelake.errors import QueryTimeoutError
 
+RECANCEL_SECONDS = 0.5
+
 
 @contextmanager
 def deadline(
@@ -24,14 +26,19 @@ def deadline(
     if seconds is None:
         yield
         return
-    fired = threading.Event()
+    fired, done = threading.Event(), threading.Event()
 
     def expire() -> None:
+        if done.wait(seconds):
+            return
         fired.set()
-        cancel()
+        # again until the block ends: work the engine had not started yet when the time ran
+        # out (a job still being planned) is cancelled once it starts
+        while not done.is_set():
+            cancel()
+            done.wait(RECANCEL_SECONDS)
 
-    timer = threading.Timer(seconds, expire)
-    timer.daemon = True
+    timer = threading.Thread(target=expire, name="featurelake-deadline", daemon=True)
     timer.start()
     try:
         yield
@@ -47,4 +54,4 @@ def deadline(
             ) from error
         raise
     finally:
-        timer.cancel()
+        done.set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from featurelake.plan.engine_choice import Engine
@@ -49,17 +49,9 @@ class VirtualDefinition:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "group": self.group,
-            "version": self.version,
-            "engine": self.engine,
-            "query": self.query,
-            "function": self.function,
+            **asdict(self),
             "sources": list(self.sources),
             "source_paths": list(self.source_paths),
-            "columns": dict(self.columns),
-            "fingerprint": self.fingerprint,
-            "created_at": self.created_at,
-            "importable": self.importable,
         }
 
     @classmethod

@@ -322,18 +322,14 @@ def duckdb_type(kind: SqlType) -> str:
         DataType.TIMESTAMP: "TIMESTAMP",
         DataType.DATE: "DATE",
     }
-    if kind.kind in atomic:
-        return atomic[kind.kind]
-    if kind.kind is DataType.DECIMAL:
-        return f"DECIMAL({kind.precision},{kind.scale})"
-    if kind.kind is DataType.ARRAY:
-        assert kind.element is not None
-        return f"{duckdb_type(kind.element)}[]"
-    if kind.kind is DataType.MAP:
-        assert kind.key is not None and kind.value is not None
-        return f"MAP({duckdb_type(kind.key)}, {duckdb_type(kind.value)})"
-    inner = ", ".join(f"{quote(name)} {duckdb_type(t)}" for name, t in kind.fields)
-    return f"STRUCT({inner})"
+    return kind.fold(
+        lambda t: (
+            f"DECIMAL({t.precision},{t.scale})" if t.kind is DataType.DECIMAL else atomic[t.kind]
+        ),
+        lambda element: f"{element}[]",
+        lambda key, value: f"MAP({key}, {value})",
+        lambda fields: "STRUCT(" + ", ".join(f"{quote(name)} {t}" for name, t in fields) + ")",
+    )
 
 
 def load_executor(spark: SparkProvider | SparkSession | None) -> DuckDBQueryExecutor:

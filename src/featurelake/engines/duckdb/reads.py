@@ -13,7 +13,8 @@ Values reach SQL only as registered Arrow tables or as literals formatted from t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -138,18 +139,8 @@ def point_in_time_rows(
                 ]
         select = [f"e.{quote(c)}" for c in entities.column_names] + outputs
         sql = f"SELECT {', '.join(select)} FROM {entity_view} e {' '.join(joins)} ORDER BY e.{ROW}"
-        try:
+        with _readable_times(timestamp_column):
             return connection.sql(sql).to_arrow_table()
-        except Exception as error:
-            if type(error).__name__ == "ConversionException":
-                raise PointInTimeError(
-                    f"Some values of the entity timestamp column '{timestamp_column}' cannot "
-                    f"be read as timestamps: {str(error).splitlines()[0]}",
-                    fix=f"parse '{timestamp_column}' with pd.to_datetime first, or set the "
-                    "unreadable values to null.",
-                    column=timestamp_column,
-                ) from error
-            raise
     finally:
         names.drop()
 
@@ -193,11 +184,8 @@ def _unit_sql(
         f"row_number() OVER (PARTITION BY {', '.join(knames)}, CAST({ts} AS TIMESTAMP) "
         f"ORDER BY {', '.join(order)}) AS __rank FROM {view} WHERE {' AND '.join(where)}"
     )
-    entity_keys = [
-        f"CAST({quote(k)} AS {t}) AS {n}" for k, t, n in zip(keys, key_types, knames, strict=True)
-    ]
     entity = (
-        f"SELECT {ROW}, {', '.join(entity_keys)}, "
+        f"SELECT {ROW}, {', '.join(casted)}, "
         f"CAST({quote(timestamp_column)} AS TIMESTAMP) AS __t FROM {entity_view}"
     )
     match = " AND ".join(f"e.{n} = f.{n}" for n in knames)
@@ -221,22 +209,23 @@ def _value(index: int) -> str:
 def _time_bounds(
     connection: duckdb.DuckDBPyConnection, entity_view: str, column: str
 ) -> tuple[int | None, int | None]:
-    try:
+    with _readable_times(column):
         rows = connection.execute(
             f"SELECT epoch_us(min(CAST({quote(column)} AS TIMESTAMP))), "
             f"epoch_us(max(CAST({quote(column)} AS TIMESTAMP))) FROM {entity_view}"
         ).fetchall()
+    return rows[0][0], rows[0][1]
+
+
+@contextmanager
+def _readable_times(column: str) -> Iterator[None]:
+    """DuckDB's failure to cast an entity time string, as the typed point-in-time error."""
+    try:
+        yield
     except Exception as error:
         if type(error).__name__ == "ConversionException":
-            raise PointInTimeError(
-                f"Some values of the entity timestamp column '{column}' cannot be read as "
-                f"timestamps: {str(error).splitlines()[0]}",
-                fix=f"parse '{column}' with pd.to_datetime first, or set the unreadable values "
-                "to null.",
-                column=column,
-            ) from error
+            raise rules.unreadable_times(column, str(error), "pd.to_datetime") from error
         raise
-    return rows[0][0], rows[0][1]
 
 
 def _validate(entities: pa.Table, groups: Sequence[GroupRows], column: str, fill: str) -> None:

@@ -29,7 +29,7 @@ from featurelake.errors import MaterializationError, SchemaValidationError
 from featurelake.gold import delta_ops
 from featurelake.registry import TableLocation, side_location
 from featurelake.schema import FeatureGroupSchema, parse_duration
-from featurelake.times import spark_utc
+from featurelake.times import event_time_range, spark_utc
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -240,11 +240,7 @@ def snapshot_times(
 ) -> list[datetime]:
     """The times `start`, `start + every`, ... before `end` of a backfill of the group."""
     step = parse_duration(every, what="backfill step 'every'")
-    if not isinstance(start, datetime) or not isinstance(end, datetime) or start >= end:
-        raise MaterializationError(
-            f"The backfill range [{start}, {end}) is not a valid time range.",
-            fix="pass two datetimes with start < end.",
-        )
+    start, end = event_time_range(start, end, what="backfill")
     assert step is not None
     times = []
     moment = start

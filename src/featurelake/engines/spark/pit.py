@@ -258,12 +258,8 @@ def _time_bounds(entity_df: DataFrame, timestamp_column: str) -> _Bounds:
     except PySparkException as error:
         condition = error.getCondition() or ""
         if condition.startswith("CAST_INVALID_INPUT"):
-            raise PointInTimeError(
-                f"Some values of the entity timestamp column '{timestamp_column}' cannot be "
-                f"read as timestamps: {str(error).splitlines()[0]}",
-                fix=f"parse '{timestamp_column}' with F.to_timestamp(column, format) first, or "
-                "set the unreadable values to null.",
-                column=timestamp_column,
+            raise rules.unreadable_times(
+                timestamp_column, str(error), "F.to_timestamp(column, format)"
             ) from error
         raise
     assert row is not None
