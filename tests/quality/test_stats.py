@@ -17,7 +17,7 @@ from featurelake.quality import (
     statistics,
     statistics_history,
 )
-from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES, STATS
+from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES, STATS, SUMMARIES
 from featurelake.registry import group_key
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.materialized import MaterializedFeatureStore
@@ -130,9 +130,10 @@ def test_appends_are_folded_into_the_recorded_statistics(
     second = store.write_features(
         "profiles", make_frame(1_000, seed=2).assign(id=lambda d: d.id + 10_000)
     )
-    events = store.registry.events(STATS, group_key("profiles", 1))
+    events = store.registry.events(SUMMARIES, group_key("profiles", 1))
     assert [e["delta_version"] for e in events] == [first.delta_version, second.delta_version]
     assert all(set(e["summaries"]) == {f.name for f in SCHEMA.features} for e in events)
+    assert all("summaries" not in e for e in store.registry.events(STATS, group_key("profiles", 1)))
     folded = statistics_history(store.registry, "profiles", 1)[second.delta_version]
     full = statistics(store.registry, "profiles", delta_version=second.delta_version, record=False)
     assert folded.row_count == full.row_count == 4_000

@@ -23,7 +23,7 @@ import numpy as np
 
 from featurelake.quality.drift import NULL_VALUE, PSI_QUANTILES, DriftReport, FeatureDrift, psi
 from featurelake.quality.stats import (
-    STATS,
+    SUMMARIES,
     SUMMARY_POINTS,
     TOP_K,
     FeatureStatistics,
@@ -47,7 +47,7 @@ def recorded(
     registry: Registry, schema: FeatureGroupSchema, delta_version: int
 ) -> tuple[GroupStatistics, Summaries] | None:
     """The statistics recorded for `delta_version` with summaries of every feature, or None."""
-    events = registry.events(STATS, group_key(schema.name, schema.version))
+    events = registry.events(SUMMARIES, group_key(schema.name, schema.version))
     for event in reversed(events):
         if event.get("delta_version") != delta_version:
             continue

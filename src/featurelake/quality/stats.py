@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 STATS = "stats"
+SUMMARIES = "stats_summaries"
 QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_ACCURACY = 10_000
 """`percentile_approx` accuracy: the rank error is at most rows / accuracy."""
@@ -273,12 +274,15 @@ def record_statistics(
     stats: GroupStatistics,
     summaries: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    """Store statistics as a `stats` event of `group@version` (one per Delta version), with
-    the `summaries` of `profile` beside them (readers of `GroupStatistics` ignore them)."""
-    payload = stats.to_dict()
+    """Store statistics as a `stats` event of `group@version` (one per Delta version); with
+    the `summaries` of `profile`, also a `stats_summaries` event holding both (in the same
+    commit), which appends fold into (`featurelake.quality.incremental`)."""
+    key = group_key(stats.group, stats.version)
+    events: list[tuple[str, str, Mapping[str, Any]]] = [(STATS, key, stats.to_dict())]
     if summaries is not None:
-        payload["summaries"] = {k: dict(v) for k, v in summaries.items()}
-    registry.append_event(STATS, group_key(stats.group, stats.version), payload)
+        kept = {k: dict(v) for k, v in summaries.items()}
+        events.append((SUMMARIES, key, {**stats.to_dict(), "summaries": kept}))
+    registry.append_events(events)
 
 
 def statistics_history(
