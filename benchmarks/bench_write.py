@@ -5,15 +5,20 @@
 Append: `store.write_features(group, df)` vs `df.write.format("delta").mode("append")`.
 Merge: 10% of the rows updated (new values, same keys and times) through
 `write_features(..., mode="merge")` vs a plain `MERGE INTO` of the same batch.
-Prints median seconds and the ratio validated / plain (target: at most 1.25x).
+Prints median seconds and the ratio validated / plain (target: at most 1.25x), with the
+Spark jobs each write ran and their executor CPU seconds (from the Spark UI's REST API; on a
+shared box CPU time is steadier than wall time), and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import tempfile
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -54,10 +59,29 @@ def source_rows(spark: SparkSession, rows: int, seed: int) -> DataFrame:
     )
 
 
-def timed(action: Callable[[], object]) -> float:
+def timed(spark: SparkSession, name: str, action: Callable[[], object]) -> tuple[float, int, float]:
+    """Wall seconds, Spark jobs and executor CPU seconds of `action` (run as job group `name`)."""
+    context = spark.sparkContext
+    context.setJobGroup(name, name)
     started = time.perf_counter()
     action()
-    return time.perf_counter() - started
+    wall = time.perf_counter() - started
+    tracker = context.statusTracker()
+    jobs = tracker.getJobIdsForGroup(name)
+    infos = [tracker.getJobInfo(j) for j in jobs]
+    stages = {s for info in infos if info is not None for s in info.stageIds}
+    return wall, len(jobs), sum(stage_cpu(spark, s) for s in stages)
+
+
+def stage_cpu(spark: SparkSession, stage: int) -> float:
+    """Executor CPU seconds of a stage's attempts (0 when the UI does not answer)."""
+    url = f"{spark.sparkContext.uiWebUrl}/api/v1/applications/{spark.sparkContext.applicationId}"
+    try:
+        with urllib.request.urlopen(f"{url}/stages/{stage}", timeout=10) as answer:
+            attempts = json.load(answer)
+    except Exception:
+        return 0.0
+    return sum(a.get("executorCpuTime", 0) for a in attempts) / 1e9
 
 
 def main() -> None:
@@ -68,8 +92,12 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="featurelake-bench-write-"))
     config = FeatureStoreConfig(
-        storage_path=str(work / "store"), spark_master="local[2]", spark_shuffle_partitions=4
+        storage_path=str(work / "store"),
+        spark_master="local[2]",
+        spark_shuffle_partitions=4,
+        spark_ui_enabled=True,
     )
+    load_before = os.getloadavg()
     spark = get_spark(config)
     source = str(work / "source")
     updates = str(work / "updates")
@@ -83,7 +111,7 @@ def main() -> None:
     ).write.parquet(updates)
 
     schema = group_schema()
-    results: dict[str, list[float]] = {
+    results: dict[str, list[tuple[float, int, float]]] = {
         "append plain": [],
         "append validated": [],
         "merge plain": [],
@@ -94,6 +122,9 @@ def main() -> None:
             config.replace(storage_path=str(work / f"store{run}")), spark
         )
         store.register_features(schema)
+        # Both tables exist before the timed writes: the plain one from an empty write, the
+        # Gold one from an empty validated write (its creation is not part of a write's cost).
+        store.write_features("bench", spark.read.parquet(source).limit(0))
         plain_path = str(work / f"plain{run}")
         spark.read.parquet(source).limit(0).withColumn(
             "_ingested_at", F.current_timestamp()
@@ -130,14 +161,30 @@ def main() -> None:
             if run % 2:
                 pair.reverse()
             for kind, action in pair:
-                results[f"{name} {kind}"].append(timed(action))
+                key = f"{name} {kind}"
+                results[key].append(timed(spark, f"{key} {run}", action))
 
     print(f"\nwrite_features vs plain Delta, {args.rows:,} rows, median of {args.repeat} runs")
-    print(f"{'operation':<10} {'plain s':>9} {'validated s':>12} {'ratio':>7}")
+    print(f"load average before {load_before[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+    print(
+        f"{'operation':<10} {'plain s':>9} {'validated s':>12} {'ratio':>7}"
+        f" {'jobs':>9} {'plain cpu s':>12} {'valid. cpu s':>13} {'cpu ratio':>10}"
+    )
     for name in ("append", "merge"):
-        plain = statistics.median(results[f"{name} plain"])
-        validated = statistics.median(results[f"{name} validated"])
-        print(f"{name:<10} {plain:>9.2f} {validated:>12.2f} {validated / plain:>6.2f}x")
+        plain = [r[0] for r in results[f"{name} plain"]]
+        validated = [r[0] for r in results[f"{name} validated"]]
+        plain_cpu = statistics.median(r[2] for r in results[f"{name} plain"])
+        validated_cpu = statistics.median(r[2] for r in results[f"{name} validated"])
+        jobs = (
+            f"{max(r[1] for r in results[f'{name} plain'])}/"
+            f"{max(r[1] for r in results[f'{name} validated'])}"
+        )
+        wall, checked = statistics.median(plain), statistics.median(validated)
+        cpu_ratio = validated_cpu / plain_cpu if plain_cpu else float("nan")
+        print(
+            f"{name:<10} {wall:>9.2f} {checked:>12.2f} {checked / wall:>6.2f}x {jobs:>9}"
+            f" {plain_cpu:>12.2f} {validated_cpu:>13.2f} {cpu_ratio:>9.2f}x"
+        )
     spark.stop()
 
 

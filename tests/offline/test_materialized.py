@@ -81,6 +81,19 @@ def test_append_overwrite_merge(spark: SparkSession, store: MaterializedFeatureS
     assert operations[:3] == ["WRITE", "MERGE", "WRITE"]
 
 
+def test_an_empty_batch_writes_nothing(
+    spark: SparkSession, store: MaterializedFeatureStore
+) -> None:
+    first = store.write_features("customers", batch(spark, [(1, day(0), 30, "a", 0.5)]))
+    empty = store.write_features("customers", batch(spark, []))
+    assert (empty.rows_written, empty.delta_version, empty.row_count) == (
+        0,
+        first.delta_version,
+        1,
+    )
+    assert table_rows(store) == [(1, day(0), 30, "a", 0.5)]
+
+
 def test_pandas_batches_are_converted_with_the_schema_types(
     store: MaterializedFeatureStore,
 ) -> None:

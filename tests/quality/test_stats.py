@@ -11,11 +11,14 @@ from pyspark.sql import functions as F
 from featurelake.config import FeatureStoreConfig
 from featurelake.quality import (
     GroupStatistics,
+    attach_quality,
     compute_statistics,
+    drift_history,
     statistics,
     statistics_history,
 )
-from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES
+from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES, STATS, SUMMARIES
+from featurelake.registry import group_key
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.materialized import MaterializedFeatureStore
 
@@ -113,3 +116,64 @@ def test_statistics_are_stored_per_delta_version(
     assert list(history) == [first.delta_version, second.delta_version]
     assert history[first.delta_version].row_count == 200
     assert history[second.delta_version].last_updated is not None
+
+
+def test_appends_are_folded_into_the_recorded_statistics(
+    spark: SparkSession, store_config: FeatureStoreConfig
+) -> None:
+    """A write that appends records the new version's statistics from the previous version's
+    and a profile of the appended rows only; they agree with a full recomputation."""
+    store = MaterializedFeatureStore(store_config, spark)
+    store.register_features(SCHEMA)
+    attach_quality(store)
+    first = store.write_features("profiles", make_frame(3_000, seed=1))
+    second = store.write_features(
+        "profiles", make_frame(1_000, seed=2).assign(id=lambda d: d.id + 10_000)
+    )
+    events = store.registry.events(SUMMARIES, group_key("profiles", 1))
+    assert [e["delta_version"] for e in events] == [first.delta_version, second.delta_version]
+    assert all(set(e["summaries"]) == {f.name for f in SCHEMA.features} for e in events)
+    assert all("summaries" not in e for e in store.registry.events(STATS, group_key("profiles", 1)))
+    folded = statistics_history(store.registry, "profiles", 1)[second.delta_version]
+    full = statistics(store.registry, "profiles", delta_version=second.delta_version, record=False)
+    assert folded.row_count == full.row_count == 4_000
+    assert folded.last_event == full.last_event and folded.last_updated == full.last_updated
+    values = pd.concat([make_frame(3_000, seed=1), make_frame(1_000, seed=2)])
+    for name, got in folded.features.items():
+        expected = full.features[name]
+        assert (got.kind, got.count, got.null_count) == (
+            expected.kind,
+            expected.count,
+            expected.null_count,
+        )
+        assert got.null_rate == pytest.approx(expected.null_rate)
+        assert got.min == expected.min and got.max == expected.max
+        assert got.top_values == expected.top_values
+        assert got.distinct_approx == pytest.approx(expected.distinct_approx, rel=0.05)
+        if got.kind == "numerical":
+            assert got.mean == pytest.approx(expected.mean, rel=1e-9)
+            assert got.std == pytest.approx(expected.std, rel=1e-9)
+            column = np.sort(values[name].astype("float64").dropna().to_numpy())
+            for key, answer in got.quantiles.items():
+                low = np.searchsorted(column, answer, side="left") / len(column)
+                high = np.searchsorted(column, answer, side="right") / len(column)
+                assert low - 0.03 <= float(key[1:]) / 100 <= high + 0.03, (name, key)
+    (report,) = drift_history(store.registry, "profiles", 1)
+    assert report.reference_delta_version == first.delta_version
+    assert report.current_delta_version == second.delta_version
+    assert report.drifted == []  # the same distributions
+
+
+def test_appends_without_recorded_summaries_read_the_whole_version(
+    spark: SparkSession, store_config: FeatureStoreConfig
+) -> None:
+    store = MaterializedFeatureStore(store_config, spark)
+    store.register_features(SCHEMA)
+    store.write_features("profiles", make_frame(200, seed=1))  # no quality attached yet
+    attach_quality(store, drift_on_write=False)
+    second = store.write_features(
+        "profiles", make_frame(100, seed=2).assign(id=lambda d: d.id + 1000)
+    )
+    history = statistics_history(store.registry, "profiles", 1)
+    assert list(history) == [second.delta_version]
+    assert history[second.delta_version].row_count == 300

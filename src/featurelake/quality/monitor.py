@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from loguru import logger
 
 from featurelake.quality.checks import CheckReport, QualityGate, evaluate_checks, record_report
-from featurelake.quality.drift import drift
-from featurelake.quality.stats import GroupStatistics, compute_statistics, record_statistics
-from featurelake.quality.tables import latest_version, read_version, resolve
-from featurelake.registry import Registry
+from featurelake.quality.drift import DRIFT, drift
+from featurelake.quality.incremental import fold_append, recorded, summary_drift
+from featurelake.quality.stats import GroupStatistics, profile, record_statistics
+from featurelake.quality.tables import appended_rows, latest_version, read_version, resolve
+from featurelake.registry import Registry, group_key
 from featurelake.schema.model import FeatureGroupSchema
 
 if TYPE_CHECKING:
@@ -59,12 +60,45 @@ def statistics(
     session = spark or registry.spark
     location = registry.gold_location(schema.name, schema.version)
     version = delta_version if delta_version is not None else latest_version(session, location)
-    stats = compute_statistics(
+    stats, summaries = profile(
         read_version(session, location, version), schema, delta_version=version
     )
     if record:
-        record_statistics(registry, stats)
+        record_statistics(registry, stats, summaries)
     return stats
+
+
+def statistics_of_append(
+    registry: Registry,
+    group: str | FeatureGroupSchema,
+    delta_version: int,
+    *,
+    spark: SparkSession | None = None,
+    drift_too: bool = True,
+) -> bool:
+    """Record the statistics of `delta_version`, a commit that only appended rows, from those
+    recorded for the version before it and a profile of the appended rows (and, with
+    `drift_too`, the drift between both versions from their summaries): the cost of the rows
+    written, not of the table. False (nothing recorded) when the previous version has no
+    recorded summaries; `statistics` then reads the whole version."""
+    schema = resolve(registry, group)
+    previous = recorded(registry, schema, delta_version - 1)
+    if previous is None:
+        return False
+    session = spark or registry.spark
+    location = registry.gold_location(schema.name, schema.version)
+    stats, summaries = fold_append(
+        *previous,
+        appended_rows(session, location, delta_version),
+        schema,
+        delta_version=delta_version,
+    )
+    record_statistics(registry, stats, summaries)
+    if drift_too:
+        report = summary_drift(*previous, stats, summaries, schema)
+        registry.append_event(DRIFT, group_key(schema.name, schema.version), report.to_dict())
+        _warn_drift(report)
+    return True
 
 
 def check(
@@ -106,29 +140,40 @@ def attach_quality(
             # Spark write (or `store.statistics(group)`) profiles the table.
             logger.debug("group {} v{}: no statistics for a write without Spark", name, version)
             return
-        if statistics_on_write:
-            statistics(
-                store.registry, f"{name}@{version}", delta_version=delta_version, spark=store.spark
-            )
-        if drift_on_write and delta_version > 1:
-            report = drift(
+        group = f"{name}@{version}"
+        if (
+            statistics_on_write
+            and result.mode == "append"
+            and statistics_of_append(
                 store.registry,
-                f"{name}@{version}",
-                current_version=delta_version,
+                group,
+                delta_version,
                 spark=store.spark,
+                drift_too=drift_on_write and delta_version > 1,
             )
-            if report.drifted:
-                logger.warning(
-                    "group {} v{}: features {} drifted against {}",
-                    name,
-                    version,
-                    report.drifted,
-                    report.reference,
-                )
+        ):
+            return
+        if statistics_on_write:
+            statistics(store.registry, group, delta_version=delta_version, spark=store.spark)
+        if drift_on_write and delta_version > 1:
+            _warn_drift(
+                drift(store.registry, group, current_version=delta_version, spark=store.spark)
+            )
 
     if statistics_on_write or drift_on_write:
         store.add_write_listener(after_write)
     return gate
+
+
+def _warn_drift(report: Any) -> None:
+    if report.drifted:
+        logger.warning(
+            "group {} v{}: features {} drifted against {}",
+            report.group,
+            report.version,
+            report.drifted,
+            report.reference,
+        )
 
 
 def attach_configured_quality(store: QualityAttachable) -> QualityGate | None:

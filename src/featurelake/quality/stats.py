@@ -7,6 +7,7 @@ top values from one more small job shared by every categorical feature.
 
 from __future__ import annotations
 
+import base64
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -23,10 +24,16 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 STATS = "stats"
+SUMMARIES = "stats_summaries"
 QUANTILES: tuple[float, ...] = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 QUANTILE_ACCURACY = 10_000
 """`percentile_approx` accuracy: the rank error is at most rows / accuracy."""
 TOP_K = 10
+SUMMARY_POINTS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
+"""The quantiles kept per numeric feature to fold appends into recorded statistics (and to
+measure drift from them): every percent, the 0th and 100th included."""
+HLL_LG_K = 11
+"""`hll_sketch_agg` size: 2^11 buckets, a relative error of about 2.3%, ~1.3 kB a sketch."""
 
 
 @dataclass(frozen=True)
@@ -107,21 +114,41 @@ def compute_statistics(
     One aggregation job for every feature, plus one for the top values of all categorical
     features together.
     """
+    return profile(df, schema, delta_version=delta_version, top_k=top_k)[0]
+
+
+def profile(
+    df: DataFrame,
+    schema: FeatureGroupSchema,
+    *,
+    delta_version: int | None = None,
+    top_k: int = TOP_K,
+    sketches: Mapping[str, bytes] | None = None,
+) -> tuple[GroupStatistics, dict[str, dict[str, Any]]]:
+    """`compute_statistics`, and the summaries that let later appends be folded in without
+    reading the table again (`featurelake.quality.incremental`): per feature an HLL sketch of
+    its values (base64) and, for numeric ones, `SUMMARY_POINTS` quantiles.
+
+    With `sketches` (a feature's sketch of other rows), the sketch and distinct count returned
+    are those of the union of `df` and those rows.
+    """
     from pyspark.sql import functions as F
 
     aggs: list[Column] = [F.count(F.lit(1)).alias("__rows")]
     aggs.append(F.max(F.col(schema.timestamp_key)).alias("__last_event"))
     if INGESTED_AT in df.columns:
         aggs.append(F.max(F.col(INGESTED_AT)).alias("__last_updated"))
-    quantile_array = F.array(*[F.lit(q) for q in QUANTILES])
+    summary_array = F.array(*[F.lit(q) for q in SUMMARY_POINTS])
+    types = {f.name: f.dataType.simpleString() for f in df.schema.fields}
     for i, feature in enumerate(schema.features):
         if feature.name not in df.columns:
             continue
         col = F.col(feature.name)
-        aggs += [
-            F.count(col).alias(f"c{i}"),
-            F.approx_count_distinct(col).alias(f"d{i}"),
-        ]
+        sketch = F.hll_sketch_agg(_sketchable(col, types[feature.name]), HLL_LG_K)
+        other = (sketches or {}).get(feature.name)
+        if other is not None:
+            sketch = F.hll_union(sketch, F.lit(bytearray(other)))
+        aggs += [F.count(col).alias(f"c{i}"), sketch.alias(f"h{i}")]
         if is_numeric(feature):
             x = col.cast("double")
             aggs += [
@@ -129,24 +156,34 @@ def compute_statistics(
                 F.stddev_samp(x).alias(f"std{i}"),
                 F.min(x).alias(f"min{i}"),
                 F.max(x).alias(f"max{i}"),
-                F.percentile_approx(x, quantile_array, QUANTILE_ACCURACY).alias(f"q{i}"),
+                F.percentile_approx(x, summary_array, QUANTILE_ACCURACY).alias(f"q{i}"),
             ]
         elif feature.data_type.is_atomic:
             aggs += [F.min(col).alias(f"min{i}"), F.max(col).alias(f"max{i}")]
-    row = df.agg(*aggs).collect()[0].asDict()
+    aggregated = df.agg(*aggs)
+    distinct = [
+        F.hll_sketch_estimate(F.col(f"h{i}")).alias(f"d{i}")
+        for i, f in enumerate(schema.features)
+        if f.name in df.columns
+    ]
+    row = aggregated.select("*", *distinct).collect()[0].asDict()
     rows = int(row["__rows"])
     top = _top_values(df, schema, top_k)
     features: dict[str, FeatureStatistics] = {}
+    summaries: dict[str, dict[str, Any]] = {}
     for i, feature in enumerate(schema.features):
         if f"c{i}" not in row:
             continue
         count = int(row[f"c{i}"])
         nulls = rows - count
         numeric = is_numeric(feature)
+        points = [float(v) for v in row[f"q{i}"]] if numeric and row.get(f"q{i}") else []
+        summaries[feature.name] = {
+            "sketch": base64.b64encode(bytes(row[f"h{i}"])).decode() if row[f"h{i}"] else None,
+            "points": points,
+        }
         quantiles = (
-            {_quantile_key(q): float(v) for q, v in zip(QUANTILES, row[f"q{i}"], strict=True)}
-            if numeric and row.get(f"q{i}") is not None
-            else {}
+            {_quantile_key(q): points[SUMMARY_POINTS.index(q)] for q in QUANTILES} if points else {}
         )
         features[feature.name] = FeatureStatistics(
             name=feature.name,
@@ -156,7 +193,7 @@ def compute_statistics(
             count=count,
             null_count=nulls,
             null_rate=nulls / rows if rows else 0.0,
-            distinct_approx=int(row[f"d{i}"]),
+            distinct_approx=int(row[f"d{i}"] or 0),
             mean=_float(row.get(f"mean{i}")),
             std=_float(row.get(f"std{i}")),
             min=_plain(row.get(f"min{i}")),
@@ -164,7 +201,7 @@ def compute_statistics(
             quantiles=quantiles,
             top_values=top.get(feature.name, []),
         )
-    return GroupStatistics(
+    stats = GroupStatistics(
         group=schema.name,
         version=schema.version,
         delta_version=delta_version,
@@ -174,6 +211,16 @@ def compute_statistics(
         computed_at=utc_now().isoformat(),
         features=features,
     )
+    return stats, summaries
+
+
+def _sketchable(col: Column, type_name: str) -> Column:
+    """The column as a type `hll_sketch_agg` takes (int, bigint, string or binary)."""
+    if type_name in ("int", "bigint", "string", "binary"):
+        return col
+    if type_name in ("tinyint", "smallint"):
+        return col.cast("int")
+    return col.cast("string")
 
 
 def value_counts(
@@ -222,9 +269,20 @@ def _top_values(
     }
 
 
-def record_statistics(registry: Registry, stats: GroupStatistics) -> None:
-    """Store statistics as a `stats` event of `group@version` (one per Delta version)."""
-    registry.append_event(STATS, group_key(stats.group, stats.version), stats.to_dict())
+def record_statistics(
+    registry: Registry,
+    stats: GroupStatistics,
+    summaries: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """Store statistics as a `stats` event of `group@version` (one per Delta version); with
+    the `summaries` of `profile`, also a `stats_summaries` event holding both (in the same
+    commit), which appends fold into (`featurelake.quality.incremental`)."""
+    key = group_key(stats.group, stats.version)
+    events: list[tuple[str, str, Mapping[str, Any]]] = [(STATS, key, stats.to_dict())]
+    if summaries is not None:
+        kept = {k: dict(v) for k, v in summaries.items()}
+        events.append((SUMMARIES, key, {**stats.to_dict(), "summaries": kept}))
+    registry.append_events(events)
 
 
 def statistics_history(

@@ -44,6 +44,27 @@ def read_version(
         ) from error
 
 
+def appended_rows(spark: SparkSession, location: TableLocation, version: int) -> DataFrame:
+    """The rows a commit inserted, from the table's change data feed (reads only the files of
+    that commit)."""
+    from pyspark.sql import functions as F
+
+    reader = (
+        spark.read.format("delta")
+        .option("readChangeFeed", "true")
+        .option("startingVersion", int(version))
+        .option("endingVersion", int(version))
+    )
+    if location.table_name:
+        changes = reader.table(location.table_name)
+    else:
+        assert location.path is not None
+        changes = reader.load(location.path)
+    return changes.where(F.col("_change_type") == "insert").drop(
+        "_change_type", "_commit_version", "_commit_timestamp"
+    )
+
+
 def latest_version(spark: SparkSession, location: TableLocation) -> int:
     """The newest Delta version of a table (reads only the Delta log)."""
     from pyspark.sql import functions as F

@@ -293,14 +293,19 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
                 fix="the table is unchanged; correct the cause above and write again.",
                 group=schema.name,
             ) from error
-        commit = delta_ops.find_commit(self.spark, location, token)
+        try:
+            commit = delta_ops.find_commit(self.spark, location, token)
+            rows_written, delta_version = commit.rows_written, commit.version
+        except LookupError:  # Delta commits nothing for an empty append: the table is unchanged
+            commit = None
+            rows_written, delta_version = 0, delta_ops.current_version(self.spark, location)
         row_count = delta_ops.row_count(self.spark, location)
         duration = time.perf_counter() - started
         self.registry.record_write(
             schema,
             mode="backfill" if time_range else mode.value,
-            rows_written=commit.rows_written,
-            delta_version=commit.version,
+            rows_written=rows_written,
+            delta_version=delta_version,
             row_count=row_count,
             duration_seconds=duration,
             lineage=lineage,
@@ -309,14 +314,15 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             group=schema.name,
             version=schema.version,
             mode="backfill" if time_range else mode.value,
-            rows_written=commit.rows_written,
-            delta_version=commit.version,
+            rows_written=rows_written,
+            delta_version=delta_version,
             row_count=row_count,
             duration_seconds=duration,
             table=str(location),
         )
-        for listener in self._listeners:
-            listener(result)
+        if commit is not None:  # listeners (quality, online sync) follow new versions only
+            for listener in self._listeners:
+                listener(result)
         return result
 
     def _existing_key_types(
