@@ -64,25 +64,29 @@ class MaterializationRun:
         schema: FeatureGroupSchema,
         mode: str,
         source: str,
-        result: WriteResult,
+        result: WriteResult | None,
         *,
         started_at: datetime,
         started: float,
+        from_version: int | None = None,
         to_version: int | None = None,
+        fallback: str | None = None,
     ) -> MaterializationRun:
-        """The run that wrote `result`, started at `started_at` (`started`: perf_counter)."""
+        """The run that wrote `result` (None: nothing), started at `started_at` (`started`:
+        its perf_counter)."""
         return cls(
             group=schema.name,
             version=schema.version,
             mode=mode,
             source=source,
-            from_version=None,
+            from_version=from_version,
             to_version=to_version,
-            rows_written=result.rows_written,
-            gold_version=result.delta_version,
+            rows_written=result.rows_written if result else 0,
+            gold_version=result.delta_version if result else None,
             started_at=started_at.isoformat(),
             ended_at=_now().isoformat(),
             duration_seconds=round(time.perf_counter() - started, 3),
+            fallback_reason=fallback,
         )
 
 
@@ -198,19 +202,16 @@ def _run(
         result: WriteResult | None,
         fallback: str | None = None,
     ) -> MaterializationRun:
-        return MaterializationRun(
-            group=schema.name,
-            version=schema.version,
-            mode=mode,
-            source=identity,
+        return MaterializationRun.of_write(
+            schema,
+            mode,
+            identity,
+            result,
+            started_at=started_at,
+            started=started,
             from_version=start,
             to_version=end,
-            rows_written=result.rows_written if result else 0,
-            gold_version=result.delta_version if result else None,
-            started_at=started_at.isoformat(),
-            ended_at=_now().isoformat(),
-            duration_seconds=round(time.perf_counter() - started, 3),
-            fallback_reason=fallback,
+            fallback=fallback,
         )
 
     if source.table is None:  # a query alone: recompute in full
