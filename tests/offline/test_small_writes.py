@@ -25,21 +25,9 @@ from featurelake import storage
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import SchemaValidationError
 from featurelake.registry import Lineage
-from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.materialized import MaterializedFeatureStore
 
-T0 = datetime(2024, 1, 1)
-COLUMNS = "customer_id bigint, event_timestamp timestamp, age int, segment string, score double"
-SCHEMA = FeatureGroupSchema(
-    name="customers",
-    entity_keys=["customer_id"],
-    entity_key_types={"customer_id": "bigint"},
-    features=[
-        FeatureSchema("age", "int", min_value=0, max_value=130),
-        FeatureSchema("segment", "string", allowed_values=["a", "b", "c"]),
-        FeatureSchema("score", "double", nullable=False),
-    ],
-)
+from .test_materialized import COLUMNS, SCHEMA, T0
 
 
 def day(n: int) -> datetime:
