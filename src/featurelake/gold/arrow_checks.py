@@ -18,8 +18,8 @@ from featurelake.schema.types import DataType, is_safe_cast
 from featurelake.schema.validation import (
     SAMPLE_ROWS,
     RuleSpec,
+    check_columns,
     column_targets,
-    columns_error,
     key_type_error,
     lossy_type_error,
     shown_columns,
@@ -107,12 +107,8 @@ def conform(data: Any, schema: FeatureGroupSchema, key_types: dict[str, SqlType]
 
     is_pandas = not isinstance(data, (pa.Table, pa.RecordBatch))
     names = [str(c) for c in data.columns] if is_pandas else list(data.schema.names)
-    present = [n for n in names if n != INGESTED_AT]
+    check_columns(schema, [n for n in names if n != INGESTED_AT])
     expected = schema.columns
-    missing = [c for c in expected if c not in present]
-    extra = [c for c in present if c not in expected]
-    if missing or extra:
-        raise columns_error(schema, missing, extra)
     targets = column_targets(schema, key_types)
     table = _from_pandas(data, schema, targets) if is_pandas else pa.table(data)
     columns: list[pa.Array | pa.ChunkedArray] = []

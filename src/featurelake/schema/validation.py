@@ -10,7 +10,7 @@ jobs that count and sample the offending rows.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -50,11 +50,8 @@ def conform_columns(
 
     present = {field.name: field for field in df.schema.fields}
     present.pop(INGESTED_AT, None)
+    check_columns(schema, present)
     expected = schema.columns
-    missing = [c for c in expected if c not in present]
-    extra = [c for c in present if c not in expected]
-    if missing or extra:
-        raise columns_error(schema, missing, extra)
     targets = column_targets(schema, key_types)
     selected: list[Column] = []
     for name in expected:
@@ -94,6 +91,15 @@ def column_targets(
         schema.timestamp_key: SqlType(DataType.TIMESTAMP),
         **{f.name: f.data_type for f in schema.features},
     }
+
+
+def check_columns(schema: FeatureGroupSchema, present: Collection[str]) -> None:
+    """Raise `columns_error` unless the batch's columns (`_ingested_at` aside) are the group's."""
+    expected = schema.columns
+    missing = [c for c in expected if c not in present]
+    extra = [c for c in present if c not in expected]
+    if missing or extra:
+        raise columns_error(schema, missing, extra)
 
 
 def columns_error(
