@@ -111,7 +111,7 @@ def main() -> None:
     os.environ["FEATURELAKE_STORAGE_PATH"] = str(STORE)  # the CLI and the job use it too
 
     from featurelake import FeatureStore
-    from featurelake.cli.app import quiet_spark_logs
+    from featurelake.cli.state import quiet_spark_logs
     from featurelake.examples import retail
     from featurelake.pipeline.runtime import load_settings
     from featurelake.session import get_spark
