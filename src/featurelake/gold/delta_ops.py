@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from featurelake import storage
+from featurelake.gold import commit_times
 from featurelake.gold.merge_bounds import target_bounds
 from featurelake.registry import TableLocation, quote_identifier
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema
@@ -130,6 +131,8 @@ def read(
 ) -> DataFrame:
     """The table, or the version / timestamp asked for (Delta time travel)."""
     reader = spark.read.format("delta")
+    if timestamp is not None and version is None and _has_listable_log(location):
+        version, timestamp = commit_times.version_at(str(location.path), timestamp), None
     if version is not None:
         reader = reader.option("versionAsOf", int(version))
     if timestamp is not None:
@@ -168,19 +171,27 @@ def current_version(spark: SparkSession, location: TableLocation) -> int:
     return history(spark, location, limit=1)[0].version
 
 
+def _has_listable_log(location: TableLocation) -> bool:
+    """Whether featurelake lists the table's log itself (a local or S3 path table), so a time
+    resolves to the version every engine reads (gold.commit_times)."""
+    path = str(location.path or "")
+    return (
+        bool(path)
+        and not location.table_name
+        and (storage.is_local(path) or storage.is_object_store(path))
+    )
+
+
 def _delta_rs_path(location: TableLocation) -> str | None:
     """The path of a table delta-rs opens (a local folder or an object-store path, with
     delta-rs installed), else None."""
-    path = str(location.path or "")
-    if not path or location.table_name:
-        return None
-    if not (storage.is_local(path) or storage.is_object_store(path)):
+    if not _has_listable_log(location):
         return None
     try:
         import deltalake  # noqa: F401
     except ImportError:
         return None
-    return path
+    return str(location.path)
 
 
 def _local_log_reader(location: TableLocation) -> Any:

@@ -25,6 +25,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from featurelake.errors import DeltaTableNotReadableError, MaterializationError, first_line
+from featurelake.gold.commit_times import version_at
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -70,16 +71,18 @@ class Snapshot:
 def open_snapshot(
     path: str, *, version: int | None = None, timestamp: datetime | str | None = None
 ) -> Snapshot:
-    """The table at `path`, at `version` or as of `timestamp` (latest commit at or before it),
-    checked readable."""
+    """The table at `path`, at `version` or as of `timestamp` (its latest commit at or before
+    it, by the rule of `commit_times`), checked readable."""
     from deltalake.exceptions import TableNotFoundError
 
     from featurelake.storage import open_table
 
     try:
-        table = open_table(path, version=version)
         if timestamp is not None:
-            table.load_as_version(_as_utc(timestamp))
+            version = version_at(path, timestamp)
+        table = open_table(path, version=version)
+    except MaterializationError:
+        raise
     except TableNotFoundError as error:
         raise MaterializationError(
             f"There is no Delta table at {path}" + (f" (version {version})" if version else ""),
@@ -249,12 +252,6 @@ def sql_literal(value: Any) -> str | None:
 def quote(name: str) -> str:
     """A double-quoted SQL identifier (DataFusion and DuckDB)."""
     return '"' + str(name).replace('"', '""') + '"'
-
-
-def _as_utc(timestamp: datetime | str) -> datetime | str:
-    if isinstance(timestamp, datetime) and timestamp.tzinfo is None:
-        return timestamp.replace(tzinfo=UTC)
-    return timestamp
 
 
 def _not_readable(path: str, error: BaseException) -> DeltaTableNotReadableError:
