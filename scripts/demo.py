@@ -22,7 +22,7 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = Path("conf/featurelake.yaml")  # paths are relative to the repo, the demo's cwd
-STORE = Path("demo_store")
+STORE = Path(os.environ.get("FEATURELAKE_DEMO_STORE", "demo_store"))  # tests use their own
 SOURCES = STORE / "_sources"
 CUSTOMERS = 1_000
 console = Console(highlight=False)
@@ -205,7 +205,7 @@ def main() -> None:
     spark.stop()
     console.print()
     console.rule(f"[bold]Done in {time.perf_counter() - started:.0f} s")
-    console.print("The store stays in ./demo_store (`make clean` removes it). Try:")
+    console.print(f"The store stays in ./{STORE} (`make clean` removes it). Try:")
     console.print("  .venv/bin/featurelake describe customer_profile")
     catalog_command(config)
 
