@@ -37,7 +37,7 @@ DELETION_VECTORS = {"delta.enableDeletionVectors": "true"}
 
 @dataclass(frozen=True)
 class CommitInfo:
-    """One Delta commit as DESCRIBE HISTORY shows it."""
+    """One Delta commit as DESCRIBE HISTORY shows it (`timestamp` naive UTC)."""
 
     version: int
     timestamp: datetime
@@ -158,13 +158,18 @@ def history(
     return [
         CommitInfo(
             version=int(row["version"]),
-            timestamp=row["timestamp"],
+            timestamp=_naive_utc(row["timestamp"]),
             operation=row["operation"],
             metrics={str(k): str(v) for k, v in (row["operationMetrics"] or {}).items()},
             user_metadata=row["userMetadata"],
         )
         for row in rows
     ]
+
+
+def _naive_utc(collected: datetime) -> datetime:
+    """A timestamp Spark collected (naive, in this process's local zone) as naive UTC."""
+    return collected.astimezone(UTC).replace(tzinfo=None)
 
 
 def current_version(spark: SparkSession, location: TableLocation) -> int:
