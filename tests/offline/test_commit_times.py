@@ -18,6 +18,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 from featurelake.errors import MaterializationError
 from featurelake.gold.commit_times import commit_times, version_at
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.times import utc_aware
@@ -88,6 +89,8 @@ def test_every_engine_reads_the_version_history_dates(
     for commit in commits:
         expected = store.get_features("visits.count", as_of_version=commit.version).toPandas()
         spark_rows = store.get_features("visits.count", as_of_timestamp=commit.timestamp)
-        duck_rows = reader.get_features("visits.count", as_of_timestamp=commit.timestamp)
+        duck_rows = reader.read(
+            ReadRequest.latest("visits.count", as_of_timestamp=commit.timestamp)
+        )
         assert spark_rows.toPandas().to_dict("records") == expected.to_dict("records")
         assert duck_rows["count"].tolist() == expected["count"].tolist()

@@ -27,6 +27,7 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.gold.delta_reader import open_snapshot, read_arrow
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.stores.virtualized import VirtualizedFeatureStore
@@ -189,37 +190,37 @@ def test_latest_values_match_spark(env: Env) -> None:
         ("profile.spend", None, at(3)),
     ]:
         expected = env.store.get_features(refs, ids, when)
-        duck = env.reader.get_features(refs, ids, when)
+        duck = env.reader.read(ReadRequest.latest(refs, when), ids)
         rows = same(expected, duck, ["customer_id"])
         assert rows, (refs, ids, when)
     ids_frame = pd.DataFrame({"customer_id": [1, 7, 8]})
     same(
         env.store.get_features("profile.*", ids_frame),
-        env.reader.get_features("profile.*", ids_frame),
+        env.reader.read(ReadRequest.latest("profile.*"), ids_frame),
         ["customer_id"],
     )
 
 
 def test_several_groups_are_joined_on_their_keys(env: Env) -> None:
     refs = ["profile.spend", "profile.visits", "risk.score", "risk.visits"]
-    duck = env.reader.get_features(refs, list(range(1, CUSTOMERS + 3)), at(80))
+    duck = env.reader.read(ReadRequest.latest(refs, at(80)), list(range(1, CUSTOMERS + 3)))
     same(env.store.get_features(refs, list(range(1, CUSTOMERS + 3)), at(80)), duck, ["customer_id"])
     assert {"profile__visits", "risk__visits"} <= set(duck.columns)
 
 
 def test_time_travel_reads_the_same_version(env: Env) -> None:
     for version in env.versions:
-        duck = env.reader.get_features("profile.*", as_of_version=version)
+        duck = env.reader.read(ReadRequest.latest("profile.*", as_of_version=version))
         same(env.store.get_features("profile.*", as_of_version=version), duck, ["customer_id"])
     commits = {c.version: c.timestamp for c in env.store.history("profile")}
     when = commits[env.versions[1]]
     same(
         env.store.get_features("profile.*", as_of_timestamp=when),
-        env.reader.get_features("profile.*", as_of_timestamp=when),
+        env.reader.read(ReadRequest.latest("profile.*", as_of_timestamp=when)),
         ["customer_id"],
     )
-    first = env.reader.get_features("profile.*", as_of_version=env.versions[0])
-    latest = env.reader.get_features("profile.*")
+    first = env.reader.read(ReadRequest.latest("profile.*", as_of_version=env.versions[0]))
+    latest = env.reader.read(ReadRequest.latest("profile.*"))
     assert 3 in set(first["customer_id"]) and 3 not in set(latest["customer_id"])
 
 
@@ -231,7 +232,7 @@ def test_point_in_time_matches_spark(env: Env, fill: str) -> None:
     entities = entity_rows(random.Random(11), 60)
     refs = ["profile.*", "risk.score", "risk.visits"]
     expected = env.store.get_historical_features(entities, refs, fill=fill)
-    duck = env.reader.get_historical_features(entities, refs, fill=fill)
+    duck = env.reader.read(ReadRequest.historical(refs, fill=fill), entities)
     rows = same(expected, duck, ["row_id"])
     assert list(duck["row_id"]) == list(range(60))  # entity order is kept
     assert any(r[4] is not None for r in rows) and any(r[4] is None for r in rows)
@@ -241,7 +242,7 @@ def test_point_in_time_ttl_override_matches_spark(env: Env) -> None:
     entities = entity_rows(random.Random(12), 40)
     for ttl in ("6h", "1s"):
         expected = env.store.get_historical_features(entities, "profile.*", ttl=ttl)
-        duck = env.reader.get_historical_features(entities, "profile.*", ttl=ttl)
+        duck = env.reader.read(ReadRequest.historical("profile.*", ttl=ttl), entities)
         same(expected, duck, ["row_id"])
 
 
@@ -249,10 +250,9 @@ def test_string_entity_times_and_pinned_versions(env: Env) -> None:
     entities = entity_rows(random.Random(13), 20).dropna()
     entities["event_timestamp"] = entities["event_timestamp"].dt.strftime("%Y-%m-%d %H:%M:%S")
     version = env.versions[0]
-    duck = env.reader.get_historical_features(entities, "profile.*", versions={"profile": version})
-    pinned = build_training_set(
-        env.store, entities, "profile.*", pinned_versions={"profile": version}
-    )
+    request = ReadRequest.historical("profile.*")
+    duck = env.reader.read(request, entities, versions={"profile": version})
+    pinned = build_training_set(env.store, entities, request, pinned_versions={"profile": version})
     same(pinned.df, duck, ["row_id"])
 
 
@@ -322,14 +322,16 @@ def test_duckdb_virtual_groups_read_like_spark_ones(env: Env) -> None:
     reader = DuckDBFeatureReader(env.config, env.store.registry, virtual=virtual)
     by_spark = virtual.get_features("doubled_spark.*", [1, 2, 5])
     by_duck_on_spark = virtual.get_features("doubled_duckdb.*", [1, 2, 5])
-    by_duck = reader.get_features("doubled_duckdb.*", [1, 2, 5], virtual_groups={"doubled_duckdb"})
+    by_duck = reader.read(
+        ReadRequest.latest("doubled_duckdb.*"), [1, 2, 5], virtual_groups={"doubled_duckdb"}
+    )
     same(by_spark, by_duck, ["customer_id"])
     same(by_duck_on_spark, by_duck, ["customer_id"])
     entities = entity_rows(random.Random(5), 30)
     same(
         virtual.get_historical_features(entities, "doubled_spark.*"),
-        reader.get_historical_features(
-            entities, "doubled_duckdb.*", virtual_groups={"doubled_duckdb"}
+        reader.read(
+            ReadRequest.historical("doubled_duckdb.*"), entities, virtual_groups={"doubled_duckdb"}
         ),
         ["row_id"],
     )

@@ -21,6 +21,7 @@ from featurelake.errors import (
     FeatureStoreError,
     UnsupportedOperationError,
 )
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.plan.routing import Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.serving.store import FeatureStore
@@ -132,16 +133,20 @@ def test_explain_names_the_engine_and_why(env: Env) -> None:
 
 def test_pandas_reads_agree_across_engines(env: Env) -> None:
     for refs in ("gold.*", "by_duck.*", ["gold.amount", "by_duck.kind"]):
-        duck = env.store.get_features_pandas(refs, [1, 2, 7, 99], engine="duckdb")
-        spark = env.store.get_features_pandas(refs, [1, 2, 7, 99], engine="spark")
+        duck = env.store.latest_pandas(ReadRequest.latest(refs), [1, 2, 7, 99], engine="duckdb")
+        spark = env.store.latest_pandas(ReadRequest.latest(refs), [1, 2, 7, 99], engine="spark")
         assert (
             duck.sort_values("customer_id")
             .reset_index(drop=True)
             .equals(spark.sort_values("customer_id").reset_index(drop=True))
         ), refs
         assert len(duck) == 3
-        history_duck = env.store.get_historical_features_pandas(entities(), refs, engine="auto")
-        history_spark = env.store.get_historical_features_pandas(entities(), refs, engine="spark")
+        history_duck = env.store.historical_pandas(
+            entities(), ReadRequest.historical(refs), engine="auto"
+        )
+        history_spark = env.store.historical_pandas(
+            entities(), ReadRequest.historical(refs), engine="spark"
+        )
         _same_rows(history_duck, history_spark)
     engines = [m.engine for m in env.store.metrics()[-4:]]
     assert engines == ["duckdb", "duckdb", "spark", "spark"]
@@ -157,16 +162,16 @@ def _same_rows(left: pd.DataFrame, right: pd.DataFrame) -> None:
 
 def test_engine_errors(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UnsupportedOperationError, match="by_spark"):
-        env.store.get_features_pandas("by_spark.*", [1], engine="duckdb")
+        env.store.latest_pandas(ReadRequest.latest("by_spark.*"), [1], engine="duckdb")
     with pytest.raises(FeatureStoreError, match="not a read engine"):
-        env.store.get_features_pandas("gold.*", [1], engine="velox")
+        env.store.latest_pandas(ReadRequest.latest("gold.*"), [1], engine="velox")
     monkeypatch.setitem(sys.modules, "duckdb", None)
     store = HybridFeatureStore(env.config, env.spark)
     decision = store.explain("gold.*", [1])["gold"]
     assert decision.engine_reason == "duckdb is not installed (pip install 'featurelake[duckdb]')"
-    assert len(store.get_features_pandas("gold.*", [1])) == 1  # Spark answers
+    assert len(store.latest_pandas(ReadRequest.latest("gold.*"), [1])) == 1  # Spark answers
     with pytest.raises(DependencyNotInstalledError, match=r"featurelake\[duckdb\]"):
-        store.get_features_pandas("gold.*", [1], engine="duckdb")
+        store.latest_pandas(ReadRequest.latest("gold.*"), [1], engine="duckdb")
 
 
 SERVE_WITHOUT_SPARK = textwrap.dedent(

@@ -17,6 +17,7 @@ from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 from featurelake.errors import SchemaValidationError
 from featurelake.online.memory import InMemoryOnlineStore
 from featurelake.online.sync import sync_to_online
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.quality import attach_configured_quality, evaluate_checks
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.schema.model import QualityRule
@@ -189,7 +190,7 @@ def test_duckdb_and_online_follow_the_same_rule(
     reader = DuckDBFeatureReader(config, store.registry)
     by_spark = rows(store.get_training_set(labels, "g_parquet.*").df, ["customer_id"])
     for entities in (labels, aware):
-        duck = reader.get_historical_features(entities, "g_parquet.*")
+        duck = reader.read(ReadRequest.historical("g_parquet.*"), entities)
         duck["label_time"] = pd.to_datetime(duck["label_time"], utc=True).dt.tz_localize(None)
         assert rows(duck, ["customer_id"]) == by_spark
 

@@ -13,6 +13,7 @@ from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import VirtualizationQueryError
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
 from featurelake.stores.hybrid import ROUTER_METRICS, HybridFeatureStore
@@ -65,7 +66,7 @@ def test_duckdb_virtual_queries_cannot_read_files(tmp_path: Path, spark: SparkSe
     store.define_virtual_features(SCHEMA, fine, engine="duckdb")
     allowed = _store(tmp_path, spark, virtual_source_paths=(str(outside.parent),))
     allowed.define_virtual_features(SCHEMA, elsewhere, engine="duckdb")
-    rows = allowed.get_features_pandas("vq.x", [1, 2], engine="duckdb")
+    rows = allowed.latest_pandas(ReadRequest.latest("vq.x"), [1, 2], engine="duckdb")
     assert sorted(rows["x"]) == ["a", "b"]
 
 
@@ -106,7 +107,7 @@ def test_the_read_log_is_bounded_and_its_events_batched(
         SCHEMA, f"SELECT id, event_timestamp, x FROM delta_scan('{source}')", engine="duckdb"
     )
     for _ in range(25):
-        store.get_features_pandas("vq.x", [1], engine="duckdb")
+        store.latest_pandas(ReadRequest.latest("vq.x"), [1], engine="duckdb")
     assert len(store.metrics()) == 5  # the newest five reads
     saved = Registry(config).events(ROUTER_METRICS)
     assert len(saved) == 20  # two batches of ten committed, five waiting

@@ -17,6 +17,7 @@ from featurelake.online.base import (
     ReadRequest,
     SchemaResolver,
     StoredRow,
+    WriteRequest,
 )
 from featurelake.online.factory import BACKENDS, create_online_store, store_namespace
 from featurelake.online.memory import InMemoryOnlineStore
@@ -49,6 +50,7 @@ __all__ = [
     "SchemaResolver",
     "StoredRow",
     "SyncResult",
+    "WriteRequest",
     "create_online_store",
     "last_sync",
     "push_latest_arrow",

@@ -94,6 +94,22 @@ class ReadRequest:
 
 
 @dataclass(frozen=True)
+class WriteRequest:
+    """Rows of one group to compare-and-set: the group, how long values live (ms, 0 = no ttl)
+    and whether to write regardless of event time; what every write path hands a backend."""
+
+    schema: FeatureGroupSchema
+    ttl_ms: int
+    force: bool
+
+    @classmethod
+    def of(cls, schema: FeatureGroupSchema, force: bool) -> WriteRequest:
+        """The request for `schema`, its ttl from the group's `ttl`."""
+        ttl_ms = int(schema.ttl.total_seconds() * 1000) if schema.ttl is not None else 0
+        return cls(schema, ttl_ms, force)
+
+
+@dataclass(frozen=True)
 class OnlineWriteResult:
     """What a write did: rows `written`, `rejected` (older than stored), `skipped` (no entity
     id, a bad value); `offline_rows` written to Gold too by an ingest that also writes offline."""
@@ -276,12 +292,8 @@ class OnlineStore(ABC):
         """Write checked records; returns (written, rejected as older)."""
         if not records:
             return 0, 0
-        ttl_ms = _ttl_ms(schema)
-        return self._count(
-            schema,
-            len(records),
-            lambda: self._write(schema, records, ttl_ms, force),
-        )
+        request = WriteRequest.of(schema, force)
+        return self._count(schema, len(records), lambda: self._write(request, records))
 
     def write_columns(
         self, schema: FeatureGroupSchema, batch: ColumnBatch, *, force: bool = False
@@ -289,12 +301,8 @@ class OnlineStore(ABC):
         """Write checked rows given as columns (used by sync); returns (written, rejected)."""
         if not batch.entities:
             return 0, 0
-        ttl_ms = _ttl_ms(schema)
-        return self._count(
-            schema,
-            len(batch.entities),
-            lambda: self._write_columns(schema, batch, ttl_ms, force),
-        )
+        request = WriteRequest.of(schema, force)
+        return self._count(schema, len(batch.entities), lambda: self._write_columns(request, batch))
 
     def write_arrow(
         self,
@@ -308,11 +316,11 @@ class OnlineStore(ABC):
         every write; returns (written, rejected as older). Used by sync: Redis encodes the
         columns directly and streams them; other stores take `batch_rows`-row `ColumnBatch`es.
         """
-        ttl_ms = _ttl_ms(schema)
+        request = WriteRequest.of(schema, force)
         started = time.perf_counter()
         written, rejected = self._call(
             f"writing rows of group '{schema.name}'",
-            lambda: self._write_arrow(schema, tables, ttl_ms, force, batch_rows),
+            lambda: self._write_arrow(request, tables, batch_rows),
         )
         self._counted(schema, written, rejected, started)
         return written, rejected
@@ -676,18 +684,10 @@ class OnlineStore(ABC):
     # -- what a backend implements -------------------------------------------------------------
 
     @abstractmethod
-    def _write(
-        self,
-        schema: FeatureGroupSchema,
-        records: Sequence[OnlineRecord],
-        ttl_ms: int,
-        force: bool,
-    ) -> list[bool]:
+    def _write(self, request: WriteRequest, records: Sequence[OnlineRecord]) -> list[bool]:
         """Compare-and-set each record; True where it was written."""
 
-    def _write_columns(
-        self, schema: FeatureGroupSchema, batch: ColumnBatch, ttl_ms: int, force: bool
-    ) -> list[bool]:
+    def _write_columns(self, request: WriteRequest, batch: ColumnBatch) -> list[bool]:
         """Like `_write`, for rows given as columns; override when columns are faster."""
         names = batch.names
         rows = zip(*batch.columns, strict=True) if batch.columns else (() for _ in batch.entities)
@@ -697,15 +697,10 @@ class OnlineStore(ABC):
                 batch.entities, batch.event_us, batch.ingested_us, rows, strict=False
             )
         ]
-        return self._write(schema, records, ttl_ms, force)
+        return self._write(request, records)
 
     def _write_arrow(
-        self,
-        schema: FeatureGroupSchema,
-        tables: Iterable[Any],
-        ttl_ms: int,
-        force: bool,
-        batch_rows: int,
+        self, request: WriteRequest, tables: Iterable[Any], batch_rows: int
     ) -> tuple[int, int]:
         """Like `_write_columns`, for latest-rows Arrow tables; returns (written, rejected).
         Override when the backend can take the columns without Python values."""
@@ -713,8 +708,8 @@ class OnlineStore(ABC):
 
         written = rows = 0
         for table in tables:
-            for batch in column_batches(schema, table, batch_rows):
-                written += sum(self._write_columns(schema, batch, ttl_ms, force))
+            for batch in column_batches(request.schema, table, batch_rows):
+                written += sum(self._write_columns(request, batch))
                 rows += len(batch.entities)
         return written, rows - written
 
@@ -757,10 +752,6 @@ def _counted(schema: FeatureGroupSchema) -> set[str]:
         if aggregation.function in ("count", "approx_count_distinct")
         for name, _ in aggregation.outputs()
     }
-
-
-def _ttl_ms(schema: FeatureGroupSchema) -> int:
-    return int(schema.ttl.total_seconds() * 1000) if schema.ttl is not None else 0
 
 
 def _iter_rows(rows: Any) -> Iterable[Mapping[str, Any]]:

@@ -22,6 +22,7 @@ from featurelake.online.base import (
     StoredRow,
     StoredValue,
     StoreOptions,
+    WriteRequest,
 )
 from featurelake.schema import FeatureGroupSchema
 
@@ -56,13 +57,8 @@ class InMemoryOnlineStore(OnlineStore):
     def _table(self, schema: FeatureGroupSchema) -> dict[str, _Entry]:
         return self._data.setdefault((schema.name, schema.version), {})
 
-    def _write(
-        self,
-        schema: FeatureGroupSchema,
-        records: Sequence[OnlineRecord],
-        ttl_ms: int,
-        force: bool,
-    ) -> list[bool]:
+    def _write(self, request: WriteRequest, records: Sequence[OnlineRecord]) -> list[bool]:
+        schema, ttl_ms = request.schema, request.ttl_ms
         now = time.time()
         expires_at = now + ttl_ms / 1000.0 if ttl_ms else 0.0
         accepted = []
@@ -79,7 +75,7 @@ class InMemoryOnlineStore(OnlineStore):
                     current = None
                 if (
                     current is not None
-                    and not force
+                    and not request.force
                     and (record.event_us, record.ingested_us)
                     < (current.event_us, current.ingested_us)
                 ):

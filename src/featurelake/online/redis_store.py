@@ -42,6 +42,7 @@ from featurelake.online.base import (
     StoredRow,
     StoredValue,
     StoreOptions,
+    WriteRequest,
 )
 from featurelake.online.codec import bulk, column_bulk_encoder, decode, encode
 from featurelake.online.redis_rows import EncodedRows, encode_rows
@@ -202,13 +203,7 @@ class RedisOnlineStore(OnlineStore):
             self._sha = str(self._client.script_load(COMPARE_AND_SET)).encode()
         return self._sha
 
-    def _write(
-        self,
-        schema: FeatureGroupSchema,
-        records: Sequence[OnlineRecord],
-        ttl_ms: int,
-        force: bool,
-    ) -> list[bool]:
+    def _write(self, request: WriteRequest, records: Sequence[OnlineRecord]) -> list[bool]:
         batches: list[_Encoded] = []
         for names, run in itertools.groupby(records, key=lambda r: tuple(r.values)):
             group = list(run)
@@ -221,51 +216,46 @@ class RedisOnlineStore(OnlineStore):
                     [[bulk(encode(r.values[name])) for r in group] for name in names],
                 )
             )
-        return self._compare_and_set(schema, batches, ttl_ms, force)
+        return self._compare_and_set(request, batches)
 
-    def _write_columns(
-        self, schema: FeatureGroupSchema, batch: ColumnBatch, ttl_ms: int, force: bool
-    ) -> list[bool]:
+    def _write_columns(self, request: WriteRequest, batch: ColumnBatch) -> list[bool]:
         encoded = [
-            column_bulk_encoder(schema.feature(name).data_type.kind)(column)
+            column_bulk_encoder(request.schema.feature(name).data_type.kind)(column)
             for name, column in zip(batch.names, batch.columns, strict=True)
         ]
         return self._compare_and_set(
-            schema,
-            [(batch.entities, batch.event_us, batch.ingested_us, batch.names, encoded)],
-            ttl_ms,
-            force,
+            request, [(batch.entities, batch.event_us, batch.ingested_us, batch.names, encoded)]
         )
 
-    def _compare_and_set(
-        self, schema: FeatureGroupSchema, batches: list[_Encoded], ttl_ms: int, force: bool
-    ) -> list[bool]:
+    def _compare_and_set(self, request: WriteRequest, batches: list[_Encoded]) -> list[bool]:
         try:
-            replies = self._stream(self._cas_commands(schema, batches, ttl_ms, force))
+            replies = self._stream(self._cas_commands(request, batches))
         except redis.exceptions.NoScriptError:
             # The server lost its scripts (restart, SCRIPT FLUSH): load again, once.
             # Replaying is safe: the compare-and-set accepts an equal write again.
             self._sha = None
-            replies = self._stream(self._cas_commands(schema, batches, ttl_ms, force))
+            replies = self._stream(self._cas_commands(request, batches))
         accepted: list[bool] = []
         for reply in replies:
             accepted.extend(flag == 49 for flag in reply)  # b"1"
         return accepted
 
-    def _cas_commands(
-        self, schema: FeatureGroupSchema, batches: list[_Encoded], ttl_ms: int, force: bool
-    ) -> Iterator[bytes]:
+    def _script_options(self, request: WriteRequest) -> list[bytes]:
+        """The script's ttl, force and history-size arguments, framed."""
+        return [
+            bulk(str(request.ttl_ms).encode()),
+            bulk(b"1" if request.force else b"0"),
+            bulk(b"%d" % self.history_size),
+        ]
+
+    def _cas_commands(self, request: WriteRequest, batches: list[_Encoded]) -> Iterator[bytes]:
         """EVALSHA commands of at most `SCRIPT_KEYS` entities each, packed one by one.
 
         Values arrive already framed as protocol bulk strings, so a command is one join.
         """
         head = [bulk(b"EVALSHA"), bulk(self._script_sha())]
-        options = [
-            bulk(str(ttl_ms).encode()),
-            bulk(b"1" if force else b"0"),
-            bulk(b"%d" % self.history_size),
-        ]
-        prefix = f"{self.namespace}:{schema.name}@{schema.version}:"
+        options = self._script_options(request)
+        prefix = self.key(request.schema, "")
         for entities, event_us, ingested_us, names, columns in batches:
             fields = [bulk(b"%d" % len(names)), *(bulk(name.encode()) for name in names)]
             times = [bulk(b"%d" % t) for t in event_us]
@@ -287,37 +277,29 @@ class RedisOnlineStore(OnlineStore):
                 yield b"".join(chain(header, chain.from_iterable(rows[start:stop])))
 
     def _write_arrow(
-        self,
-        schema: FeatureGroupSchema,
-        tables: Iterable[Any],
-        ttl_ms: int,
-        force: bool,
-        batch_rows: int,
+        self, request: WriteRequest, tables: Iterable[Any], batch_rows: int
     ) -> tuple[int, int]:
         """Encode `ARROW_CHUNK_ROWS` rows at a time from their Arrow columns and stream the
         compare-and-set calls; a chunk is encoded while the server runs the one before."""
-        prefix = f"{self.namespace}:{schema.name}@{schema.version}:".encode()
+        schema = request.schema
+        prefix = self.key(schema, "").encode()
 
         def chunks() -> Iterator[list[bytes]]:
             for table in tables:
                 for offset in range(0, table.num_rows, ARROW_CHUNK_ROWS):
                     encoded = encode_rows(schema, table.slice(offset, ARROW_CHUNK_ROWS), prefix)
-                    yield list(self._arrow_commands(schema, encoded, ttl_ms, force))
+                    yield list(self._arrow_commands(request, encoded))
 
         return self._stream_scripts(chunks())
 
-    def _arrow_commands(
-        self, schema: FeatureGroupSchema, encoded: EncodedRows, ttl_ms: int, force: bool
-    ) -> Iterator[bytes]:
+    def _arrow_commands(self, request: WriteRequest, encoded: EncodedRows) -> Iterator[bytes]:
         """EVALSHA commands of at most `SCRIPT_KEYS` encoded rows each (arguments as in
         `_cas_commands`): a join of the header and two runs of framed bytes."""
-        names = schema.feature_names
+        names = request.schema.feature_names
         head = bulk(b"EVALSHA") + bulk(self._script_sha())
         options = b"".join(
             [
-                bulk(str(ttl_ms).encode()),
-                bulk(b"1" if force else b"0"),
-                bulk(b"%d" % self.history_size),
+                *self._script_options(request),
                 bulk(b"%d" % len(names)),
                 *(bulk(name.encode()) for name in names),
             ]

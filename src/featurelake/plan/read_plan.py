@@ -1,12 +1,14 @@
 """A read request resolved once into a plan that every engine runs.
 
-`resolve_read(...)` parses the request's feature references once: composites are expanded into
-the stored features they need, references are resolved to registered group versions, and each
-stored feature gets its output column. The router (`stores.hybrid`) then adds, per group, where
-its rows come from (`RoutingDecision`: Gold table or virtual query, with the numbers behind it)
-and the engine of the whole read (`EngineDecision`: Spark, DuckDB or the online store). Spark
-(`engines.spark`), DuckDB (`engines.duckdb`) and the online store run the finished plan without
-parsing anything again; `explain` returns it.
+A `ReadRequest` is a read as the caller asked for it, built once by the store (`FeatureStore`)
+and handed down to every part that runs it. `resolve_read(...)` parses its feature references
+once: composites are expanded into the stored features they need, references are resolved to
+registered group versions, and each stored feature gets its output column. The router
+(`stores.hybrid`) then adds, per group, where its rows come from (`RoutingDecision`: Gold table
+or virtual query, with the numbers behind it) and the engine of the whole read
+(`EngineDecision`: Spark, DuckDB or the online store). Spark (`engines.spark`), DuckDB
+(`engines.duckdb`) and the online store run the finished plan without parsing anything again;
+`explain` returns it.
 
 A plan is also a read-only mapping of group name to its `RoutingDecision`, so
 `store.explain("orders.*")["orders"].reason` reads one group's decision.
@@ -24,8 +26,9 @@ from typing import Any
 from featurelake.plan.engine_choice import EngineDecision
 from featurelake.plan.refs import Selected, output_names, resolve_refs
 from featurelake.plan.routing import RoutingDecision, Strategy
+from featurelake.plan.rules import check_fill
 from featurelake.registry import Registry
-from featurelake.schema import FeatureGroupSchema, format_duration
+from featurelake.schema import FeatureGroupSchema, format_duration, parse_duration
 from featurelake.schema.composites import ExpandedRequest, expand_composites
 
 
@@ -49,6 +52,50 @@ class ReadRequest:
     ttl: timedelta | None = None
     """A ttl for every group of the read (else each group's own)."""
     fill: str = "none"
+    as_of_version: int | None = None
+    """A latest read of the Gold tables at this Delta version (time travel)."""
+    as_of_timestamp: datetime | str | None = None
+    """A latest read of the Gold tables at the Delta version current at this time."""
+
+    @classmethod
+    def latest(
+        cls,
+        feature_refs: str | Sequence[str],
+        point_in_time: datetime | None = None,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+    ) -> ReadRequest:
+        """The latest value per entity, as of `point_in_time` (optionally of the Gold tables
+        at a past Delta version or time)."""
+        return cls(
+            ReadKind.LATEST,
+            _refs(feature_refs),
+            point_in_time,
+            as_of_version=as_of_version,
+            as_of_timestamp=as_of_timestamp,
+        )
+
+    @classmethod
+    def historical(
+        cls,
+        feature_refs: str | Sequence[str],
+        ttl: timedelta | str | None = None,
+        timestamp_column: str | None = None,
+        fill: str = "none",
+    ) -> ReadRequest:
+        """Each entity row's values as of its own time (a training set): `ttl` (a duration or
+        text such as "3d") replaces every group's own; an unknown `fill` raises here."""
+        check_fill(fill)
+        ttl_override = parse_duration(ttl, what="ttl")
+        return cls(
+            ReadKind.POINT_IN_TIME, _refs(feature_refs), None, timestamp_column, ttl_override, fill
+        )
+
+    @property
+    def pinned(self) -> bool:
+        """Whether the read pins the Gold tables' Delta version (`as_of_version` / `_timestamp`)."""
+        return self.as_of_version is not None or self.as_of_timestamp is not None
 
 
 @dataclass(frozen=True)
@@ -143,29 +190,16 @@ class ReadPlan(Mapping[str, RoutingDecision]):
         }
 
 
-def resolve_read(
-    registry: Registry,
-    feature_refs: str | Sequence[str],
-    kind: ReadKind,
-    *,
-    point_in_time: datetime | None = None,
-    timestamp_column: str | None = None,
-    ttl: timedelta | None = None,
-    fill: str = "none",
-) -> ReadPlan:
+def resolve_read(registry: Registry, request: ReadRequest) -> ReadPlan:
     """The plan of a read before routing: the references parsed once, composites expanded,
     every group resolved to its version (unknown groups or features raise here)."""
-    expanded = expand_composites(feature_refs, registry.get_group)
+    expanded = expand_composites(request.refs, registry.get_group)
     selected = resolve_refs(registry, list(expanded.refs))
-    request = ReadRequest(
-        kind=kind,
-        refs=tuple([feature_refs] if isinstance(feature_refs, str) else feature_refs),
-        point_in_time=point_in_time,
-        timestamp_column=timestamp_column,
-        ttl=ttl,
-        fill=fill,
-    )
     return ReadPlan(request=request, expanded=expanded, selected=selected)
+
+
+def _refs(feature_refs: str | Sequence[str]) -> tuple[str, ...]:
+    return tuple([feature_refs] if isinstance(feature_refs, str) else feature_refs)
 
 
 __all__ = ["ReadKind", "ReadPlan", "ReadRequest", "resolve_read"]

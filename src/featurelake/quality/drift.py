@@ -93,6 +93,70 @@ class DriftReport:
         return cls(**values)
 
 
+@dataclass(frozen=True)
+class DriftLimits:
+    """The PSI and KS limits of a drift measure, and the results it builds with them."""
+
+    psi: float
+    ks: float
+
+    @classmethod
+    def of(
+        cls, schema: FeatureGroupSchema, psi: float | None = None, ks: float | None = None
+    ) -> DriftLimits:
+        """The given limits, else the group's `checks` thresholds, else PSI 0.2 and KS 0.1."""
+        checks = schema.checks
+        return cls(
+            psi or (checks.psi_threshold if checks else 0.2),
+            ks or (checks.ks_threshold if checks else 0.1),
+        )
+
+    def feature(
+        self,
+        name: str,
+        reference_bins: list[int],
+        current_bins: list[int],
+        *,
+        ks: float | None = None,
+        edges: list[float] | None = None,
+        shown: int | None = None,
+    ) -> FeatureDrift:
+        """A feature's drift: PSI over its bins (the first `shown` kept); a numerical feature,
+        binned between `edges`, also gives its KS."""
+        value = psi(reference_bins, current_bins)
+        return FeatureDrift(
+            feature=name,
+            kind="categorical" if ks is None else "numerical",
+            psi=value,
+            ks=ks,
+            drifted=value > self.psi or (ks is not None and ks > self.ks),
+            edges=[] if edges is None else edges,
+            reference_bins=reference_bins[:shown],
+            current_bins=current_bins[:shown],
+        )
+
+    def report(
+        self,
+        schema: FeatureGroupSchema,
+        features: dict[str, FeatureDrift],
+        reference: str,
+        reference_delta_version: int | None,
+        current_delta_version: int | None,
+    ) -> DriftReport:
+        """The report of a group version's measured `features`, computed now."""
+        return DriftReport(
+            group=schema.name,
+            version=schema.version,
+            reference=reference,
+            reference_delta_version=reference_delta_version,
+            current_delta_version=current_delta_version,
+            psi_threshold=self.psi,
+            ks_threshold=self.ks,
+            features=features,
+            computed_at=utc_now().isoformat(),
+        )
+
+
 def _quantiles(
     df: DataFrame, names: Sequence[str], probs: Sequence[float]
 ) -> dict[str, list[float]]:
@@ -144,9 +208,7 @@ def compute_drift(
     ks_threshold: float | None = None,
 ) -> DriftReport:
     """PSI / KS of every numerical and categorical feature of `current` against `reference`."""
-    checks = schema.checks
-    psi_limit = psi_threshold or (checks.psi_threshold if checks else 0.2)
-    ks_limit = ks_threshold or (checks.ks_threshold if checks else 0.1)
+    limits = DriftLimits.of(schema, psi_threshold, ks_threshold)
     numeric = [f.name for f in schema.features if is_numeric(f) and f.name in current.columns]
     categorical = [
         f.name
@@ -174,17 +236,7 @@ def compute_drift(
         ks = max(abs(r / ref_n - c / cur_n) for r, c in zip(ref_le, cur_le, strict=True))
         ref_bins = _bins(edges[name], pts, ref_n, ref_le)
         cur_bins = _bins(edges[name], pts, cur_n, cur_le)
-        value = psi(ref_bins, cur_bins)
-        results[name] = FeatureDrift(
-            feature=name,
-            kind="numerical",
-            psi=value,
-            ks=ks,
-            drifted=value > psi_limit or ks > ks_limit,
-            edges=edges[name],
-            reference_bins=ref_bins,
-            current_bins=cur_bins,
-        )
+        results[name] = limits.feature(name, ref_bins, cur_bins, ks=ks, edges=edges[name])
     ref_v = value_counts(reference, categorical)
     cur_v = value_counts(current, categorical)
     for name in categorical:
@@ -195,26 +247,9 @@ def compute_drift(
         values = sorted(set(ref_map) | set(cur_map), key=lambda v: -ref_map.get(v, 0))
         ref_bins = [ref_map.get(v, 0) for v in values]
         cur_bins = [cur_map.get(v, 0) for v in values]
-        value = psi(ref_bins, cur_bins)
-        results[name] = FeatureDrift(
-            feature=name,
-            kind="categorical",
-            psi=value,
-            ks=None,
-            drifted=value > psi_limit,
-            reference_bins=ref_bins[:MAX_CATEGORIES],
-            current_bins=cur_bins[:MAX_CATEGORIES],
-        )
-    return DriftReport(
-        group=schema.name,
-        version=schema.version,
-        reference=reference_label,
-        reference_delta_version=reference_delta_version,
-        current_delta_version=current_delta_version,
-        psi_threshold=psi_limit,
-        ks_threshold=ks_limit,
-        features=results,
-        computed_at=utc_now().isoformat(),
+        results[name] = limits.feature(name, ref_bins, cur_bins, shown=MAX_CATEGORIES)
+    return limits.report(
+        schema, results, reference_label, reference_delta_version, current_delta_version
     )
 
 

@@ -21,7 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from featurelake.quality.drift import NULL_VALUE, PSI_QUANTILES, DriftReport, FeatureDrift, psi
+from featurelake.quality.drift import (
+    NULL_VALUE,
+    PSI_QUANTILES,
+    DriftLimits,
+    DriftReport,
+    FeatureDrift,
+)
 from featurelake.quality.stats import (
     SUMMARIES,
     SUMMARY_POINTS,
@@ -216,9 +222,7 @@ def summary_drift(
     """PSI / KS of every numerical and categorical feature between two recorded versions,
     from their statistics and summaries (no Spark job; within about a percent of rank of the
     row-level measure of `drift.compute_drift`)."""
-    checks = schema.checks
-    psi_limit = checks.psi_threshold if checks else 0.2
-    ks_limit = checks.ks_threshold if checks else 0.1
+    limits = DriftLimits.of(schema)
     results: dict[str, FeatureDrift] = {}
     for feature in schema.features:
         ref, cur = reference.features.get(feature.name), current.features.get(feature.name)
@@ -234,42 +238,21 @@ def summary_drift(
             ks = float(np.max(np.abs(_cdf(ref_points, xs) - _cdf(cur_points, xs))))
             ref_bins = _bins(ref_points, edges, ref.count)
             cur_bins = _bins(cur_points, edges, cur.count)
-            value = psi(ref_bins, cur_bins)
-            results[feature.name] = FeatureDrift(
-                feature=feature.name,
-                kind="numerical",
-                psi=value,
-                ks=ks,
-                drifted=value > psi_limit or ks > ks_limit,
-                edges=edges,
-                reference_bins=ref_bins,
-                current_bins=cur_bins,
+            results[feature.name] = limits.feature(
+                feature.name, ref_bins, cur_bins, ks=ks, edges=edges
             )
         elif is_categorical(feature):
             ref_map, cur_map = _shares(ref), _shares(cur)
             values = sorted(set(ref_map) | set(cur_map), key=lambda v: -ref_map.get(v, 0))
             ref_bins = [ref_map.get(v, 0) for v in values]
             cur_bins = [cur_map.get(v, 0) for v in values]
-            value = psi(ref_bins, cur_bins)
-            results[feature.name] = FeatureDrift(
-                feature=feature.name,
-                kind="categorical",
-                psi=value,
-                ks=None,
-                drifted=value > psi_limit,
-                reference_bins=ref_bins,
-                current_bins=cur_bins,
-            )
-    return DriftReport(
-        group=schema.name,
-        version=schema.version,
-        reference=f"previous version (v{reference.delta_version}), from recorded summaries",
-        reference_delta_version=reference.delta_version,
-        current_delta_version=current.delta_version,
-        psi_threshold=psi_limit,
-        ks_threshold=ks_limit,
-        features=results,
-        computed_at=utc_now().isoformat(),
+            results[feature.name] = limits.feature(feature.name, ref_bins, cur_bins)
+    return limits.report(
+        schema,
+        results,
+        f"previous version (v{reference.delta_version}), from recorded summaries",
+        reference.delta_version,
+        current.delta_version,
     )
 
 

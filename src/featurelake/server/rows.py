@@ -96,22 +96,19 @@ def _converter(sql_type: SqlType) -> Callable[[Any], Any]:
         except ValueError:
             raise _Bad(f"{value!r} is not an ISO date") from None
 
-    if kind is DataType.INT:
-        return integer(INT_RANGE)
-    if kind is DataType.BIGINT:
-        return integer(BIGINT_RANGE)
-    if kind in (DataType.FLOAT, DataType.DOUBLE):
-        return floating
-    if kind is DataType.DECIMAL:
-        return decimal
-    if kind is DataType.STRING:
-        return string
-    if kind is DataType.BOOLEAN:
-        return boolean
-    if kind is DataType.TIMESTAMP:
-        return parse_timestamp
-    if kind is DataType.DATE:
-        return day
+    scalars: dict[DataType, Callable[[Any], Any]] = {
+        DataType.INT: integer(INT_RANGE),
+        DataType.BIGINT: integer(BIGINT_RANGE),
+        DataType.FLOAT: floating,
+        DataType.DOUBLE: floating,
+        DataType.DECIMAL: decimal,
+        DataType.STRING: string,
+        DataType.BOOLEAN: boolean,
+        DataType.TIMESTAMP: parse_timestamp,
+        DataType.DATE: day,
+    }
+    if kind in scalars:
+        return scalars[kind]
     if kind is DataType.ARRAY:
         assert sql_type.element is not None
         element = _nullable(_converter(sql_type.element))

@@ -38,26 +38,29 @@ from featurelake.online import (
 )
 from featurelake.online.values import entity_dict, entity_id, entity_list, now_micros, to_micros
 from featurelake.plan.engine_choice import Engine, EngineDecision
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 from featurelake.serving.health import HealthResult
 from featurelake.serving.metadata import StoreMetadata
 from featurelake.serving.shapes import alias, resolve_bare_names, time_span
+from featurelake.stores.base import forwarded
+from featurelake.stores.hybrid import HybridFeatureStore
+from featurelake.stores.materialized import MaterializedFeatureStore
 
 if TYPE_CHECKING:
     from pathlib import Path
 
     import pandas as pd
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
-    from featurelake.engines.spark.training import TrainingSet, TrainingSetManifest
+    from featurelake.engines.spark.training import TrainingSet
     from featurelake.plan.engine_choice import EngineArg
     from featurelake.plan.read_plan import ReadPlan
     from featurelake.plan.routing import StrategyArg
     from featurelake.quality import CheckReport, DriftReport, GroupStatistics
     from featurelake.serving.service import FeatureService
-    from featurelake.stores.hybrid import HybridFeatureStore
-    from featurelake.stores.materialized import MaterializedFeatureStore, WriteResult
+    from featurelake.stores.materialized import WriteResult
 
 
 class FeatureStore:
@@ -117,8 +120,6 @@ class FeatureStore:
         """The router over Gold and virtual groups (reads go here in HYBRID/VIRTUALIZED mode)."""
         with self._lock:
             if self._hybrid is None:
-                from featurelake.stores.hybrid import HybridFeatureStore
-
                 self._hybrid = HybridFeatureStore(
                     self.config,
                     self._spark,
@@ -246,77 +247,16 @@ class FeatureStore:
             return self.offline.backfill(schema, df, start, end, lineage=lineage)
         return self.offline.write_features(group, df, mode, lineage=lineage)
 
-    def apply_changes(
-        self,
-        group: str | FeatureGroupSchema,
-        upserts: Any,
-        deletes: DataFrame | None = None,
-        *,
-        lineage: Lineage | None = None,
-    ) -> WriteResult:
-        """Upsert `upserts` and delete the keys + event times in `deletes`, in one commit."""
-        return self.offline.apply_changes(group, upserts, deletes, lineage=lineage)
-
-    def backfill(
-        self,
-        group: str | FeatureGroupSchema,
-        df: Any,
-        start: datetime,
-        end: datetime,
-        *,
-        lineage: Lineage | None = None,
-    ) -> WriteResult:
-        """Replace exactly the rows with `start <= event time < end` by `df` (atomically)."""
-        return self.offline.backfill(group, df, start, end, lineage=lineage)
-
-    def define_virtual_features(
-        self,
-        group: str | FeatureGroupSchema,
-        query: Any = None,
-        *,
-        queries: Mapping[str, str] | None = None,
-        engine: str | None = None,
-        sources: Sequence[str] | None = None,
-    ) -> Any:
-        """Define (or redefine) a group as computed by `query` (Spark SQL, a function
-        `f(spark) -> DataFrame`, or DuckDB SQL with `engine="duckdb"`) at read time; reads
-        route it against its Gold table by the store's mode. Registers the group if needed."""
-        return self.hybrid.define_virtual_features(
-            group, query, queries=queries, engine=engine, sources=sources
-        )
-
-    def materialize(
-        self,
-        group: str | FeatureGroupSchema,
-        *,
-        start: datetime | None = None,
-        end: datetime | None = None,
-    ) -> WriteResult:
-        """Write a virtual group's current query result to its Gold table; with `start` and
-        `end`, only its rows with `start <= event time < end` replace that range."""
-        return self.hybrid.materialize(group, start=start, end=end)
+    apply_changes = forwarded("offline", MaterializedFeatureStore.apply_changes)
+    backfill = forwarded("offline", MaterializedFeatureStore.backfill)
+    define_virtual_features = forwarded("hybrid", HybridFeatureStore.define_virtual_features)
+    materialize = forwarded("hybrid", HybridFeatureStore.materialize)
 
     # -- history and time travel ---------------------------------------------------------------
 
-    def read_table(
-        self,
-        group: str | FeatureGroupSchema,
-        *,
-        as_of_version: int | None = None,
-        as_of_timestamp: datetime | str | None = None,
-    ) -> DataFrame:
-        """Every row of the group's Gold table, now or at a past Delta version / time."""
-        return self.offline.read_table(
-            group, as_of_version=as_of_version, as_of_timestamp=as_of_timestamp
-        )
-
-    def history(self, group: str | FeatureGroupSchema) -> list[Any]:
-        """The Delta commits of the group's Gold table, newest first."""
-        return self.offline.history(group)
-
-    def restore(self, group: str | FeatureGroupSchema, version: int) -> None:
-        """Put the Gold table back to a past Delta version (a new commit; history is kept)."""
-        self.offline.restore(group, version)
+    read_table = forwarded("offline", MaterializedFeatureStore.read_table)
+    history = forwarded("offline", MaterializedFeatureStore.history)
+    restore = forwarded("offline", MaterializedFeatureStore.restore)
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -353,24 +293,24 @@ class FeatureStore:
             )
         )
         ids = normalize_entity_ids(entity_ids)
-        if as_of_version is not None or as_of_timestamp is not None:
+        request = ReadRequest.latest(
+            feature_refs,
+            point_in_time,
+            as_of_version=as_of_version,
+            as_of_timestamp=as_of_timestamp,
+        )
+        if request.pinned:
             _only_gold(strategy, engine)
-            frame = self.offline.get_features(
-                feature_refs,
-                ids,
-                point_in_time,
-                as_of_version=as_of_version,
-                as_of_timestamp=as_of_timestamp,
-            )
+            frame = self.offline.latest(request, ids)
             return frame.toPandas() if to_pandas else frame
         if self._reads_online(ids, point_in_time, strategy, engine):
             return self._online_frame(feature_refs, ids, to_pandas)
         if to_pandas or engine not in (None, "spark"):
-            result = self.hybrid.get_features_pandas(
-                feature_refs, ids, point_in_time, strategy=strategy, engine=engine or "auto"
+            result = self.hybrid.latest_pandas(
+                request, ids, strategy=strategy, engine=engine or "auto"
             )
             return result if to_pandas else self.spark.createDataFrame(result)
-        return self.hybrid.get_features(feature_refs, ids, point_in_time, strategy=strategy)
+        return self.hybrid.latest(request, ids, strategy=strategy)
 
     def get_historical_features(
         self,
@@ -398,26 +338,14 @@ class FeatureStore:
         feature_refs = self.feature_refs(
             alias(feature_refs, features, ours_name="feature_refs", seed_name="features", call=call)
         )
+        request = ReadRequest.historical(feature_refs, ttl, timestamp_column, fill)
         if to_pandas or engine not in (None, "spark"):
             frame = entity_df.toPandas() if _is_spark(entity_df) else entity_df
-            result = self.hybrid.get_historical_features_pandas(
-                frame,
-                feature_refs,
-                ttl=ttl,
-                timestamp_column=timestamp_column,
-                fill=fill,
-                strategy=strategy,
-                engine=engine or "auto",
+            result = self.hybrid.historical_pandas(
+                frame, request, strategy=strategy, engine=engine or "auto"
             )
             return result if to_pandas else self.spark.createDataFrame(result)
-        return self.hybrid.get_historical_features(
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            strategy=strategy,
-        )
+        return self.hybrid.training_set(entity_df, request, strategy=strategy).df
 
     def feature_refs(self, feature_refs: str | Sequence[str]) -> str | list[str]:
         """`feature_refs` with bare feature names resolved to `group.feature` (the one
@@ -437,20 +365,12 @@ class FeatureStore:
         strategy: StrategyArg = None,
     ) -> TrainingSet:
         """A point-in-time training set and its manifest (kept under `name` to `rebuild`)."""
-        return self.hybrid.get_training_set(
-            entity_df,
-            self.feature_refs(feature_refs),
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            name=name,
-            strategy=strategy,
+        request = ReadRequest.historical(
+            self.feature_refs(feature_refs), ttl, timestamp_column, fill
         )
+        return self.hybrid.training_set(entity_df, request, name=name, strategy=strategy)
 
-    def rebuild(self, manifest: TrainingSetManifest | str, entity_df: Any = None) -> TrainingSet:
-        """The same training set again, from its manifest or saved name (Gold tables at the
-        Delta versions it read)."""
-        return self.hybrid.rebuild(manifest, entity_df)
+    rebuild = forwarded("hybrid", HybridFeatureStore.rebuild)
 
     # -- pandas reads (kept for existing code: get_features(..., to_pandas=True)) ---------------
 
@@ -511,24 +431,10 @@ class FeatureStore:
         )
         return plan.with_decisions(plan.decisions, online)
 
-    def materialize_aggregations(
-        self, group: str | FeatureGroupSchema, as_of: datetime | None = None
-    ) -> WriteResult:
-        """Compute an aggregation group's window values as of `as_of` (default now) into its
-        Gold table; with `sync_to_online` they go online too (the age is the time since
-        `as_of`)."""
-        return self.offline.materialize_aggregations(group, as_of)
-
-    def backfill_aggregations(
-        self,
-        group: str | FeatureGroupSchema,
-        start: datetime,
-        end: datetime,
-        every: str | timedelta = "1d",
-    ) -> WriteResult:
-        """An aggregation group's values as of `start`, `start + every`, ... into `[start,
-        end)` of its Gold table."""
-        return self.offline.backfill_aggregations(group, start, end, every)
+    materialize_aggregations = forwarded(
+        "offline", MaterializedFeatureStore.materialize_aggregations
+    )
+    backfill_aggregations = forwarded("offline", MaterializedFeatureStore.backfill_aggregations)
 
     # -- quality ---------------------------------------------------------------------------------
 
@@ -717,8 +623,8 @@ class FeatureStore:
             keys = schema.entity_keys
             refs = [f"{schema.name}@{schema.version}.{f}" for f in group.features]
             ids = [entity_dict(keys, e) for e in entities]
-            frame = self.hybrid.get_features_pandas(  # DuckDB for small reads: no Spark
-                refs,
+            frame = self.hybrid.latest_pandas(  # DuckDB for small reads: no Spark
+                ReadRequest.latest(refs),
                 [i[keys[0]] for i in ids] if len(keys) == 1 else ids,
                 strategy="materialized",
             )

@@ -1,13 +1,21 @@
-"""The interface every offline feature store implements, and what the stores share."""
+"""The interface every offline feature store implements, and what the stores share.
+
+A store runs two kinds of `ReadRequest` (`plan.read_plan`): `latest` and `training_set`. The
+keyword calls (`get_features`, `get_training_set`, `get_historical_features`) make the request
+once, here, for every store.
+"""
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from operator import attrgetter
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.plan.refs import resolve_refs
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
@@ -17,6 +25,26 @@ if TYPE_CHECKING:
 
     from featurelake.engines.spark.training import TrainingSet
     from featurelake.registry import RegistrationResult
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def forwarded(
+    part: str, method: Callable[Concatenate[Any, P], R]
+) -> Callable[Concatenate[Any, P], R]:
+    """A method that hands its call, unchanged, to `method` of the object at `part` (a dotted
+    attribute path such as `"offline"` or `"hybrid.virtual"`): one signature and docstring
+    for an owner's method and every object that passes it on."""
+    name = method.__name__
+    part_of = attrgetter(part)
+
+    @functools.wraps(method)
+    def forward(self: Any, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        result: R = getattr(part_of(self), name)(*args, **kwargs)
+        return result
+
+    return forward
 
 
 class BaseFeatureStore(ABC):
@@ -65,39 +93,58 @@ class BaseFeatureStore(ABC):
         """Register (or update compatibly) a feature group."""
 
     @abstractmethod
+    def latest(self, request: ReadRequest, entity_ids: Any = None) -> DataFrame:
+        """Latest value per entity of a latest-value `request`'s features."""
+
+    @abstractmethod
+    def training_set(
+        self, entity_df: Any, request: ReadRequest, *, name: str | None = None
+    ) -> TrainingSet:
+        """The training set of a point-in-time `request` and the manifest that rebuilds it
+        (kept under `name`)."""
+
     def get_features(
         self,
         feature_refs: str | Sequence[str],
         entity_ids: Any = None,
         point_in_time: datetime | None = None,
+        *,
+        as_of_version: int | None = None,
+        as_of_timestamp: datetime | str | None = None,
+        **options: Any,
     ) -> DataFrame:
-        """Latest value per entity of the referenced features, as of `point_in_time`."""
+        """`latest` of the referenced features as of `point_in_time` (a materialized store also
+        reads its Gold tables at a past Delta version or time; `options` go to `latest`, e.g.
+        the hybrid store's `strategy`)."""
+        request = ReadRequest.latest(
+            feature_refs,
+            point_in_time,
+            as_of_version=as_of_version,
+            as_of_timestamp=as_of_timestamp,
+        )
+        return self.latest(request, entity_ids, **options)
 
-    get_training_set: Callable[..., TrainingSet]
-    """`get_training_set(entity_df, feature_refs, *, ttl, timestamp_column, fill, name, ...)`:
-    a training set and the manifest that rebuilds it (each store defines it)."""
-
-    def get_historical_features(
+    def get_training_set(
         self,
         entity_df: Any,
         feature_refs: str | Sequence[str],
+        *,
         ttl: timedelta | str | None = None,
         timestamp_column: str | None = None,
         fill: str = "none",
+        name: str | None = None,
         **options: Any,
+    ) -> TrainingSet:
+        """`training_set` of the referenced features for the rows of `entity_df` (Spark or
+        pandas); `options` go to it, e.g. the hybrid store's `strategy`."""
+        request = ReadRequest.historical(feature_refs, ttl, timestamp_column, fill)
+        return self.training_set(entity_df, request, name=name, **options)
+
+    def get_historical_features(
+        self, entity_df: Any, feature_refs: str | Sequence[str], **options: Any
     ) -> DataFrame:
-        """Point-in-time-correct features for every row of `entity_df` (Spark or pandas): the
-        DataFrame of `get_training_set`, which also gives its manifest (`options` go to it,
-        e.g. the hybrid store's `strategy`)."""
-        training_set = self.get_training_set(
-            entity_df,
-            feature_refs,
-            ttl=ttl,
-            timestamp_column=timestamp_column,
-            fill=fill,
-            **options,
-        )
-        return training_set.df
+        """The DataFrame of `get_training_set(entity_df, feature_refs, **options)`."""
+        return self.get_training_set(entity_df, feature_refs, **options).df
 
     @abstractmethod
     def health_check(self) -> dict[str, Any]:

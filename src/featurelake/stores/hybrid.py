@@ -21,12 +21,12 @@ read by delta-rs, `featurelake.plan.estimates`); when those are unknown, the Gol
 statistics stand in. `explain()` gives every decision with these numbers; every read records a
 `RouterMetric` (kept in memory and appended to the registry as `router_metrics` events).
 
-The engine is a choice too (`plan.engine_choice`): the pandas reads (`get_features_pandas`,
-`get_historical_features_pandas`) run on DuckDB over the same Delta tables, without a Spark
-session, when the request's estimated rows are under `duckdb_threshold_rows` and DuckDB can read
-every group (Gold tables at local paths, virtual groups defined in DuckDB SQL); otherwise on
-Spark. Reads that return a Spark DataFrame always run on Spark. `explain()` gives the engine a
-pandas read would use, and why.
+The engine is a choice too (`plan.engine_choice`): the pandas reads (`latest_pandas`,
+`historical_pandas`, behind the `FeatureStore`'s pandas reads) run on DuckDB over the same Delta
+tables, without a Spark session, when the request's estimated rows are under
+`duckdb_threshold_rows` and DuckDB can read every group (Gold tables at local paths, virtual
+groups defined in DuckDB SQL); otherwise on Spark. Reads that return a Spark DataFrame always run
+on Spark. `explain()` gives the engine a pandas read would use, and why.
 """
 
 from __future__ import annotations
@@ -61,17 +61,16 @@ from featurelake.plan.engine_choice import (
 )
 from featurelake.plan.estimates import PruneSpec, estimate_tables
 from featurelake.plan.estimates import prune_spec as request_prune_spec
-from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
+from featurelake.plan.read_plan import ReadKind, ReadPlan, ReadRequest, resolve_read
 from featurelake.plan.refs import shared_entity_keys
 from featurelake.plan.routing import RoutingDecision, Strategy, StrategyArg, requested_strategy
-from featurelake.plan.rules import check_fill
-from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
-from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration, parse_duration
-from featurelake.stores.base import BaseFeatureStore
+from featurelake.registry import Lineage, Registry, group_key
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration
+from featurelake.stores.base import BaseFeatureStore, forwarded
 from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 from featurelake.stores.virtualized import VirtualizedFeatureStore
 from featurelake.times import event_time_range, rows_in_range, utc_now
-from featurelake.virtual.definitions import QueryFunction, VirtualDefinition
+from featurelake.virtual.definitions import VirtualDefinition
 from featurelake.virtual.executors import QueryExecutor
 
 if TYPE_CHECKING:
@@ -178,28 +177,9 @@ class HybridFeatureStore(BaseFeatureStore):
 
     # -- groups, writes, definitions (handed to the store that owns them) ----------------------
 
-    def register_features(self, group_schema: FeatureGroupSchema) -> RegistrationResult:
-        return self.materialized.register_features(group_schema)
-
-    def write_features(
-        self,
-        group: str | FeatureGroupSchema,
-        df: Any,
-        mode: str | WriteMode = WriteMode.APPEND,
-        *,
-        lineage: Lineage | None = None,
-    ) -> WriteResult:
-        """Write a batch to the group's Gold table (see `MaterializedFeatureStore`)."""
-        return self.materialized.write_features(group, df, mode, lineage=lineage)
-
-    def define_virtual_features(
-        self,
-        group_schema: FeatureGroupSchema | str,
-        query: str | QueryFunction | None = None,
-        **options: Any,
-    ) -> VirtualDefinition:
-        """Define the group's virtual query (see `VirtualizedFeatureStore`)."""
-        return self.virtual.define_virtual_features(group_schema, query, **options)
+    register_features = forwarded("materialized", MaterializedFeatureStore.register_features)
+    write_features = forwarded("materialized", MaterializedFeatureStore.write_features)
+    define_virtual_features = forwarded("virtual", VirtualizedFeatureStore.define_virtual_features)
 
     def materialize(
         self,
@@ -272,7 +252,9 @@ class HybridFeatureStore(BaseFeatureStore):
         request would use (`engine`, and `engine` / `engine_reason` of each decision).
         """
         kind = ReadKind.LATEST if timestamp_column is None else ReadKind.POINT_IN_TIME
-        plan = self._resolve(feature_refs, kind, point_in_time, timestamp_column, ttl)
+        request = ReadRequest.historical(feature_refs, ttl, timestamp_column)
+        request = dataclasses.replace(request, kind=kind, point_in_time=point_in_time)
+        plan = resolve_read(self.registry, request)
         decisions = {}
         for schema in plan.schemas:
             spec = self._spec(schema, entity_ids, point_in_time, timestamp_column, plan.request.ttl)
@@ -281,28 +263,6 @@ class HybridFeatureStore(BaseFeatureStore):
             )
         chosen = self._choose_engine(plan, decisions, engine, strict=False)
         return plan.with_decisions(decisions, chosen)
-
-    def _resolve(
-        self,
-        feature_refs: str | Sequence[str],
-        kind: ReadKind,
-        point_in_time: datetime | None = None,
-        timestamp_column: str | None = None,
-        ttl: timedelta | str | None = None,
-        fill: str = "none",
-    ) -> ReadPlan:
-        """The request's references parsed and resolved, once."""
-        if kind is ReadKind.POINT_IN_TIME:
-            check_fill(fill)
-        return resolve_read(
-            self.registry,
-            feature_refs,
-            kind,
-            point_in_time=point_in_time,
-            timestamp_column=timestamp_column,
-            ttl=parse_duration(ttl, what="ttl") if ttl is not None else None,
-            fill=fill,
-        )
 
     def _choose_engine(
         self,
@@ -630,39 +590,33 @@ class HybridFeatureStore(BaseFeatureStore):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get_features(
-        self,
-        feature_refs: str | Sequence[str],
-        entity_ids: Any = None,
-        point_in_time: datetime | None = None,
-        *,
-        strategy: StrategyArg = None,
+    def latest(
+        self, request: ReadRequest, entity_ids: Any = None, *, strategy: StrategyArg = None
     ) -> DataFrame:
-        """The latest value per entity of the referenced features, as of `point_in_time`,
+        """The latest value per entity of the request's features, as of its `point_in_time`,
         each group read from its Gold table or its virtual query as the router decides."""
         started = time.perf_counter()
-        plan, routed = self._plan_latest(feature_refs, entity_ids, point_in_time, strategy)
+        plan, routed = self._plan_latest(request, entity_ids, strategy)
         result = self._spark_latest(plan, entity_ids)
         self._record("get_features", routed, started, whole=entity_ids is None)
         return result
 
-    def get_features_pandas(
+    def latest_pandas(
         self,
-        feature_refs: str | Sequence[str],
+        request: ReadRequest,
         entity_ids: Any = None,
-        point_in_time: datetime | None = None,
         *,
         strategy: StrategyArg = None,
         engine: EngineArg = "auto",
     ) -> pd.DataFrame:
-        """`get_features` as a pandas DataFrame, on the engine the router picks for it.
+        """`latest` as a pandas DataFrame, on the engine the router picks for it.
 
         With `engine="auto"`, DuckDB answers (no Spark session is started) when the request
         is small (`duckdb_threshold_rows`) and DuckDB can read every group; `"spark"` or
         `"duckdb"` force one. The rows are the same either way.
         """
         started = time.perf_counter()
-        plan, routed = self._plan_latest(feature_refs, entity_ids, point_in_time, strategy)
+        plan, routed = self._plan_latest(request, entity_ids, strategy)
         chosen = self._choose_engine(plan, plan.decisions, engine)
         plan = plan.with_decisions(plan.decisions, chosen)
         if chosen.engine is Engine.DUCKDB:
@@ -674,15 +628,19 @@ class HybridFeatureStore(BaseFeatureStore):
         return result
 
     def _plan_latest(
-        self,
-        feature_refs: str | Sequence[str],
-        entity_ids: Any,
-        point_in_time: datetime | None,
-        strategy: StrategyArg,
+        self, request: ReadRequest, entity_ids: Any, strategy: StrategyArg
     ) -> tuple[ReadPlan, dict[str, tuple[RoutingDecision, WriteResult | None]]]:
         """The plan of a latest read, each group routed (and materialized first when the
         decision says so)."""
-        plan = self._resolve(feature_refs, ReadKind.LATEST, point_in_time)
+        if request.pinned:
+            raise FeatureStoreError(
+                "as_of_version / as_of_timestamp pin Gold tables' Delta versions, which the "
+                "router does not choose between.",
+                fix="read pinned versions from the materialized store (FeatureStore.get_features "
+                "does so when given a pin).",
+            )
+        point_in_time = request.point_in_time
+        plan = resolve_read(self.registry, request)
         keys = shared_entity_keys(plan.selected)
         routed: dict[str, tuple[RoutingDecision, WriteResult | None]] = {}
         for schema in plan.schemas:
@@ -706,14 +664,11 @@ class HybridFeatureStore(BaseFeatureStore):
         names = {tuple(ref.split(".", 1)): name for ref, name in plan.output_columns.items()}
         return finish_request(result, stored, plan.expanded, names)  # type: ignore[arg-type]
 
-    def get_training_set(
+    def training_set(
         self,
         entity_df: Any,
-        feature_refs: str | Sequence[str],
+        request: ReadRequest,
         *,
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
         name: str | None = None,
         strategy: StrategyArg = None,
     ) -> TrainingSet:
@@ -721,34 +676,27 @@ class HybridFeatureStore(BaseFeatureStore):
         from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
-        plan = self._resolve(
-            feature_refs, ReadKind.POINT_IN_TIME, None, timestamp_column, ttl, fill
-        )
+        plan = resolve_read(self.registry, request)
         source = self._routed_source(plan, entity_df, strategy)
-        built = build_training_set(source, entity_df, feature_refs, name=name, plan=plan)
+        built = build_training_set(source, entity_df, plan, name=name)
         self._record("get_historical_features", source.routed, started, whole=False)
         return built
 
-    def get_historical_features_pandas(
+    def historical_pandas(
         self,
         entity_df: pd.DataFrame,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
+        request: ReadRequest,
         *,
         strategy: StrategyArg = None,
         engine: EngineArg = "auto",
     ) -> pd.DataFrame:
         """Point-in-time-correct features for the rows of a pandas `entity_df`, as pandas, on
-        the engine the router picks (see `get_features_pandas`). On DuckDB the rows keep the
-        order of `entity_df`."""
+        the engine the router picks (see `latest_pandas`). On DuckDB the rows keep the order
+        of `entity_df`."""
         from featurelake.engines.spark.training import build_training_set
 
         started = time.perf_counter()
-        plan = self._resolve(
-            feature_refs, ReadKind.POINT_IN_TIME, None, timestamp_column, ttl, fill
-        )
+        plan = resolve_read(self.registry, request)
         source = self._routed_source(plan, entity_df, strategy)
         for schema in plan.schemas:
             source.route(schema)
@@ -758,7 +706,7 @@ class HybridFeatureStore(BaseFeatureStore):
         if chosen.engine is Engine.DUCKDB:
             result = self.duckdb_reader.read_point_in_time(entity_df, plan)
         else:
-            built = build_training_set(source, entity_df, feature_refs, plan=plan)
+            built = build_training_set(source, entity_df, plan)
             with self._virtual_deadline(plan.virtual_groups):
                 result = built.df.toPandas()
         self._record("get_historical_features", source.routed, started, whole=False, engine=chosen)

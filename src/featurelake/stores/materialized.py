@@ -18,6 +18,7 @@ from featurelake.engines.spark.latest import ISIN_LIMIT, latest_features
 from featurelake.engines.spark.training import TrainingSetMethods
 from featurelake.errors import FeatureStoreError, MaterializationError, first_line
 from featurelake.gold import delta_ops, small_writes
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.plan.refs import output_names
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.retry import with_config_retries
@@ -385,16 +386,9 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
             self.spark, location, version=as_of_version, timestamp=as_of_timestamp
         )
 
-    def get_features(
-        self,
-        feature_refs: str | Sequence[str],
-        entity_ids: Any = None,
-        point_in_time: datetime | None = None,
-        *,
-        as_of_version: int | None = None,
-        as_of_timestamp: datetime | str | None = None,
-    ) -> DataFrame:
-        """The latest value per entity of the referenced features, as of `point_in_time`.
+    def latest(self, request: ReadRequest, entity_ids: Any = None) -> DataFrame:
+        """The latest value per entity of the request's features, as of its `point_in_time`,
+        from the Gold tables (at its pinned Delta version or time, when given).
 
         All refs must belong to one group, or to groups that share entity keys (joined on
         them). `entity_ids`: values of a single key, dicts/tuples for several keys, or a
@@ -403,11 +397,13 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
 
         def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
             return self.read_table(
-                schema, as_of_version=as_of_version, as_of_timestamp=as_of_timestamp
+                schema,
+                as_of_version=request.as_of_version,
+                as_of_timestamp=request.as_of_timestamp,
             )
 
-        selected = self.resolve_refs(feature_refs)
-        return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
+        selected = self.resolve_refs(request.refs)
+        return latest_features(self.spark, selected, frame_for, entity_ids, request.point_in_time)
 
     def group_frame(
         self,
@@ -436,7 +432,8 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         self, group: str | FeatureGroupSchema, as_of: datetime | None = None
     ) -> WriteResult:
         """Write an aggregation group's window values as of `as_of` (default now, UTC) for every
-        entity of its source to its Gold table (what the online store serves)."""
+        entity of its source to its Gold table (what the online store serves: with
+        `sync_to_online` they go online too, their age the time since `as_of`)."""
         from featurelake.engines.spark import aggregations
         from featurelake.times import utc_now
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -37,6 +36,7 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.plan.engine_choice import Engine
+from featurelake.plan.read_plan import ReadRequest
 from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, SqlType
 from featurelake.stores.base import BaseFeatureStore
@@ -281,20 +281,21 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def get_features(
-        self,
-        feature_refs: str | Sequence[str],
-        entity_ids: Any = None,
-        point_in_time: datetime | None = None,
-    ) -> DataFrame:
-        """The latest value per entity of the referenced virtual features, as of
+    def latest(self, request: ReadRequest, entity_ids: Any = None) -> DataFrame:
+        """The latest value per entity of the request's virtual features, as of its
         `point_in_time` (same rules as the Gold tables; filters reach the query's scans)."""
-        selected = self.resolve_refs(feature_refs)
+        if request.pinned:
+            raise VirtualizationQueryError(
+                "Virtual groups have no Delta versions: as_of_version / as_of_timestamp read "
+                "Gold tables.",
+                fix="materialize the groups to pin Delta versions, or read without a pin.",
+            )
+        selected = self.resolve_refs(request.refs)
 
         def frame_for(schema: FeatureGroupSchema, features: list[str]) -> DataFrame:
             return self.virtual_frame(schema)
 
-        return latest_features(self.spark, selected, frame_for, entity_ids, point_in_time)
+        return latest_features(self.spark, selected, frame_for, entity_ids, request.point_in_time)
 
     def health_check(self) -> dict[str, Any]:
         """Spark answers, the registry is readable, and every virtual query still analyses."""

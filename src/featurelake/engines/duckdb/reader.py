@@ -32,20 +32,17 @@ from featurelake.gold.delta_reader import (
     read_arrow,
 )
 from featurelake.plan.estimates import PruneSpec, prune_spec
-from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
+from featurelake.plan.read_plan import ReadKind, ReadPlan, ReadRequest, resolve_read
 from featurelake.plan.refs import (
-    Selected,
     check_entity_keys,
     entity_output_names,
     entity_timestamp_column,
     output_names,
-    resolve_refs,
     shared_entity_keys,
 )
 from featurelake.plan.rules import check_fill
 from featurelake.registry import Registry, TableLocation
-from featurelake.schema import INGESTED_AT, FeatureGroupSchema, parse_duration
-from featurelake.schema.composites import ExpandedRequest
+from featurelake.schema import INGESTED_AT, FeatureGroupSchema
 from featurelake.storage import is_object_store
 from featurelake.times import pandas_utc
 from featurelake.virtual.checks import check_current_output
@@ -106,54 +103,36 @@ class DuckDBFeatureReader:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def get_features(
+    def read(
         self,
-        feature_refs: str | Sequence[str],
-        entity_ids: Any = None,
-        point_in_time: datetime | None = None,
+        request: ReadRequest,
+        entities: Any = None,
         *,
-        as_of_version: int | None = None,
-        as_of_timestamp: datetime | str | None = None,
         virtual_groups: Collection[str] = (),
+        versions: Mapping[str, int] | None = None,
     ) -> pd.DataFrame:
-        """The latest value per entity of the referenced features, as of `point_in_time`
-        (same rules and columns as `MaterializedFeatureStore.get_features`).
+        """Run a request on DuckDB (same rules and columns as the Spark path): a latest read
+        of the entity ids `entities` (values of one key, dicts/tuples of several keys, or a
+        pandas DataFrame of key columns; the Gold tables at the request's pinned Delta version
+        or time), or a point-in-time read of the rows of a pandas `entities`, in their order.
 
-        `entity_ids`: values of one key, dicts/tuples of several keys, or a pandas DataFrame
-        of key columns. `as_of_version` / `as_of_timestamp` read the Gold tables at a past
-        version (time travel); groups named in `virtual_groups` run their DuckDB query.
+        Groups named in `virtual_groups` run their DuckDB query; `versions` pins the Delta
+        version a point-in-time read reads per group name.
         """
-        selected = resolve_refs(self.registry, feature_refs)
-        return self._latest(
-            selected,
-            entity_ids,
-            point_in_time,
-            virtual_groups=virtual_groups,
-            as_of_version=as_of_version,
-            as_of_timestamp=as_of_timestamp,
-        )
+        plan = resolve_read(self.registry, request)
+        if request.kind is ReadKind.POINT_IN_TIME:
+            return self._point_in_time(entities, plan, virtual_groups, versions)
+        return self._latest(plan, entities, virtual_groups)
 
     def read_latest(self, plan: ReadPlan, entity_ids: Any = None) -> pd.DataFrame:
         """Run a latest-value plan (its groups resolved and routed once by the store)."""
-        return self._latest(
-            plan.selected,
-            entity_ids,
-            plan.request.point_in_time,
-            virtual_groups=plan.virtual_groups,
-            expanded=plan.expanded,
-        )
+        return self._latest(plan, entity_ids, plan.virtual_groups)
 
     def _latest(
-        self,
-        selected: Selected,
-        entity_ids: Any,
-        point_in_time: datetime | None,
-        *,
-        virtual_groups: Collection[str] = (),
-        as_of_version: int | None = None,
-        as_of_timestamp: datetime | str | None = None,
-        expanded: ExpandedRequest | None = None,
+        self, plan: ReadPlan, entity_ids: Any, virtual_groups: Collection[str]
     ) -> pd.DataFrame:
+        selected, expanded, request = plan.selected, plan.expanded, plan.request
+        point_in_time = request.point_in_time
         keys = shared_entity_keys(selected)
         ids = _ids_table(entity_ids, keys)
         names = output_names(selected)
@@ -167,47 +146,19 @@ class DuckDBFeatureReader:
                 schema.feature_names,
                 spec,
                 virtual=schema.name in virtual_groups,
-                version=as_of_version,
-                timestamp=as_of_timestamp,
+                version=request.as_of_version,
+                timestamp=request.as_of_timestamp,
             )
             groups.append(
                 _group_rows(schema, features, table, names, tie_breakers=schema.feature_names)
             )
         with self._cursor() as cursor:
             result = latest_rows(cursor, groups, keys, ids=ids, point_in_time=point_in_time)
-        if expanded is not None and expanded.has_composites:
+        if expanded.has_composites:
             stored = set(names.values())
             kept = [c for c in result.column_names if c not in stored]
             result = finish_request(result, kept, expanded, names)
         return _pandas(result)
-
-    def get_historical_features(
-        self,
-        entity_df: pd.DataFrame,
-        feature_refs: str | Sequence[str],
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        *,
-        virtual_groups: Collection[str] = (),
-        versions: Mapping[str, int] | None = None,
-    ) -> pd.DataFrame:
-        """Point-in-time-correct features for every row of `entity_df` (pandas), in its row
-        order (same rules and columns as `get_historical_features` on Spark).
-
-        `versions` pins the Delta version read per group name; `virtual_groups` run their
-        DuckDB query.
-        """
-        ttl_override = parse_duration(ttl, what="ttl") if ttl is not None else None
-        plan = resolve_read(
-            self.registry,
-            feature_refs,
-            ReadKind.POINT_IN_TIME,
-            timestamp_column=timestamp_column,
-            ttl=ttl_override,
-            fill=fill,
-        )
-        return self._point_in_time(entity_df, plan, virtual_groups, versions)
 
     def read_point_in_time(
         self, entity_df: pd.DataFrame, plan: ReadPlan, *, versions: Mapping[str, int] | None = None

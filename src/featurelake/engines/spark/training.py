@@ -20,7 +20,7 @@ from featurelake.engines.spark.frames import to_spark
 from featurelake.engines.spark.pit import PitSource, point_in_time_join
 from featurelake.engines.spark.sources import FeatureFrameSource, TableRead
 from featurelake.errors import PointInTimeError
-from featurelake.plan.read_plan import ReadKind, ReadPlan, resolve_read
+from featurelake.plan.read_plan import ReadPlan, ReadRequest, resolve_read
 from featurelake.plan.refs import (
     check_entity_keys,
     entity_output_names,
@@ -28,7 +28,6 @@ from featurelake.plan.refs import (
 )
 from featurelake.plan.rules import check_fill
 from featurelake.registry import side_location
-from featurelake.schema import parse_duration
 from featurelake.times import utc_now
 
 if TYPE_CHECKING:
@@ -93,32 +92,19 @@ class TrainingSet:
 def build_training_set(
     store: FeatureFrameSource,
     entity_df: Any,
-    feature_refs: str | Sequence[str],
+    request: ReadRequest | ReadPlan,
     *,
-    ttl: timedelta | str | None = None,
-    timestamp_column: str | None = None,
-    fill: str = "none",
     name: str | None = None,
     pinned_versions: Mapping[str, int] | None = None,
-    plan: ReadPlan | None = None,
 ) -> TrainingSet:
-    """Join every row of `entity_df` to the referenced features as of its own time.
+    """Join every row of `entity_df` to the features of a point-in-time `request` (or the plan
+    a store made of it) as of the row's own time.
 
     Unknown refs, missing key columns and bad arguments raise before any Spark job runs.
     With `name`, the entity rows are saved beside the store and the manifest is kept in the
-    registry, so `rebuild(name)` needs nothing else. A store that has planned the read passes
-    its `plan` (refs, ttl, time column and fill are then taken from it, resolved once).
+    registry, so `rebuild(name)` needs nothing else.
     """
-    if plan is None:
-        check_fill(fill)
-        plan = resolve_read(
-            store.registry,
-            feature_refs,
-            ReadKind.POINT_IN_TIME,
-            timestamp_column=timestamp_column,
-            ttl=parse_duration(ttl, what="ttl") if ttl is not None else None,
-            fill=fill,
-        )
+    plan = request if isinstance(request, ReadPlan) else resolve_read(store.registry, request)
     expanded, selected = plan.expanded, plan.selected
     fill, ttl_override = plan.request.fill, plan.request.ttl
     check_fill(fill)
@@ -196,10 +182,14 @@ def build_training_set(
 
 
 class TrainingSetMethods:
-    """`get_training_set` for any store that is a `FeatureFrameSource` (the materialized and
+    """`training_set` for any store that is a `FeatureFrameSource` (the materialized and
     virtual stores share it): `build_training_set` with the store as its source."""
 
-    get_training_set = build_training_set
+    def training_set(
+        self, entity_df: Any, request: ReadRequest, *, name: str | None = None
+    ) -> TrainingSet:
+        """The training set of a point-in-time `request` and the manifest that rebuilds it."""
+        return build_training_set(self, entity_df, request, name=name)  # type: ignore[arg-type]
 
 
 def rebuild_training_set(
@@ -231,15 +221,13 @@ def rebuild_training_set(
         store.registry.get_group(table.group, table.group_version)  # must still be registered
         pinned[table.group] = table.delta_version
     refs = [_pin_ref(ref, manifest) for ref in manifest.feature_refs]
-    rebuilt = build_training_set(
-        store,
-        entity_df,
+    request = ReadRequest.historical(
         refs,
         ttl=timedelta(seconds=manifest.ttl_seconds) if manifest.ttl_seconds else None,
         timestamp_column=manifest.timestamp_column,
         fill=manifest.fill,
-        pinned_versions=pinned,
     )
+    rebuilt = build_training_set(store, entity_df, request, pinned_versions=pinned)
     return TrainingSet(rebuilt.df, manifest)
 
 

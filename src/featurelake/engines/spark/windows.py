@@ -144,7 +144,10 @@ def window_aggregates(
 
     if not outputs:
         return entity_df
-    key_types = _check(entity_df, events, keys, event_time, entity_time, outputs, what)
+    entity_types = _check_entities(entity_df, keys, entity_time, what)
+    key_types = _common_key_types(
+        keys, entity_types, _check_events(events, keys, event_time, outputs, what), what
+    )
     feeds = _value_columns(events, outputs, what)
     parts = _parts_of(feeds, outputs)
     windows = sorted({o.window for o in outputs})
@@ -245,7 +248,7 @@ def tile_partials(
     from pyspark.sql import functions as F
 
     _check_tile_size(size, what)
-    _check(events.select(*keys, event_time), events, keys, event_time, event_time, outputs, what)
+    _check_events(events, keys, event_time, outputs, what)
     feeds = _value_columns(events, outputs, what)
     parts = _parts_of(feeds, outputs)
     keep = F.col(_q(event_time)).isNotNull()
@@ -287,19 +290,11 @@ def tile_partials(
 # -- checks -------------------------------------------------------------------------------------
 
 
-def _check(
-    entity_df: DataFrame,
-    events: DataFrame,
-    keys: Sequence[str],
-    event_time: str,
-    entity_time: str,
-    outputs: Sequence[WindowOutput],
-    what: str,
-) -> list[DataType]:
-    from pyspark.sql import types as T
-
+def _check_entities(
+    entity_df: DataFrame, keys: Sequence[str], entity_time: str, what: str
+) -> dict[str, DataType]:
+    """The entity rows' column types, once they are known to hold the keys and the time."""
     entity_types = {f.name: f.dataType for f in entity_df.schema.fields}
-    event_types = {f.name: f.dataType for f in events.schema.fields}
     for column in (*keys, entity_time):
         if column not in entity_types:
             raise PointInTimeError(
@@ -307,6 +302,21 @@ def _check(
                 fix=f"add '{column}' to the entity rows.",
                 column=column,
             )
+    return entity_types
+
+
+def _check_events(
+    events: DataFrame,
+    keys: Sequence[str],
+    event_time: str,
+    outputs: Sequence[WindowOutput],
+    what: str,
+) -> dict[str, DataType]:
+    """The events' column types, once they are known to hold the keys, a timestamp event
+    time and the aggregated columns (numeric where the function needs it)."""
+    from pyspark.sql import types as T
+
+    event_types = {f.name: f.dataType for f in events.schema.fields}
     for column, role in [*((k, "entity key") for k in keys), (event_time, "event time")]:
         if column not in event_types:
             raise PointInTimeError(
@@ -343,6 +353,18 @@ def _check(
                 "approx_count_distinct for others.",
                 column=output.column,
             )
+    return event_types
+
+
+def _common_key_types(
+    keys: Sequence[str],
+    entity_types: dict[str, DataType],
+    event_types: dict[str, DataType],
+    what: str,
+) -> list[DataType]:
+    """The type each key is joined as: equal on both sides, or bigint for two integral ones."""
+    from pyspark.sql import types as T
+
     integral = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
     common: list[DataType] = []
     for key in keys:
