@@ -1,19 +1,21 @@
-"""A micro-batch small enough for the driver: one Spark job, checks in Arrow, online first.
+"""A micro-batch small enough for the driver: one Spark job, checks in Arrow, online + Gold.
 
 A streaming micro-batch of a few thousand rows costs Spark more in job planning than in work:
 validating it inside the Gold MERGE, then reading it again for the online push, takes several
-jobs. Here the batch (after the source's query and transform) is collected once as Arrow,
+jobs. Here the batch (after the source's query and transform) is collected once as Arrow and
 checked on the driver with the checks of every write (`gold.arrow_checks`: the same column
-types, row rules and `SchemaValidationError`), pushed online, then merged into Gold: by
-delta-rs when the table and the batch allow a small write (`gold.small_writes`), otherwise by
-Spark from the same Arrow rows. Online and Gold receive the same rows.
+types, row rules and `SchemaValidationError`). Then, at once, its latest rows are pushed online
+(in a thread of `streaming`) and it is merged into Gold: by delta-rs when the table allows a
+small write (`gold.small_writes`; the stream lets those take its whole batch unless
+`small_write_max_rows` is 0), otherwise by Spark from the same Arrow rows. Online and Gold
+receive the same rows, whatever the source's transform does.
 
-Online goes first so that freshness does not wait for the Gold commit. That is safe: nothing
-reaches either store before the whole batch passed its checks, the online store keeps the
-value of the newest event time (a replayed batch changes nothing there), and the Gold MERGE on
-keys + event time is idempotent. A batch whose Gold commit fails stops the stream; its rows
-may already be served online, and the restarted stream (which reads the batch again from its
-checkpoint) writes them to Gold.
+Freshness does not wait for the Gold commit, and that is safe: nothing reaches either store
+before the whole batch passed its checks, the online store keeps the value of the newest event
+time (a replayed batch changes nothing there), and the Gold MERGE on keys + event time is
+idempotent. A batch whose Gold commit fails stops the stream; its rows may already be served
+online, and the restarted stream (which reads the batch again from its checkpoint) writes them
+to Gold.
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ Python transform to each micro-batch, and writes it with the same validation as 
 (`store.write_features(..., mode="merge")`, upsert on entity keys + event time). When an
 online store is given or enabled in the config, the latest row per entity of the batch is
 pushed to it. A batch of up to `driver_max_rows` rows is read once into Arrow, checked on the
-driver and pushed online before its Gold MERGE (`scheduling.stream_driver`); a larger one is
-checked inside the MERGE and pushed after it. The checkpoint lives under the store.
+driver and pushed online while it is merged into Gold (`scheduling.stream_driver`); a larger
+one is checked inside the MERGE and pushed after it. The checkpoint lives under the store.
 
 Exactly once: a micro-batch that fails or is killed before Spark records it in the checkpoint
 is read again on restart; its merge then finds its own rows and changes nothing, and online
@@ -62,7 +62,8 @@ class StreamBatch:
     store)."""
     engine: str = "spark"
     """How the batch was written: `driver+delta-rs` or `driver+spark` (collected once, checked
-    in Arrow, online first) or `spark` (a large batch, checked inside the Gold MERGE)."""
+    in Arrow, pushed online during the Gold MERGE) or `spark` (a large batch, checked inside
+    the Gold MERGE, pushed after it)."""
 
 
 def checkpoint_path(store: FeatureStore, schema: FeatureGroupSchema) -> str:
@@ -183,29 +184,33 @@ class FeatureStream:
     def _write_small(
         self, small: pa.Table, batch_id: int, started: float
     ) -> tuple[WriteResult, int, float | None]:
-        """Checks in Arrow, online push, then the Gold MERGE of the same rows."""
+        """Checks in Arrow, then the online push (in a thread of its own) and the Gold MERGE
+        of the same rows at once."""
         bound = self._bound
         assert bound is not None
         location = bound.location(self.schema)
         if self._key_types is None:
             self._key_types = stream_driver.existing_key_types(bound.spark, location, self.schema)
         checked = stream_driver.checked_rows(small, self.schema, self._key_types)
-        online_written, online_at = 0, None
-        if self.online is not None:
-            online_written, _ = push_latest_arrow(self.online, self.schema, checked)
-            online_at = round(time.perf_counter() - started, 3)
-        data = stream_driver.gold_input(
-            bound.spark,
-            location,
-            self.schema,
-            checked,
-            small_write_max_rows=bound.config.small_write_max_rows,
-            hooks=getattr(bound, "_batch_hooks", ()),
-            deletion_vectors=bound.config.gold_deletion_vectors,
-        )
-        result = bound.write_features(
-            self.schema, data, WriteMode.MERGE, lineage=self._lineage(batch_id)
-        )
+        push = _Push(self.online, self.schema, checked, started) if self.online else None
+        try:
+            data = stream_driver.gold_input(
+                bound.spark,
+                location,
+                self.schema,
+                checked,
+                small_write_max_rows=bound.config.small_write_max_rows,
+                hooks=getattr(bound, "_batch_hooks", ()),
+                deletion_vectors=bound.config.gold_deletion_vectors,
+            )
+            result = bound.write_features(
+                self.schema, data, WriteMode.MERGE, lineage=self._lineage(batch_id)
+            )
+        except BaseException:
+            if push is not None:
+                push.wait()  # the Gold error is the one raised
+            raise
+        online_written, online_at = push.result() if push is not None else (0, None)
         if not self._key_types:  # the first batch created the table: its key types are set now
             self._key_types = None
         return result, online_written, online_at
@@ -293,7 +298,7 @@ def start_stream(
     interval such as `"10 seconds"`, or Spark's trigger keywords as a dict. `online`: the store
     to push to; by default the configured one when `enable_online_store` is on.
     `driver_max_rows`: micro-batches of up to this many rows are collected once, checked on
-    the driver in Arrow and pushed online before their Gold MERGE (`stream_driver`); larger
+    the driver in Arrow and pushed online during their Gold MERGE (`stream_driver`); larger
     ones are checked inside a Spark MERGE and pushed after it (0: always so).
     """
     schema = store.resolve_group(group)
@@ -346,6 +351,38 @@ def start_stream(
         folder,
     )
     return stream
+
+
+class _Push:
+    """The latest rows of a checked batch pushed online in a thread of its own."""
+
+    def __init__(
+        self, online: OnlineStore, schema: FeatureGroupSchema, rows: pa.Table, started: float
+    ) -> None:
+        self._args = (online, schema, rows)
+        self._started = started
+        self._written = 0
+        self._at: float | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="featurelake-stream-push")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._written, _ = push_latest_arrow(*self._args)
+            self._at = round(time.perf_counter() - self._started, 3)
+        except BaseException as error:
+            self._error = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[int, float | None]:
+        """(rows written, seconds from the batch's start): waits, raises the push's error."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._written, self._at
 
 
 def _bound_store(
