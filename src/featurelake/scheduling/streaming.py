@@ -192,7 +192,7 @@ class FeatureStream:
         if self._key_types is None:
             self._key_types = stream_driver.existing_key_types(bound.spark, location, self.schema)
         checked = stream_driver.checked_rows(small, self.schema, self._key_types)
-        push = _Push(self.online, self.schema, checked, started) if self.online else None
+        push = None if self.online is None else _Push(self.online, self.schema, checked, started)
         try:
             data = stream_driver.gold_input(
                 bound.spark,
