@@ -219,6 +219,11 @@ def main() -> None:
     parser.add_argument("--trigger", default="1 second")
     parser.add_argument("--repeat", type=int, default=3, help="throughput runs of each stream")
     parser.add_argument(
+        "--gold-deletion-vectors",
+        action="store_true",
+        help="Gold tables with deletion vectors (the driver path then merges them with Spark)",
+    )
+    parser.add_argument(
         "--driver-max-rows",
         type=int,
         default=DRIVER_MAX_ROWS,
@@ -236,6 +241,7 @@ def main() -> None:
             online_backend=OnlineBackend.REDIS,
             online_url=url,
             online_timeout_ms=5000,
+            gold_deletion_vectors=args.gold_deletion_vectors,
             spark_conf={"spark.driver.memory": "4g", "spark.ui.enabled": "false"},
         )
         spark = get_spark(config)
