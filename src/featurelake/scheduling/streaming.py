@@ -5,7 +5,9 @@ streaming format, with the reader options passed through), applies the source's 
 Python transform to each micro-batch, and writes it with the same validation as every write
 (`store.write_features(..., mode="merge")`, upsert on entity keys + event time). When an
 online store is given or enabled in the config, the latest row per entity of the batch is
-pushed to it. The checkpoint lives under the store.
+pushed to it. A batch of up to `driver_max_rows` rows is read once into Arrow, checked on the
+driver and pushed online while it is merged into Gold (`scheduling.stream_driver`); a larger
+one is checked inside the MERGE and pushed after it. The checkpoint lives under the store.
 
 Exactly once: a micro-batch that fails or is killed before Spark records it in the checkpoint
 is read again on restart; its merge then finds its own rows and changes nothing, and online
@@ -15,6 +17,7 @@ writes only keep newer events. A batch that breaks the schema stops the stream w
 
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -27,15 +30,17 @@ from loguru import logger
 from featurelake import storage
 from featurelake.errors import ConfigurationError, MaterializationError, first_line
 from featurelake.online import OnlineStore, create_online_store
-from featurelake.online.sync import push_latest
+from featurelake.online.sync import push_latest, push_latest_arrow
 from featurelake.registry import Lineage, side_location
-from featurelake.scheduling import sources
-from featurelake.schema import FeatureGroupSchema
+from featurelake.scheduling import sources, stream_driver
+from featurelake.scheduling.stream_driver import DRIVER_MAX_ROWS
+from featurelake.schema import FeatureGroupSchema, SqlType
 from featurelake.schema.materialization import MaterializationSource
 from featurelake.serving.store import FeatureStore
-from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode
+from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame
     from pyspark.sql.streaming import StreamingQuery
 
@@ -52,6 +57,13 @@ class StreamBatch:
     gold_version: int | None
     online_written: int
     duration_seconds: float
+    online_seconds: float | None = None
+    """Seconds from the batch's start until its rows were served online (None: no online
+    store)."""
+    engine: str = "spark"
+    """How the batch was written: `driver+delta-rs` or `driver+spark` (collected once, checked
+    in Arrow, pushed online during the Gold MERGE) or `spark` (a large batch, checked inside
+    the Gold MERGE, pushed after it)."""
 
 
 def checkpoint_path(store: FeatureStore, schema: FeatureGroupSchema) -> str:
@@ -94,6 +106,7 @@ class FeatureStream:
         online: OnlineStore | None,
         checkpoint: str,
         on_batch: Callable[[StreamBatch], None] | None,
+        driver_max_rows: int = DRIVER_MAX_ROWS,
     ) -> None:
         self.store = store
         self.schema = schema
@@ -102,51 +115,49 @@ class FeatureStream:
         self.online = online
         self.checkpoint = checkpoint
         self.on_batch = on_batch
+        self.driver_max_rows = driver_max_rows
         self.batches: list[StreamBatch] = []
         self.error: BaseException | None = None
         self.query: StreamingQuery | None = None
         self._watcher: threading.Thread | None = None
         self._bound: MaterializedFeatureStore | None = None
+        self._key_types: dict[str, SqlType] | None = None
 
     # -- the micro-batch -----------------------------------------------------------------------
 
     def process(self, batch: DataFrame, batch_id: int) -> None:
-        """Validate, merge into Gold, push online (Spark calls this for each micro-batch)."""
+        """Validate, push online, merge into Gold (Spark calls this for each micro-batch)."""
         started = time.perf_counter()
         try:
             rows = sources.transform_rows(batch.sparkSession, self.source, batch)
             # The batch belongs to a session of its own: write through it.
             session = batch.sparkSession
             if self._bound is None or self._bound.spark is not session:
-                self._bound = self.store.on_session(session)
-            result = self._bound.write_features(
-                self.schema,
-                rows,
-                WriteMode.MERGE,
-                lineage=Lineage(
-                    sources=tuple(s for s in (self.source.table,) if s),
-                    job=f"stream batch {batch_id}",
-                    query=self.source.query,
-                ),
-            )
-            online_written = 0
-            if self.online is not None:
-                online_written, _ = push_latest(self.online, self.schema, rows)
+                self._bound = _bound_store(self.store, session, self.driver_max_rows)
+            small = self._driver_rows(rows)
+            if small is not None:
+                result, online_written, online_at = self._write_small(small, batch_id, started)
+            else:
+                result, online_written, online_at = self._write_spark(rows, batch_id, started)
             done = StreamBatch(
                 batch_id,
                 result.rows_written,
                 result.delta_version,
                 online_written,
                 round(time.perf_counter() - started, 3),
+                online_seconds=online_at,
+                engine=result.engine if small is None else f"driver+{result.engine}",
             )
             self.batches.append(done)
             logger.info(
-                "stream {} batch {}: {} rows, Gold version {}, {} online",
+                "stream {} batch {}: {} rows, Gold version {} ({}), {} online after {} s",
                 self.schema.name,
                 batch_id,
                 result.rows_written,
                 result.delta_version,
+                done.engine,
                 online_written,
+                online_at,
             )
             if self.on_batch is not None:
                 self.on_batch(done)
@@ -154,6 +165,69 @@ class FeatureStream:
             self.error = error
             logger.error("stream {} batch {} failed: {}", self.schema.name, batch_id, error)
             raise
+
+    def _lineage(self, batch_id: int) -> Lineage:
+        return Lineage(
+            sources=tuple(s for s in (self.source.table,) if s),
+            job=f"stream batch {batch_id}",
+            query=self.source.query,
+        )
+
+    def _driver_rows(self, rows: DataFrame) -> pa.Table | None:
+        """The batch as Arrow when it takes the driver path (small, no batch hook that must
+        see it on Spark), else None."""
+        assert self._bound is not None
+        if self.driver_max_rows <= 0 or _blocking_hooks(self._bound, self.schema):
+            return None
+        return stream_driver.collect_small(rows, self.driver_max_rows)
+
+    def _write_small(
+        self, small: pa.Table, batch_id: int, started: float
+    ) -> tuple[WriteResult, int, float | None]:
+        """Checks in Arrow, then the online push (in a thread of its own) and the Gold MERGE
+        of the same rows at once."""
+        bound = self._bound
+        assert bound is not None
+        location = bound.location(self.schema)
+        if self._key_types is None:
+            self._key_types = stream_driver.existing_key_types(bound.spark, location, self.schema)
+        checked = stream_driver.checked_rows(small, self.schema, self._key_types)
+        push = None if self.online is None else _Push(self.online, self.schema, checked, started)
+        try:
+            data = stream_driver.gold_input(
+                bound.spark,
+                location,
+                self.schema,
+                checked,
+                small_write_max_rows=bound.config.small_write_max_rows,
+                hooks=getattr(bound, "_batch_hooks", ()),
+                deletion_vectors=bound.config.gold_deletion_vectors,
+            )
+            result = bound.write_features(
+                self.schema, data, WriteMode.MERGE, lineage=self._lineage(batch_id)
+            )
+        except BaseException:
+            if push is not None:
+                push.wait()  # the Gold error is the one raised
+            raise
+        online_written, online_at = push.result() if push is not None else (0, None)
+        if not self._key_types:  # the first batch created the table: its key types are set now
+            self._key_types = None
+        return result, online_written, online_at
+
+    def _write_spark(
+        self, rows: DataFrame, batch_id: int, started: float
+    ) -> tuple[WriteResult, int, float | None]:
+        """A large batch: validated inside the Gold MERGE, then pushed online by Spark."""
+        assert self._bound is not None
+        result = self._bound.write_features(
+            self.schema, rows, WriteMode.MERGE, lineage=self._lineage(batch_id)
+        )
+        online_written, online_at = 0, None
+        if self.online is not None:
+            online_written, _ = push_latest(self.online, self.schema, rows)
+            online_at = round(time.perf_counter() - started, 3)
+        return result, online_written, online_at
 
     # -- control -------------------------------------------------------------------------------
 
@@ -211,6 +285,7 @@ def start_stream(
     online: OnlineStore | None = None,
     checkpoint: str | None = None,
     on_batch: Callable[[StreamBatch], None] | None = None,
+    driver_max_rows: int = DRIVER_MAX_ROWS,
 ) -> FeatureStream:
     """Start streaming `source` into the group (see the module docstring).
 
@@ -222,6 +297,9 @@ def start_stream(
     the group's columns. `trigger`: `"available_now"` (process what is there, then stop), an
     interval such as `"10 seconds"`, or Spark's trigger keywords as a dict. `online`: the store
     to push to; by default the configured one when `enable_online_store` is on.
+    `driver_max_rows`: micro-batches of up to this many rows are collected once, checked on
+    the driver in Arrow and pushed online during their Gold MERGE (`stream_driver`); larger
+    ones are checked inside a Spark MERGE and pushed after it (0: always so).
     """
     schema = store.resolve_group(group)
     chosen = _source(schema, source)
@@ -236,6 +314,7 @@ def start_stream(
         online=online,
         checkpoint=folder,
         on_batch=on_batch,
+        driver_max_rows=driver_max_rows,
     )
     reader = store.spark.readStream.format(source_format)
     for key, value in {**chosen.options, **(options or {})}.items():
@@ -272,6 +351,64 @@ def start_stream(
         folder,
     )
     return stream
+
+
+class _Push:
+    """The latest rows of a checked batch pushed online in a thread of its own."""
+
+    def __init__(
+        self, online: OnlineStore, schema: FeatureGroupSchema, rows: pa.Table, started: float
+    ) -> None:
+        self._args = (online, schema, rows)
+        self._started = started
+        self._written = 0
+        self._at: float | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="featurelake-stream-push")
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._written, _ = push_latest_arrow(*self._args)
+            self._at = round(time.perf_counter() - self._started, 3)
+        except BaseException as error:
+            self._error = error
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> tuple[int, float | None]:
+        """(rows written, seconds from the batch's start): waits, raises the push's error."""
+        self.wait()
+        if self._error is not None:
+            raise self._error
+        return self._written, self._at
+
+
+def _bound_store(
+    store: FeatureStore, session: Any, driver_max_rows: int
+) -> MaterializedFeatureStore:
+    """The store on the micro-batch's session; its delta-rs small writes take batches of up to
+    `driver_max_rows` rows (the checked Arrow batch of the driver path), unless the config
+    turns small writes off (`small_write_max_rows: 0`)."""
+    bound = store.on_session(session)
+    limit = bound.config.small_write_max_rows
+    if limit <= 0 or limit >= driver_max_rows:
+        return bound
+    wider = copy.copy(bound)  # shares the registry, write listeners and batch hooks
+    wider.config = bound.config.replace(small_write_max_rows=driver_max_rows)
+    return wider
+
+
+def _blocking_hooks(store: MaterializedFeatureStore, schema: FeatureGroupSchema) -> bool:
+    """Whether a batch hook of the store (e.g. a quality check that quarantines rows) must see
+    each batch as a Spark DataFrame before it is written: then no batch takes the driver path,
+    whose online push comes before the Gold write."""
+    for hook in getattr(store, "_batch_hooks", ()):
+        passes = getattr(hook, "passes_through", None)
+        if passes is None or not passes(schema, WriteMode.MERGE.value):
+            return True
+    return False
 
 
 def request_stop(
