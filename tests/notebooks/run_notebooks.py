@@ -63,7 +63,9 @@ def main(args: list[str]) -> int:
     for i in range(0, len(args), 3):
         notebook, workdir, store = Path(args[i]), Path(args[i + 1]), args[i + 2]
         code = run(notebook, workdir, store)
-        (workdir / "exit_code.txt").write_text(str(code))
+        written = workdir / "exit_code.txt.part"  # renamed whole: a reader never sees it half
+        written.write_text(str(code))
+        written.rename(workdir / "exit_code.txt")
         failed += code != 0
     return 1 if failed else 0
 
