@@ -149,6 +149,28 @@ def test_arrow_batches_take_the_safe_casts(
     )
 
 
+def test_an_arrow_table_takes_the_spark_path_too(
+    stores: tuple[MaterializedFeatureStore, MaterializedFeatureStore],
+) -> None:
+    small, large = stores
+    arrow = pa.table(
+        {
+            "customer_id": pa.array([1, 2], pa.int64()),
+            "event_timestamp": pa.array([day(0), day(1)], pa.timestamp("us")),
+            "age": pa.array([3, 4], pa.int16()),
+            "segment": ["a", "b"],
+            "score": pa.array([0.5, 0.25], pa.float32()),
+        }
+    )
+    assert large.write_features("customers", arrow).engine == "spark"
+    assert small.write_features("customers", arrow).engine == "delta-rs"
+    assert (
+        table_rows(large)
+        == table_rows(small)
+        == [(1, day(0), 3, "a", 0.5), (2, day(1), 4, "b", 0.25)]
+    )
+
+
 BAD_BATCHES = [
     ("missing column", frame((1, day(0), 3, "a", 0.5)).drop(columns=["age"])),
     ("extra column", frame((1, day(0), 3, "a", 0.5)).assign(color="red")),

@@ -17,7 +17,6 @@ writes only keep newer events. A batch that breaks the schema stops the stream w
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -200,7 +199,7 @@ class FeatureStream:
                 self.schema,
                 checked,
                 small_write_max_rows=bound.config.small_write_max_rows,
-                hooks=getattr(bound, "_batch_hooks", ()),
+                hooks=bound.batch_hooks,
                 deletion_vectors=bound.config.gold_deletion_vectors,
             )
             result = bound.write_features(
@@ -391,20 +390,17 @@ def _bound_store(
     """The store on the micro-batch's session; its delta-rs small writes take batches of up to
     `driver_max_rows` rows (the checked Arrow batch of the driver path), unless the config
     turns small writes off (`small_write_max_rows: 0`)."""
-    bound = store.on_session(session)
-    limit = bound.config.small_write_max_rows
+    limit = store.config.small_write_max_rows
     if limit <= 0 or limit >= driver_max_rows:
-        return bound
-    wider = copy.copy(bound)  # shares the registry, write listeners and batch hooks
-    wider.config = bound.config.replace(small_write_max_rows=driver_max_rows)
-    return wider
+        return store.on_session(session)
+    return store.on_session(session, store.config.replace(small_write_max_rows=driver_max_rows))
 
 
 def _blocking_hooks(store: MaterializedFeatureStore, schema: FeatureGroupSchema) -> bool:
     """Whether a batch hook of the store (e.g. a quality check that quarantines rows) must see
     each batch as a Spark DataFrame before it is written: then no batch takes the driver path,
     whose online push comes before the Gold write."""
-    for hook in getattr(store, "_batch_hooks", ()):
+    for hook in store.batch_hooks:
         passes = getattr(hook, "passes_through", None)
         if passes is None or not passes(schema, WriteMode.MERGE.value):
             return True

@@ -186,10 +186,12 @@ class FeatureStore:
             f"[{name!r} definition])).",
         )
 
-    def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
+    def on_session(
+        self, spark: SparkSession, config: FeatureStoreConfig | None = None
+    ) -> MaterializedFeatureStore:
         """The Gold part of this store on another Spark session (a streaming micro-batch's),
-        with the same registry, quality hooks and online sync."""
-        return self.offline.on_session(spark)
+        with the same registry, quality hooks and online sync (under `config` if given)."""
+        return self.offline.on_session(spark, config)
 
     def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
         """A registered schema from a schema, `name` (latest version) or `name@version`."""

@@ -85,15 +85,23 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         self._table_lock = threading.Lock()
         self._key_types: dict[str, dict[str, SqlType]] = {}
 
-    def on_session(self, spark: SparkSession) -> MaterializedFeatureStore:
+    def on_session(
+        self, spark: SparkSession, config: FeatureStoreConfig | None = None
+    ) -> MaterializedFeatureStore:
         """This store on another Spark session (e.g. a streaming micro-batch's), sharing the
-        registry, write listeners and batch hooks."""
-        if spark is self._spark:
+        registry, write listeners and batch hooks; with `config`, under that config (same
+        storage)."""
+        if spark is self._spark and config is None:
             return self
-        other = MaterializedFeatureStore(self.config, spark, self.registry)
+        other = MaterializedFeatureStore(config or self.config, spark, self.registry)
         other._listeners = self._listeners
         other._batch_hooks = self._batch_hooks
         return other
+
+    @property
+    def batch_hooks(self) -> tuple[BatchHook, ...]:
+        """The hooks every batch passes before it is written."""
+        return tuple(self._batch_hooks)
 
     def add_write_listener(self, listener: WriteListener) -> None:
         """Call `listener(result)` after every successful write (e.g. to sync online)."""

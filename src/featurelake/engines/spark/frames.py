@@ -1,4 +1,5 @@
-"""Turn what users pass (pandas or Spark DataFrames, id lists) into Spark DataFrames."""
+"""Turn what users pass (pandas or Spark DataFrames, Arrow tables, id lists) into Spark
+DataFrames."""
 
 from __future__ import annotations
 
@@ -24,10 +25,22 @@ def to_spark(spark: SparkSession, data: Any, *, what: str) -> DataFrame:
 
     if isinstance(data, pd.DataFrame):
         return spark.createDataFrame(pandas_utc(data, aware=True))
+    if _is_arrow_table(data):
+        return spark_utc(spark.createDataFrame(data))
     raise SchemaValidationError(
-        f"{what} must be a Spark or pandas DataFrame, got {type(data).__name__}.",
-        fix="pass spark.createDataFrame(...) or a pandas DataFrame.",
+        f"{what} must be a Spark or pandas DataFrame (or an Arrow table), got "
+        f"{type(data).__name__}.",
+        fix="pass spark.createDataFrame(...), a pandas DataFrame or a pyarrow.Table.",
     )
+
+
+def _is_arrow_table(data: Any) -> bool:
+    """Whether `data` is a `pyarrow.Table` (without importing pyarrow for other input)."""
+    if not type(data).__module__.startswith("pyarrow"):
+        return False
+    import pyarrow as pa
+
+    return isinstance(data, pa.Table)
 
 
 def pandas_for_group(
