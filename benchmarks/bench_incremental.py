@@ -116,19 +116,13 @@ def main() -> None:
     assert incremental.mode == "incremental", incremental
     commit = store.history(schema.name)[0]
     merge = commit.metrics
-    print(f"  its Gold commit: {commit.operation}")
     files = len(
         store.spark.read.format("delta").load(str(store.location(schema.name).path)).inputFiles()
     )
-    print(
-        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s "
-        f"(scan {int(merge.get('scanTimeMs', 0)) / 1000:.1f} s, "
-        f"rewrite {int(merge.get('rewriteTimeMs', 0)) / 1000:.1f} s), "
-        f"{merge.get('numTargetFilesRemoved', '?')} files rewritten, "
-        f"{merge.get('numTargetDeletionVectorsAdded', '0')} deletion vectors added, "
-        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied; "
-        f"the table now has {files} files"
-    )
+    if commit.operation != "MERGE":
+        print(f"  its Gold commit: {commit.operation}; the table now has {files} files")
+    else:
+        _print_merge(merge, files)
 
     rebuilt_config = config.replace(storage_path=str(root / "rebuilt"))
     rebuilt = MaterializedFeatureStore(rebuilt_config, spark)
@@ -149,6 +143,18 @@ def main() -> None:
     print(f"load average at end: {_load()}")
     del first
     spark.stop()
+
+
+def _print_merge(merge: dict[str, str], files: int) -> None:
+    print(
+        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s "
+        f"(scan {int(merge.get('scanTimeMs', 0)) / 1000:.1f} s, "
+        f"rewrite {int(merge.get('rewriteTimeMs', 0)) / 1000:.1f} s), "
+        f"{merge.get('numTargetFilesRemoved', '?')} files rewritten, "
+        f"{merge.get('numTargetDeletionVectorsAdded', '0')} deletion vectors added, "
+        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied; "
+        f"the table now has {files} files"
+    )
 
 
 def _load() -> str:

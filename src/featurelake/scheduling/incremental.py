@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from featurelake.errors import FeatureStoreError, MaterializationError, SchemaValidationError
+from featurelake.gold.merge_bounds import target_bounds
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.registry import Lineage
 from featurelake.registry.registry import group_key
@@ -339,22 +340,27 @@ def _append_inserts(
     added: DataFrame,
     lineage: Lineage,
 ) -> WriteResult:
-    """Source rows were only inserted: their Gold rows are appended, with no MERGE (no Gold
-    row is read). A rebuild would keep every Gold row already there and add exactly these, so
-    the table stays equal to one. The batch is checked for keys + event times given twice, as
-    a merge batch is."""
+    """Source rows were only inserted: their Gold rows are appended, with no MERGE. A rebuild
+    would keep every Gold row already there and add exactly these, so the table stays equal to
+    one. The batch is checked for keys + event times given twice, as a merge batch is.
+
+    Rows whose key + event time Gold already holds are left out, so re-running the range after
+    a crash between the Gold commit and the watermark appends nothing twice; Gold is read only
+    within the batch's key and time bounds (new events usually lie beyond every file's)."""
     upserts = sources.transform_rows(store.spark, source, added)
-    _check_unique_keys(schema, upserts)
+    keys = [*schema.entity_keys, schema.timestamp_key]
+    if all(k in upserts.columns for k in keys):
+        _check_unique_keys(schema, upserts, keys)
+        bounds = target_bounds(upserts, keys)
+        if bounds:
+            held = store.read_table(schema).alias("t").where(" AND ".join(bounds)).select(*keys)
+            upserts = upserts.join(held, on=keys, how="left_anti")
     return store.write_features(schema, upserts, WriteMode.APPEND, lineage=lineage)
 
 
-def _check_unique_keys(schema: FeatureGroupSchema, rows: DataFrame) -> None:
+def _check_unique_keys(schema: FeatureGroupSchema, rows: DataFrame, keys: list[str]) -> None:
     from pyspark.sql import functions as F
 
-    keys = [*schema.entity_keys, schema.timestamp_key]
-    missing = [k for k in keys if k not in rows.columns]
-    if missing:
-        return  # the write's column check names them
     twice = rows.groupBy(*keys).count().where(F.col("count") > 1).drop("count").take(1)
     if twice:
         raise SchemaValidationError(
