@@ -8,7 +8,8 @@ After a first full materialization, --change of the rows change in three commits
 updated, a quarter deleted, a quarter inserted), on the newest rows (--pattern recent, as
 changes to event data usually are) or spread over the table (--pattern scattered: every Gold
 file then holds changed rows; deletion vectors mark them instead of the MERGE rewriting the
-files). Then, on the same data:
+files), or only inserted (--pattern appended: new events; the run appends them, no MERGE).
+Then, on the same data:
   1. incremental: `materialize_from_source` reads only the change feed and merges into Gold;
   2. baseline: `materialize_from_source(full=True)` recomputes the whole table.
 Both Gold tables are compared (same rows), and the ratio full / incremental is printed.
@@ -50,9 +51,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument(
         "--pattern",
-        choices=("recent", "scattered"),
+        choices=("recent", "scattered", "appended"),
         default="recent",
-        help="changes on the newest rows, or spread over the whole table",
+        help="changes on the newest rows, spread over the whole table, or only new rows",
     )
     args = parser.parse_args()
     print(f"load average at start: {_load()}")
@@ -96,33 +97,32 @@ def main() -> None:
     else:  # on the newest rows, as changes to event data usually are
         updated = f"id >= {rows - changed} AND id % 2 = 0"
         deleted = f"id >= {rows - changed} AND id % 4 = 1"
-    spark.sql(f"UPDATE {table} SET amount = amount + 1 WHERE {updated}")
-    spark.sql(f"DELETE FROM {table} WHERE {deleted}")
-    spark.range(rows, rows + changed // 4).select(
+    inserted = changed if args.pattern == "appended" else changed // 4
+    if args.pattern != "appended":
+        spark.sql(f"UPDATE {table} SET amount = amount + 1 WHERE {updated}")
+        spark.sql(f"DELETE FROM {table} WHERE {deleted}")
+    spark.range(rows, rows + inserted).select(
         "id",
         F.lit("2024-01-02").cast("timestamp").alias("ts"),
         F.lit(7.0).alias("amount"),
         F.lit("NL").alias("country"),
     ).write.format("delta").mode("append").save(silver)
-    print(f"changed ~{changed:,} rows ({args.change:.1%}, {args.pattern}) in 3 commits")
+    commits = 1 if args.pattern == "appended" else 3
+    print(f"changed ~{changed:,} rows ({args.change:.1%}, {args.pattern}) in {commits} commits")
 
     started = time.perf_counter()
     incremental = materialize_from_source(store, schema.name)
     incremental_s = time.perf_counter() - started
     assert incremental.mode == "incremental", incremental
-    merge = store.history(schema.name)[0].metrics
+    commit = store.history(schema.name)[0]
+    merge = commit.metrics
     files = len(
         store.spark.read.format("delta").load(str(store.location(schema.name).path)).inputFiles()
     )
-    print(
-        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s "
-        f"(scan {int(merge.get('scanTimeMs', 0)) / 1000:.1f} s, "
-        f"rewrite {int(merge.get('rewriteTimeMs', 0)) / 1000:.1f} s), "
-        f"{merge.get('numTargetFilesRemoved', '?')} files rewritten, "
-        f"{merge.get('numTargetDeletionVectorsAdded', '0')} deletion vectors added, "
-        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied; "
-        f"the table now has {files} files"
-    )
+    if commit.operation != "MERGE":
+        print(f"  its Gold commit: {commit.operation}; the table now has {files} files")
+    else:
+        _print_merge(merge, files)
 
     rebuilt_config = config.replace(storage_path=str(root / "rebuilt"))
     rebuilt = MaterializedFeatureStore(rebuilt_config, spark)
@@ -143,6 +143,18 @@ def main() -> None:
     print(f"load average at end: {_load()}")
     del first
     spark.stop()
+
+
+def _print_merge(merge: dict[str, str], files: int) -> None:
+    print(
+        f"  its Gold MERGE: {int(merge.get('executionTimeMs', 0)) / 1000:.1f} s "
+        f"(scan {int(merge.get('scanTimeMs', 0)) / 1000:.1f} s, "
+        f"rewrite {int(merge.get('rewriteTimeMs', 0)) / 1000:.1f} s), "
+        f"{merge.get('numTargetFilesRemoved', '?')} files rewritten, "
+        f"{merge.get('numTargetDeletionVectorsAdded', '0')} deletion vectors added, "
+        f"{merge.get('numTargetRowsCopied', '?')} unchanged rows copied; "
+        f"the table now has {files} files"
+    )
 
 
 def _load() -> str:

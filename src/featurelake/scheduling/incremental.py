@@ -3,7 +3,8 @@
 A table source with `incremental: true` is read through its Change Data Feed from the version
 after the watermark (kept in the registry per group version) up to the table's current
 version; the changes are netted, transformed and merged into Gold in one commit (deleted source
-rows delete their Gold rows). The first run, a changed source, `full=True`, a query-only source
+rows delete their Gold rows; when rows were only inserted, their Gold rows are appended instead,
+with no MERGE). The first run, a changed source, `full=True`, a query-only source
 or a feed that is not available (vacuumed, enabled later) recomputes the whole table instead.
 The watermark moves only after the Gold commit, so a failed run leaves it where it was and a
 re-run reads the same range again; merging the same changes twice gives the same table.
@@ -18,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.errors import FeatureStoreError, MaterializationError
+from featurelake.errors import FeatureStoreError, MaterializationError, SchemaValidationError
+from featurelake.gold.merge_bounds import target_bounds
 from featurelake.quality.freshness import MATERIALIZATION_RUN
 from featurelake.registry import Lineage
 from featurelake.registry.registry import group_key
@@ -234,9 +236,15 @@ def _run(
         try:
             changes = sources.read_net_changes(spark, location, start, current, source.options)
             try:
-                result = _merge_changes(
-                    store, schema, source, changes.added, changes.removed, lineage
-                )
+                added, removed = changes.sizes()
+                if not added and not removed:
+                    result = None
+                elif not removed:
+                    result = _append_inserts(store, schema, source, changes.added, lineage)
+                else:
+                    result = _merge_changes(
+                        store, schema, source, changes.added, changes.removed, lineage
+                    )
             finally:
                 changes.release()
             mode = "incremental"
@@ -323,6 +331,45 @@ def _run_range(
         started=started,
         to_version=current,
     )
+
+
+def _append_inserts(
+    store: FeatureStore,
+    schema: FeatureGroupSchema,
+    source: MaterializationSource,
+    added: DataFrame,
+    lineage: Lineage,
+) -> WriteResult:
+    """Source rows were only inserted: their Gold rows are appended, with no MERGE. A rebuild
+    would keep every Gold row already there and add exactly these, so the table stays equal to
+    one. The batch is checked for keys + event times given twice, as a merge batch is.
+
+    Rows whose key + event time Gold already holds are left out, so re-running the range after
+    a crash between the Gold commit and the watermark appends nothing twice; Gold is read only
+    within the batch's key and time bounds (new events usually lie beyond every file's)."""
+    upserts = sources.transform_rows(store.spark, source, added)
+    keys = [*schema.entity_keys, schema.timestamp_key]
+    if all(k in upserts.columns for k in keys):
+        _check_unique_keys(schema, upserts, keys)
+        bounds = target_bounds(upserts, keys)
+        if bounds:
+            held = store.read_table(schema).alias("t").where(" AND ".join(bounds)).select(*keys)
+            upserts = upserts.join(held, on=keys, how="left_anti")
+    return store.write_features(schema, upserts, WriteMode.APPEND, lineage=lineage)
+
+
+def _check_unique_keys(schema: FeatureGroupSchema, rows: DataFrame, keys: list[str]) -> None:
+    from pyspark.sql import functions as F
+
+    twice = rows.groupBy(*keys).count().where(F.col("count") > 1).drop("count").take(1)
+    if twice:
+        raise SchemaValidationError(
+            f"The changes to the source of group '{schema.name}' give the entity key + "
+            f"timestamp {tuple(twice[0])} more than once ({keys} must be unique within a "
+            "merge batch).",
+            fix="keep one row per entity key and event time in the source (or its query).",
+            group=schema.name,
+        )
 
 
 def _merge_changes(

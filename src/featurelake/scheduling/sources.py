@@ -74,6 +74,17 @@ class NetChanges:
     def release(self) -> None:
         self.cached.unpersist()
 
+    def sizes(self) -> tuple[int, int]:
+        """How many rows are added and removed, in one pass that also fills the cache."""
+        from pyspark.sql import functions as F
+
+        n = F.col("__fl_n")
+        row = self.cached.agg(
+            F.sum(F.when(n > 0, n).otherwise(0)).alias("added"),
+            F.sum(F.when(n < 0, -n).otherwise(0)).alias("removed"),
+        ).collect()[0]
+        return int(row["added"] or 0), int(row["removed"] or 0)
+
 
 def read_net_changes(
     spark: SparkSession,
