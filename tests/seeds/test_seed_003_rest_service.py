@@ -4,6 +4,7 @@ aliases, `entity.feature.v1` refs); where they cannot, the answer shows the body
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -304,3 +305,43 @@ def test_one_feature_statistics_tell_a_key_without_rights_nothing(api: dict[str,
         **_shown(no_such),
         "message": _shown(no_such)["message"].replace("users", "user"),
     }
+
+
+def test_one_feature_registration_shows_the_group_to_send(api: dict[str, Any]) -> None:
+    seed = {
+        "name": "purchase_count_7d",
+        "description": "Number of purchases in the last 7 days",
+        "valueType": "number",
+        "entity": "user",
+        "version": 1,
+        "tags": ["user", "behavior"],
+    }
+    refused = call(api, "admin", "POST", "/v1/features/register", json=seed)
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "foreign_shape"
+    shown = json.loads(error["message"].split("Send this group body: ", 1)[1])
+    assert shown == {
+        "name": "user",
+        "version": 1,
+        "entity_keys": ["user_id"],
+        "timestamp_key": "event_timestamp",
+        "features": [
+            {
+                "name": "purchase_count_7d",
+                "type": "double",
+                "description": "Number of purchases in the last 7 days",
+                "tags": ["user", "behavior"],
+            }
+        ],
+    }
+    assert "'user.purchase_count_7d.v1'" in error["fix"]
+    # nothing was registered, under the feature's name or the entity's
+    assert call(api, "admin", "GET", "/v1/features").json()["groups"] == []
+
+    # the body shown registers as it is, and its feature is read in the seed's form
+    registered = call(api, "admin", "POST", "/v1/features/register", json=shown)
+    assert registered.status_code == 200, registered.text
+    assert registered.json() == {"group": "user", "version": 1, "action": "created"}
+    described = call(api, "reader", "GET", "/v1/features/user").json()
+    assert described["schema"]["features"][0]["tags"] == ["user", "behavior"]
