@@ -4,6 +4,7 @@ aliases, `entity.feature.v1` refs); where they cannot, the answer shows the body
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,7 +59,7 @@ def api(
     app = create_app(store, ServerSettings(key_cache_seconds=0, audit_flush_seconds=0.2))
     keys = ApiKeyStore(Registry(config))
     tokens = {role: keys.create(role, role).token for role in ("admin", "writer", "reader")}
-    yield {"client": http_app(app), "tokens": tokens, "store": store}
+    yield {"client": http_app(app), "tokens": tokens, "store": store, "keys": keys}
     store.close()
 
 
@@ -211,3 +212,136 @@ def test_historical_query_with_the_seed_fields(api: dict[str, Any]) -> None:
         },
     )
     assert both.status_code == 422 and "not both" in both.json()["error"]["message"]
+
+
+def test_one_feature_statistics_with_the_seed_fields(api: dict[str, Any]) -> None:
+    import pandas as pd
+
+    call(api, "admin", "POST", "/v1/features/register", json=USER)
+    store: FeatureStore = api["store"]
+    rows = pd.DataFrame(
+        {
+            "user_id": ["u1", "u2", "u3", "u4"],
+            "event_timestamp": pd.to_datetime(["2025-11-07T10:00:00"] * 4),
+            "purchase_count_7d": pd.array([3, 4, None, 5], dtype="Int64"),
+            "avg_order_value": [10.0, 20.0, 30.0, 40.0],
+        }
+    )
+    store.write_features("user", rows)
+    group = call(api, "reader", "GET", "/v1/features/user/stats")
+    assert group.status_code == 200, group.text
+    recorded = group.json()["features"]["purchase_count_7d"]
+
+    one = call(api, "reader", "GET", "/v1/features/user.purchase_count_7d.v1/stats")
+    assert one.status_code == 200, one.text
+    body = one.json()
+    assert body["featureId"] == "user.purchase_count_7d.v1"
+    seed = ("count", "nullCount", "uniqueValues", "mean", "min", "max")
+    assert {name: body[name] for name in seed} == {
+        "count": 4,
+        "nullCount": 1,
+        "uniqueValues": 3,
+        "mean": 4.0,
+        "min": 3,
+        "max": 5,
+    }
+    assert body["std"] == pytest.approx(1.0)
+    assert body["lastUpdated"] is not None and body["lastUpdated"] == group.json()["last_updated"]
+    # the group's statistics record, in the seed's names (count there counts the non-null)
+    assert (body["count"] - body["nullCount"], body["uniqueValues"], body["std"]) == (
+        recorded["count"],
+        recorded["distinct_approx"],
+        recorded["std"],
+    )
+    assert (body["group"], body["version"], body["feature"]) == ("user", 1, "purchase_count_7d")
+    latest = call(api, "reader", "GET", "/v1/features/user.purchase_count_7d/stats")
+    assert latest.status_code == 200 and latest.json() == body
+    # the group route answers as before
+    assert set(group.json()["features"]) == {"purchase_count_7d", "avg_order_value"}
+
+    unknown = call(api, "reader", "GET", "/v1/features/user.height.v1/stats")
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "feature_not_found"
+    assert unknown.json()["error"]["fix"] == "GET /v1/features/user lists its features."
+    no_version = call(api, "reader", "GET", "/v1/features/user.purchase_count_7d.v2/stats")
+    assert no_version.status_code == 404 and "[1]" in no_version.json()["error"]["fix"]
+    every = call(api, "reader", "GET", "/v1/features/user.*/stats")
+    assert every.status_code == 422 and "/v1/features/user/stats" in every.json()["error"]["fix"]
+
+
+def _shown(response: Any) -> dict[str, Any]:
+    error = dict(response.json()["error"])
+    error.pop("request_id")
+    return {"status": response.status_code, **error}
+
+
+def test_one_feature_statistics_tell_a_key_without_rights_nothing(api: dict[str, Any]) -> None:
+    import pandas as pd
+
+    call(api, "admin", "POST", "/v1/features/register", json=USER)
+    api["store"].write_features(
+        "user",
+        pd.DataFrame([record("u1", "2025-11-07T10:00:00", 3, 10.0)]).assign(
+            event_timestamp=lambda f: pd.to_datetime(f.event_timestamp)
+        ),
+    )
+    keys = api["keys"]
+    api["tokens"]["avg"] = keys.create("avg-only", "reader", read=["user.avg_order_value"]).token
+    api["tokens"]["other"] = keys.create("other-only", "reader", read=["orders.*"]).token
+
+    readable = call(api, "avg", "GET", "/v1/features/user.avg_order_value.v1/stats")
+    assert readable.status_code == 200 and readable.json()["count"] == 1
+    hidden = call(api, "avg", "GET", "/v1/features/user.purchase_count_7d.v1/stats")
+    unknown = call(api, "avg", "GET", "/v1/features/user.purchase_count_7e.v1/stats")
+    assert hidden.status_code == 404
+    assert _shown(hidden) == {
+        **_shown(unknown),
+        "message": _shown(unknown)["message"].replace("_7e", "_7d"),
+    }
+    no_group = call(api, "other", "GET", "/v1/features/user.purchase_count_7d.v1/stats")
+    no_such = call(api, "other", "GET", "/v1/features/users.purchase_count_7d.v1/stats")
+    assert no_group.status_code == 404 and no_group.json()["error"]["code"] == "group_not_found"
+    assert _shown(no_group) == {
+        **_shown(no_such),
+        "message": _shown(no_such)["message"].replace("users", "user"),
+    }
+
+
+def test_one_feature_registration_shows_the_group_to_send(api: dict[str, Any]) -> None:
+    seed = {
+        "name": "purchase_count_7d",
+        "description": "Number of purchases in the last 7 days",
+        "valueType": "number",
+        "entity": "user",
+        "version": 1,
+        "tags": ["user", "behavior"],
+    }
+    refused = call(api, "admin", "POST", "/v1/features/register", json=seed)
+    assert refused.status_code == 422
+    error = refused.json()["error"]
+    assert error["code"] == "foreign_shape"
+    shown = json.loads(error["message"].split("Send this group body: ", 1)[1])
+    assert shown == {
+        "name": "user",
+        "version": 1,
+        "entity_keys": ["user_id"],
+        "timestamp_key": "event_timestamp",
+        "features": [
+            {
+                "name": "purchase_count_7d",
+                "type": "double",
+                "description": "Number of purchases in the last 7 days",
+                "tags": ["user", "behavior"],
+            }
+        ],
+    }
+    assert "'user.purchase_count_7d.v1'" in error["fix"]
+    # nothing was registered, under the feature's name or the entity's
+    assert call(api, "admin", "GET", "/v1/features").json()["groups"] == []
+
+    # the body shown registers as it is, and its feature is read in the seed's form
+    registered = call(api, "admin", "POST", "/v1/features/register", json=shown)
+    assert registered.status_code == 200, registered.text
+    assert registered.json() == {"group": "user", "version": 1, "action": "created"}
+    described = call(api, "reader", "GET", "/v1/features/user").json()
+    assert described["schema"]["features"][0]["tags"] == ["user", "behavior"]

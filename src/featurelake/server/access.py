@@ -37,6 +37,16 @@ def hidden_group(text: str) -> NotFoundError:
     )
 
 
+def hidden_feature(group: str, feature: str) -> NotFoundError:
+    """The one answer for a feature of a readable group that is unknown or outside the key's
+    read rights."""
+    return NotFoundError(
+        f"Group '{group}' has no feature '{feature}' this key may read.",
+        code="feature_not_found",
+        fix=f"GET /v1/features/{group} lists its features.",
+    )
+
+
 def hidden_service(name: str) -> NotFoundError:
     """The one answer for a service that is unknown or whose features the key may not read."""
     return NotFoundError(

@@ -48,6 +48,11 @@ class EventTimeInFutureError(SchemaValidationError):
     """A written record's event time is later than now plus the allowed clock skew (422)."""
 
 
+class ForeignShapeError(SchemaValidationError):
+    """A request body in another feature service's shape that featurelake cannot take as its
+    own without misreading it; the message shows featurelake's body to send (422)."""
+
+
 class HistoricalTooLargeError(SchemaValidationError):
     """A historical request would build more values than the server's limit (422)."""
 
@@ -97,6 +102,7 @@ class NotFoundError(FeatureStoreError):
 STATUS_CODES: tuple[tuple[type[FeatureStoreError], int, str], ...] = (
     (FeatureGroupNotFoundError, 404, "group_not_found"),
     (EventTimeInFutureError, 422, "event_time_in_future"),
+    (ForeignShapeError, 422, "foreign_shape"),
     (HistoricalTooLargeError, 422, "historical_too_large"),
     (InvalidPageTokenError, 422, "invalid_page_token"),
     (FeatureNotFoundError, 404, "feature_not_found"),

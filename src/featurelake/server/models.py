@@ -6,6 +6,8 @@ the whole body is also capped in bytes before it is parsed (`ServerSettings.max_
 
 from __future__ import annotations
 
+import json
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -19,6 +21,8 @@ from pydantic import (
     StrictStr,
     model_validator,
 )
+
+from featurelake.server.errors import ForeignShapeError
 
 MAX_ENTITIES = 1_000
 MAX_FEATURES = 200
@@ -78,6 +82,72 @@ def refuse_value_writes(data: Any, ours: str) -> Any:
             + "}"
         )
     return data
+
+
+JSON_VALUE_TYPES = {
+    "number": "double",
+    "integer": "bigint",
+    "string": "string",
+    "boolean": "boolean",
+    "array": "array<double>",
+    "object": "map<string,string>",
+}
+"""JSON value type names (a one-feature registration's `valueType`) as featurelake types."""
+
+
+def refuse_feature_registration(data: Any) -> Any:
+    """A registration of one feature (`name`, `valueType`, `entity`, `version`, ...) is
+    refused with the group body that holds it: a feature lives in a group with entity keys and
+    an event time, and taken as a group body its `name` (the feature's) would name the group.
+
+    The error is a featurelake error, not a ValueError: pydantic lets it through, and the
+    server answers it with its own code (422 `foreign_shape`), not `invalid_request`."""
+    if not isinstance(data, dict) or "entity_keys" in data or "features" in data:
+        return data
+    foreign = sorted({"valueType", "entity"} & set(data))
+    if not foreign:
+        return data
+    entity = _identifier(data.get("entity"), "my_entity")[: MAX_NAME - 3]  # room for "_id"
+    feature: dict[str, Any] = {"name": _identifier(data.get("name"), "my_feature")}
+    value_type = data.get("valueType")
+    if isinstance(value_type, str) and value_type.strip():
+        name = value_type.strip()[:64]
+        feature["type"] = JSON_VALUE_TYPES.get(name.lower(), name)
+    else:
+        feature["type"] = "double"
+    if isinstance(data.get("description"), str) and data["description"]:
+        feature["description"] = data["description"][:512]
+    tags = data.get("tags")
+    if isinstance(tags, list) and tags and all(isinstance(t, str) for t in tags):
+        feature["tags"] = [t[:MAX_NAME] for t in tags[:16]]
+    version = data.get("version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= 1_000_000:
+        version = 1
+    group = {
+        "name": entity,
+        "version": version,
+        "entity_keys": [f"{entity}_id"],
+        "timestamp_key": "event_timestamp",
+        "features": [feature],
+    }
+    raise ForeignShapeError(
+        "POST /v1/features/register registers a feature group, not one feature "
+        f"({', '.join(foreign)} are not group fields): a feature lives in a group with entity "
+        "keys and an event time. Send this group body: " + json.dumps(group),
+        fix=f"send that body, with the entity's other features in 'features' and, in "
+        f"'entity_keys', the key column your records carry; the feature is then read as "
+        f"'{entity}.{feature['name']}.v{version}' ('{entity}@{version}.{feature['name']}').",
+    )
+
+
+def _identifier(value: Any, default: str) -> str:
+    """`value` as a featurelake name (letters, digits, underscores), or `default`."""
+    if not isinstance(value, str):
+        return default
+    text = re.sub(r"[^A-Za-z0-9_]", "_", value.strip())[:MAX_NAME]
+    if not text.strip("_"):
+        return default
+    return text if not text[0].isdigit() else f"_{text}"[:MAX_NAME]
 
 
 class Body(BaseModel):
@@ -314,6 +384,9 @@ class FeatureBody(Body):
         Annotated[list[StrictStr | StrictInt | float | bool], Field(max_length=1000)] | None
     ) = None
     metadata: dict[str, Any] | None = None
+    tags: (
+        Annotated[list[Annotated[str, Field(max_length=MAX_NAME)]], Field(max_length=64)] | None
+    ) = None
 
 
 class GroupBody(Body):
@@ -363,6 +436,11 @@ class GroupBody(Body):
     event_source: str | dict[str, Any] | None = None
     aggregations: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
     composites: Annotated[list[dict[str, Any]], Field(max_length=1000)] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_feature(cls, data: Any) -> Any:
+        return refuse_feature_registration(data)
 
 
 class RegisterResponse(BaseModel):

@@ -14,9 +14,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import APIKeyHeader
 
 from featurelake.errors import FeatureNotFoundError, OnlineStoreError, SchemaValidationError
-from featurelake.quality.stats import statistics_history
+from featurelake.quality.stats import GroupStatistics, statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
-from featurelake.server.access import hidden_group, hidden_service, visible_group
+from featurelake.server.access import hidden_feature, hidden_group, hidden_service, visible_group
 from featurelake.server.answers import answer_body, rows_json
 from featurelake.server.auth import Access, ApiKey, AuthenticationError, Role, parse_token
 from featurelake.server.encoding import FastJSONResponse, json_value
@@ -24,6 +24,7 @@ from featurelake.server.errors import EventTimeInFutureError, NotFoundError, Too
 from featurelake.server.historical import build_query, check_size, estimated_cells, run_query
 from featurelake.server.metrics import CONTENT_TYPE
 from featurelake.server.models import (
+    MAX_NAME,
     ErrorResponse,
     GroupBody,
     GroupDescription,
@@ -243,25 +244,92 @@ def describe(group: GroupPath, state: State, key: Key) -> JSONResponse:
     return JSONResponse(jsonable(body))
 
 
+StatsPath = Annotated[
+    str,
+    Path(
+        max_length=2 * MAX_NAME + 12,
+        description="`group` or `group@VERSION` (every feature's statistics); or one feature, "
+        "`group.feature`, `group@1.feature` or `group.feature.v1` (that feature's statistics).",
+        examples=["customer_profile", "customer_profile.age.v1"],
+    ),
+]
+
+
 @router.get("/features/{group}/stats", tags=["groups"])
-def stats(group: GroupPath, state: State, key: Key) -> JSONResponse:
-    """The latest statistics of the group's Gold table (recorded on each write)."""
+def stats(group: StatsPath, state: State, key: Key) -> JSONResponse:
+    """The latest statistics of the group's Gold table (recorded on each write).
+
+    For one feature (`user.purchase_count_7d.v1`): its statistics as `featureId`, `count`
+    (rows, nulls included), `nullCount`, `uniqueValues` (approximate), `mean`, `std`, `min`,
+    `max`, `lastUpdated`, with the group, version and Delta version they were computed at."""
+    if "." in group:
+        return _feature_stats(group, state, key)
     schema = _readable_group(state, key, group)
-    history = statistics_history(state.store.registry, schema.name, schema.version)
-    if not history:
-        raise NotFoundError(
-            f"Group '{schema.name}' v{schema.version} has no statistics yet.",
-            code="no_statistics",
-            fix="write data to the group (statistics are computed on each Gold write with "
-            "quality_on_write: true), or compact the staged records.",
-        )
-    latest = list(history.values())[-1].to_dict()
+    latest = _latest_statistics(state, schema).to_dict()
     features = {
         name: value
         for name, value in latest.get("features", {}).items()
         if key.can(Access.READ, schema.name, name)
     }
     return JSONResponse(jsonable({**latest, "features": features}))
+
+
+def _latest_statistics(state: ServerState, schema: FeatureGroupSchema) -> GroupStatistics:
+    history = statistics_history(state.store.registry, schema.name, schema.version)
+    if not history:
+        raise _no_statistics(f"Group '{schema.name}' v{schema.version} has no statistics yet.")
+    return list(history.values())[-1]
+
+
+def _no_statistics(message: str) -> NotFoundError:
+    return NotFoundError(
+        message,
+        code="no_statistics",
+        fix="write data to the group (statistics are computed on each Gold write with "
+        "quality_on_write: true), or compact the staged records.",
+    )
+
+
+def _feature_stats(text: str, state: ServerState, key: ApiKey) -> JSONResponse:
+    """One feature's latest statistics, from the same record as the group's."""
+    (ref,) = parse_refs(text)
+    if ref.is_wildcard:
+        raise SchemaValidationError(
+            f"'{text}' names every feature of group '{ref.group}', not one feature.",
+            fix=f"GET {API_PREFIX}/features/{ref.group}/stats gives every feature's statistics.",
+        )
+    schema = _readable_group(state, key, ref.group + (f"@{ref.version}" if ref.version else ""))
+    if ref.feature not in schema.feature_names or not key.can(
+        Access.READ, schema.name, ref.feature
+    ):
+        raise hidden_feature(schema.name, ref.feature)
+    latest = _latest_statistics(state, schema)
+    feature = latest.features.get(ref.feature)
+    if feature is None:  # added to the group after its latest statistics
+        raise _no_statistics(
+            f"Feature '{schema.name}.{ref.feature}' (v{schema.version}) has no statistics yet."
+        )
+    body = {
+        "featureId": f"{schema.name}.{ref.feature}.v{schema.version}",
+        "count": feature.count + feature.null_count,
+        "nullCount": feature.null_count,
+        "uniqueValues": feature.distinct_approx,
+        "mean": feature.mean,
+        "std": feature.std,
+        "min": feature.min,
+        "max": feature.max,
+        "lastUpdated": latest.last_updated,
+        "group": schema.name,
+        "version": schema.version,
+        "feature": ref.feature,
+        "delta_version": latest.delta_version,
+        "computed_at": latest.computed_at,
+        "last_event": latest.last_event,
+        "kind": feature.kind,
+        "quantiles": feature.quantiles,
+        "top_values": feature.top_values,
+    }
+    return JSONResponse(jsonable(body))
 
 
 # -- writes --------------------------------------------------------------------------------------

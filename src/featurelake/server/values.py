@@ -12,9 +12,8 @@ from fastapi.responses import JSONResponse
 from pydantic import AliasChoices, Field, model_validator
 
 from featurelake.errors import ConfigurationError
-from featurelake.server.access import visible_group
+from featurelake.server.access import hidden_feature, visible_group
 from featurelake.server.auth import Access, Role
-from featurelake.server.errors import NotFoundError
 from featurelake.server.models import Body, GroupName
 from featurelake.server.routes import ERRORS, GroupPath, Key, State, audited
 from featurelake.server.state import API_PREFIX, jsonable
@@ -42,11 +41,7 @@ def value_history(
         )
     schema = visible_group(store.registry, key, group)
     if not key.can(Access.READ, schema.name, feature) or feature not in schema.feature_names:
-        raise NotFoundError(
-            f"Group '{schema.name}' has no feature '{feature}' this key may read.",
-            code="feature_not_found",
-            fix=f"GET {API_PREFIX}/features/{schema.name} lists its features.",
-        )
+        raise hidden_feature(schema.name, feature)
     ref = f"{schema.name}@{schema.version}.{feature}"
     values = store.online.get_value_history(ref, entity, limit)
     return JSONResponse(
