@@ -20,6 +20,7 @@ from featurelake.errors import MaterializationError
 from featurelake.gold.commit_times import commit_times, version_at
 from featurelake.plan.read_plan import ReadRequest
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.times import utc_aware
 
@@ -72,7 +73,7 @@ def test_every_engine_reads_the_version_history_dates(
     spark: SparkSession, store_config: FeatureStoreConfig, tmp_path: Path
 ) -> None:
     config = dataclasses.replace(store_config, storage_path=str(tmp_path / "local"), storage=None)
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(GROUP)
     for count in range(3):
         rows = pd.DataFrame(
