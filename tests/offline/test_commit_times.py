@@ -19,6 +19,7 @@ from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 from featurelake.errors import MaterializationError
 from featurelake.gold.commit_times import commit_times, version_at
 from featurelake.plan.read_plan import ReadRequest
+from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
@@ -81,7 +82,7 @@ def test_every_engine_reads_the_version_history_dates(
         ).assign(count=pd.array([count], dtype="Int32"))
         store.write_features("visits", rows)
     stamp_commits(Path(str(store.location(GROUP).path)), SAME_SECOND)
-    reader = DuckDBFeatureReader(config)
+    reader = DuckDBFeatureReader(Registry(config))
 
     commits = store.history("visits")
     assert [utc_aware(c.timestamp) for c in reversed(commits)] == [

@@ -136,7 +136,7 @@ def env(
         f"ALTER TABLE delta.`{gold}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
     )
     spark.sql(f"DELETE FROM delta.`{gold}` WHERE customer_id = 3 OR spend = 4")
-    reader = DuckDBFeatureReader(config, store.registry)
+    reader = DuckDBFeatureReader(store.registry)
     yield Env(spark, config, store, reader, versions)
 
 
@@ -320,7 +320,7 @@ def test_duckdb_virtual_groups_read_like_spark_ones(env: Env) -> None:
         groups[engine] = virtual.define_virtual_features(schema, query, engine=engine)
     assert groups["duckdb"].engine == "duckdb"
     assert groups["duckdb"].source_paths == (silver,)
-    reader = DuckDBFeatureReader(env.config, env.store.registry, virtual=virtual)
+    reader = DuckDBFeatureReader(env.store.registry, virtual=virtual)
     by_spark = virtual.get_features("doubled_spark.*", [1, 2, 5])
     by_duck_on_spark = virtual.get_features("doubled_duckdb.*", [1, 2, 5])
     by_duck = reader.read(

@@ -188,7 +188,7 @@ def test_duckdb_and_online_follow_the_same_rule(
     )
     aware = labels.copy()
     aware["label_time"] = aware["label_time"].dt.tz_localize("UTC").dt.tz_convert(TOKYO)
-    reader = DuckDBFeatureReader(config, store.registry)
+    reader = DuckDBFeatureReader(store.registry)
     by_spark = rows(store.get_training_set(labels, "g_parquet.*").df, ["customer_id"])
     for entities in (labels, aware):
         duck = reader.read(ReadRequest.historical("g_parquet.*"), entities)

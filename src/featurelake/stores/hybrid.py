@@ -163,9 +163,7 @@ class HybridFeatureStore(BaseFeatureStore):
             if self._duckdb_reader is None:
                 from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 
-                self._duckdb_reader = DuckDBFeatureReader(
-                    self.config, self.registry, virtual=self.virtual
-                )
+                self._duckdb_reader = DuckDBFeatureReader(self.registry, virtual=self.virtual)
             return self._duckdb_reader
 
     # -- groups, writes, definitions (handed to the store that owns them) ----------------------
