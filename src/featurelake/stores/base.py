@@ -12,6 +12,7 @@ once, here, for every store.
 from __future__ import annotations
 
 import functools
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -98,6 +99,8 @@ class BaseFeatureStore(ABC):
         self.context = context
         self.config = context.config
         self.registry = context.registry
+        self._lock = threading.Lock()
+        """Guards the store's own caches and counters."""
 
     @property
     def spark(self) -> SparkSession:

@@ -154,7 +154,6 @@ class HybridFeatureStore(BaseFeatureStore):
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._duckdb_reader: DuckDBFeatureReader | None = None
-        self._lock = threading.Lock()
 
     @property
     def duckdb_reader(self) -> DuckDBFeatureReader:

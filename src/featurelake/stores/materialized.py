@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -77,7 +76,6 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         super().__init__(context)
         self._listeners: list[WriteListener] = []
         self._batch_hooks: list[BatchHook] = []
-        self._table_lock = threading.Lock()
         self._key_types: dict[str, dict[str, SqlType]] = {}
 
     def on_session(
@@ -345,7 +343,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     def _ensure_table(
         self, schema: FeatureGroupSchema, location: TableLocation, conformed: DataFrame
     ) -> None:
-        with self._table_lock:
+        with self._lock:
             if str(location) in self._key_types:
                 return
             fields = {f.name: f.dataType for f in conformed.schema.fields}

@@ -21,7 +21,6 @@ feature values (greatest wins, nulls lowest), the same rule the Gold tables use 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,7 +79,6 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         if isinstance(executor, QueryExecutor):
             self._executors[executor.name] = executor
         self._functions: dict[str, QueryFunction] = {}
-        self._lock = threading.Lock()
 
     def executor(self, engine: str | None = None) -> QueryExecutor:
         """The executor of `engine` (default: the store's), created on first use."""
