@@ -35,6 +35,7 @@ from pyspark.sql import functions as F
 from featurelake.config import FeatureStoreConfig
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.session import get_spark
+from featurelake.stores.base import StoreContext
 from featurelake.stores.hybrid import HybridFeatureStore
 
 EVENTS_PER_ENTITY = 10
@@ -111,7 +112,7 @@ def main() -> None:
         metadata_cache_ttl_seconds=600,
     )
     spark = get_spark(config)
-    store = HybridFeatureStore(config, spark, persist_metrics=False)
+    store = HybridFeatureStore(StoreContext.of(config, spark), persist_metrics=False)
     rng = random.Random(3)
     try:
         print(

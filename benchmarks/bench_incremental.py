@@ -27,6 +27,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.scheduling import materialize_from_source
 from featurelake.schema import FeatureGroupSchema
 from featurelake.session import get_spark
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 QUERY = (
@@ -83,7 +84,7 @@ def main() -> None:
     ).write.format("delta").option("delta.enableChangeDataFeed", "true").save(silver)
 
     schema = FeatureGroupSchema.from_dict({**SCHEMA, "source": {"table": silver, "query": QUERY}})
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(schema)
     started = time.perf_counter()
     first = materialize_from_source(store, schema.name)
@@ -125,7 +126,7 @@ def main() -> None:
         _print_merge(merge, files)
 
     rebuilt_config = config.replace(storage_path=str(root / "rebuilt"))
-    rebuilt = MaterializedFeatureStore(rebuilt_config, spark)
+    rebuilt = MaterializedFeatureStore(StoreContext.of(rebuilt_config, spark))
     rebuilt.register_features(schema)
     started = time.perf_counter()
     materialize_from_source(rebuilt, schema.name, full=True)

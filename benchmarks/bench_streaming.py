@@ -35,6 +35,7 @@ from featurelake.online import create_online_store
 from featurelake.scheduling.streaming import DRIVER_MAX_ROWS, start_stream
 from featurelake.schema import FeatureGroupSchema
 from featurelake.session import get_spark
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 QUERY = (
@@ -245,7 +246,7 @@ def main() -> None:
             spark_conf={"spark.driver.memory": "4g", "spark.ui.enabled": "false"},
         )
         spark = get_spark(config)
-        store = MaterializedFeatureStore(config, spark)
+        store = MaterializedFeatureStore(StoreContext.of(config, spark))
         throughput(spark, store, root, args)
         latency(spark, store, root, args)
         spark.stop()

@@ -29,6 +29,7 @@ from pyspark.sql import functions as F
 from featurelake.config import FeatureStoreConfig
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.session import get_spark
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 FEATURES = 8
@@ -119,7 +120,7 @@ def main() -> None:
     }
     for run in range(args.repeat):
         store = MaterializedFeatureStore(
-            config.replace(storage_path=str(work / f"store{run}")), spark
+            StoreContext.of(config.replace(storage_path=str(work / f"store{run}")), spark)
         )
         store.register_features(schema)
         # Both tables exist before the timed writes: the plain one from an empty write, the

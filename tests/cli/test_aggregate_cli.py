@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from featurelake.cli import app
 from featurelake.config import FeatureStoreConfig
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = pytest.mark.spark
@@ -31,7 +32,9 @@ def test_aggregate_writes_snapshots_and_refuses_bad_options(
             {"storage_path": str(storage), "spark_master": "local[1]", "retry_backoff_ms": 20}
         )
     )
-    store = MaterializedFeatureStore(FeatureStoreConfig(storage_path=str(storage)), spark)
+    store = MaterializedFeatureStore(
+        StoreContext.of(FeatureStoreConfig(storage_path=str(storage)), spark)
+    )
     store.register_features(
         FeatureGroupSchema(
             "orders",

@@ -24,6 +24,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.examples import retail
 from featurelake.schema import load_groups
 from featurelake.serving import FeatureStore
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,7 +43,7 @@ class Project:
 
     def store(self, spark: SparkSession) -> MaterializedFeatureStore:
         config = FeatureStoreConfig.from_yaml(self.config, environ={})
-        return MaterializedFeatureStore(config, spark)
+        return MaterializedFeatureStore(StoreContext.of(config, spark))
 
 
 def write_config(path: Path, storage: Path, **extra: object) -> Path:

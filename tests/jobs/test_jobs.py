@@ -34,6 +34,7 @@ from featurelake.schema import load_groups
 from featurelake.serving import FeatureStore
 from featurelake.session import find_delta_jars
 from featurelake.standalone_cluster import LocalStandaloneCluster
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -132,7 +133,9 @@ class Setup:
     runs: dict[str, Run]
 
     def store(self, spark: SparkSession, config: Path) -> MaterializedFeatureStore:
-        return MaterializedFeatureStore(FeatureStoreConfig.from_yaml(config, environ={}), spark)
+        return MaterializedFeatureStore(
+            StoreContext.of(FeatureStoreConfig.from_yaml(config, environ={}), spark)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +166,9 @@ def setup(
     txn_rows.write.format("delta").save(str(txn))
     retail.label_events(spark, customers=20, rows=40).toPandas().to_csv(labels, index=False)
     for config in (empty, online, full):
-        store = MaterializedFeatureStore(FeatureStoreConfig.from_yaml(config, environ={}), spark)
+        store = MaterializedFeatureStore(
+            StoreContext.of(FeatureStoreConfig.from_yaml(config, environ={}), spark)
+        )
         for group in groups:
             store.register_features(group)
         if config != empty:
@@ -279,7 +284,11 @@ def test_sync_online_job(setup: Setup, spark: SparkSession) -> None:
     assert result["rows_written"] == 20  # one row per customer: the latest values
     config = FeatureStoreConfig.from_yaml(setup.online_config, environ={})
     refs = ["customer_profile.age", "customer_profile.segment"]
-    offline = MaterializedFeatureStore(config, spark).get_features(refs, [1, 2, 3]).toPandas()
+    offline = (
+        MaterializedFeatureStore(StoreContext.of(config, spark))
+        .get_features(refs, [1, 2, 3])
+        .toPandas()
+    )
     with FeatureStore(config, spark) as features:  # another process reads what the job synced
         online = features.get_online_features(refs, [1, 2, 3], as_frame=True)
     columns = ["customer_id", "age", "segment"]

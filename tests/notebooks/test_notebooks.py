@@ -20,6 +20,7 @@ import pytest
 from pyspark.sql import SparkSession
 
 from featurelake.config import FeatureStoreConfig
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -55,7 +56,9 @@ class NotebookRun:
         return (self.workdir.parent / "runner.log").read_text()
 
     def offline(self, spark: SparkSession) -> MaterializedFeatureStore:
-        return MaterializedFeatureStore(FeatureStoreConfig(storage_path=str(self.store)), spark)
+        return MaterializedFeatureStore(
+            StoreContext.of(FeatureStoreConfig(storage_path=str(self.store)), spark)
+        )
 
 
 def start(notebooks: list[Path], root: Path) -> dict[str, NotebookRun]:

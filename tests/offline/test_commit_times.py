@@ -19,7 +19,9 @@ from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 from featurelake.errors import MaterializationError
 from featurelake.gold.commit_times import commit_times, version_at
 from featurelake.plan.read_plan import ReadRequest
+from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.times import utc_aware
 
@@ -72,7 +74,7 @@ def test_every_engine_reads_the_version_history_dates(
     spark: SparkSession, store_config: FeatureStoreConfig, tmp_path: Path
 ) -> None:
     config = dataclasses.replace(store_config, storage_path=str(tmp_path / "local"), storage=None)
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(GROUP)
     for count in range(3):
         rows = pd.DataFrame(
@@ -80,7 +82,7 @@ def test_every_engine_reads_the_version_history_dates(
         ).assign(count=pd.array([count], dtype="Int32"))
         store.write_features("visits", rows)
     stamp_commits(Path(str(store.location(GROUP).path)), SAME_SECOND)
-    reader = DuckDBFeatureReader(config)
+    reader = DuckDBFeatureReader(Registry(config))
 
     commits = store.history("visits")
     assert [utc_aware(c.timestamp) for c in reversed(commits)] == [

@@ -29,6 +29,7 @@ from featurelake.errors import (
 from featurelake.gold.delta_reader import open_snapshot, read_arrow
 from featurelake.plan.read_plan import ReadRequest
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.stores.virtualized import VirtualizedFeatureStore
 from featurelake.virtual.executors import VirtualQuery, create_query_executor
@@ -117,7 +118,7 @@ def env(
         storage=store_paths.storage,
         metadata_cache_ttl_seconds=60,
     )
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(PROFILE)
     store.register_features(RISK)
     rng = random.Random(7)
@@ -135,7 +136,7 @@ def env(
         f"ALTER TABLE delta.`{gold}` SET TBLPROPERTIES ('delta.enableDeletionVectors' = 'true')"
     )
     spark.sql(f"DELETE FROM delta.`{gold}` WHERE customer_id = 3 OR spend = 4")
-    reader = DuckDBFeatureReader(config, store.registry)
+    reader = DuckDBFeatureReader(store.registry)
     yield Env(spark, config, store, reader, versions)
 
 
@@ -307,7 +308,7 @@ def test_duckdb_virtual_groups_read_like_spark_ones(env: Env) -> None:
         f"SELECT customer_id, scored_at AS event_timestamp, score * 2 AS spend, "
         f"CAST(NULL AS VARCHAR) AS tier, visits FROM delta_scan('{silver}') -- a comment"
     )
-    virtual = VirtualizedFeatureStore(env.config, env.spark, env.store.registry)
+    virtual = VirtualizedFeatureStore(StoreContext.of(env.config, env.spark, env.store.registry))
     groups = {}
     for engine, query in (("spark", spark_sql), ("duckdb", duck_sql)):
         schema = FeatureGroupSchema(
@@ -319,7 +320,7 @@ def test_duckdb_virtual_groups_read_like_spark_ones(env: Env) -> None:
         groups[engine] = virtual.define_virtual_features(schema, query, engine=engine)
     assert groups["duckdb"].engine == "duckdb"
     assert groups["duckdb"].source_paths == (silver,)
-    reader = DuckDBFeatureReader(env.config, env.store.registry, virtual=virtual)
+    reader = DuckDBFeatureReader(env.store.registry, virtual=virtual)
     by_spark = virtual.get_features("doubled_spark.*", [1, 2, 5])
     by_duck_on_spark = virtual.get_features("doubled_duckdb.*", [1, 2, 5])
     by_duck = reader.read(
@@ -349,7 +350,7 @@ def test_duckdb_virtual_groups_read_like_spark_ones(env: Env) -> None:
     ],
 )
 def test_a_bad_duckdb_query_is_refused_at_definition(env: Env, query: str, message: str) -> None:
-    virtual = VirtualizedFeatureStore(env.config, env.spark, env.store.registry)
+    virtual = VirtualizedFeatureStore(StoreContext.of(env.config, env.spark, env.store.registry))
     path = str(env.store.location("risk").path)
     schema = FeatureGroupSchema(
         name="bad_duck",

@@ -25,6 +25,7 @@ from featurelake.plan.read_plan import ReadRequest
 from featurelake.plan.routing import Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.serving.store import FeatureStore
+from featurelake.stores.base import StoreContext
 from featurelake.stores.hybrid import HybridFeatureStore
 
 pytest.importorskip("duckdb")
@@ -77,7 +78,7 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         metadata_cache_ttl_seconds=60,
         virtual_source_paths=(str(root / "silver"),),
     )
-    store = HybridFeatureStore(config, spark)
+    store = HybridFeatureStore(StoreContext.of(config, spark))
     store.register_features(group("gold"))
     store.write_features("gold", events())
     silver = str(root / "silver")
@@ -112,7 +113,9 @@ def test_explain_names_the_engine_and_why(env: Env) -> None:
     rows = small.gold_estimate.rows
     assert small.engine_reason == f"{rows} estimated rows < duckdb_threshold_rows 1,000"
     assert small.to_dict()["engine"] == "duckdb"
-    big = HybridFeatureStore(env.config.replace(duckdb_threshold_rows=100), env.spark)
+    big = HybridFeatureStore(
+        StoreContext.of(env.config.replace(duckdb_threshold_rows=100), env.spark)
+    )
     decision = big.explain("gold.*")["gold"]
     assert (decision.engine, decision.engine_reason) == (
         "spark",
@@ -166,7 +169,7 @@ def test_engine_errors(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(FeatureStoreError, match="not a read engine"):
         env.store.latest_pandas(ReadRequest.latest("gold.*"), [1], engine="velox")
     monkeypatch.setitem(sys.modules, "duckdb", None)
-    store = HybridFeatureStore(env.config, env.spark)
+    store = HybridFeatureStore(StoreContext.of(env.config, env.spark))
     decision = store.explain("gold.*", [1])["gold"]
     assert decision.engine_reason == "duckdb is not installed (pip install 'featurelake[duckdb]')"
     assert len(store.latest_pandas(ReadRequest.latest("gold.*"), [1])) == 1  # Spark answers

@@ -16,6 +16,7 @@ from featurelake.errors import FeatureStoreError, MaterializationError, Virtuali
 from featurelake.gold import delta_ops
 from featurelake.plan.routing import Strategy
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.hybrid import AUTO_MATERIALIZE, HybridFeatureStore
 from featurelake.times import utc_now
 
@@ -46,7 +47,7 @@ class Env:
     store: HybridFeatureStore
 
     def store_with(self, **changes: Any) -> HybridFeatureStore:
-        return HybridFeatureStore(self.config.replace(**changes), self.spark)
+        return HybridFeatureStore(StoreContext.of(self.config.replace(**changes), self.spark))
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,7 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         hybrid_threshold_rows=1_000,
         metadata_cache_ttl_seconds=60,
     )
-    store = HybridFeatureStore(config, spark)
+    store = HybridFeatureStore(StoreContext.of(config, spark))
     for name, freshness in (("stale", "1s"), ("warm", "1h"), ("hot", None)):
         store.define_virtual_features(schema(name, freshness), QUERY)
     for name in ("auto", "counted"):
@@ -235,5 +236,5 @@ def test_metrics_persist_in_the_registry(env: Env) -> None:
     assert (mine.operation, mine.group, mine.strategy) == ("get_features", "hot", "virtual")
     assert mine.estimated_rows == 50 and mine.duration_seconds > 0
     store.flush_metrics()  # router metrics are committed in batches (and on close)
-    persisted = HybridFeatureStore(env.config, env.spark).metrics(persisted=True)
+    persisted = HybridFeatureStore(StoreContext.of(env.config, env.spark)).metrics(persisted=True)
     assert mine in persisted

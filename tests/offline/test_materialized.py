@@ -13,6 +13,7 @@ from featurelake.connect_server import LocalConnectServer
 from featurelake.errors import MaterializationError, SchemaValidationError
 from featurelake.registry import Lineage
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
@@ -44,7 +45,7 @@ def day(n: int) -> datetime:
 
 @pytest.fixture
 def store(spark: SparkSession, store_config: FeatureStoreConfig) -> MaterializedFeatureStore:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     return store
 
@@ -210,7 +211,7 @@ def one_row_store(
         retry_backoff_ms=20,
         metadata_cache_ttl_seconds=60,
     )
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(SCHEMA)
     store.write_features("customers", batch(spark, [(7, day(0), 1, "a", 1.0)]))
     return store

@@ -25,6 +25,7 @@ from featurelake import storage
 from featurelake.config import FeatureStoreConfig
 from featurelake.errors import SchemaValidationError
 from featurelake.registry import Lineage
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 from .test_materialized import COLUMNS, SCHEMA, T0
@@ -43,14 +44,16 @@ def stores(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> tuple[MaterializedFeatureStore, MaterializedFeatureStore]:
     """(a store writing small batches with delta-rs, one writing everything with Spark)."""
-    small = MaterializedFeatureStore(store_config, spark)
+    small = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     large = MaterializedFeatureStore(
-        dataclasses.replace(
-            store_config,
-            storage_path=store_config.storage_path + "-spark",
-            small_write_max_rows=0,
-        ),
-        spark,
+        StoreContext.of(
+            dataclasses.replace(
+                store_config,
+                storage_path=store_config.storage_path + "-spark",
+                small_write_max_rows=0,
+            ),
+            spark,
+        )
     )
     for store in (small, large):
         store.register_features(SCHEMA)

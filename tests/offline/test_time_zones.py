@@ -21,6 +21,7 @@ from featurelake.plan.read_plan import ReadRequest
 from featurelake.quality import attach_configured_quality, evaluate_checks
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
 from featurelake.schema.model import QualityRule
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.times import sql_time_literal, utc_now
 
@@ -85,7 +86,7 @@ def zoned(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> dict
     """One group per input form, each written from the same rows in that form."""
     folder = tmp_path_factory.mktemp("zones")
     config = FeatureStoreConfig(storage_path=str(folder / "store"), spark_shuffle_partitions=2)
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     attach_configured_quality(store)  # the on-write checks (freshness included) run
     data = events()
     for form in FORMS:
@@ -187,7 +188,7 @@ def test_duckdb_and_online_follow_the_same_rule(
     )
     aware = labels.copy()
     aware["label_time"] = aware["label_time"].dt.tz_localize("UTC").dt.tz_convert(TOKYO)
-    reader = DuckDBFeatureReader(config, store.registry)
+    reader = DuckDBFeatureReader(store.registry)
     by_spark = rows(store.get_training_set(labels, "g_parquet.*").df, ["customer_id"])
     for entities in (labels, aware):
         duck = reader.read(ReadRequest.historical("g_parquet.*"), entities)

@@ -11,6 +11,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.engines.spark.training import TrainingSetManifest
 from featurelake.errors import FeatureGroupNotFoundError, FeatureNotFoundError, PointInTimeError
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
@@ -41,7 +42,7 @@ def store(
         storage_path=store_paths.path(tmp_path_factory.mktemp("training")),
         storage=store_paths.storage,
     )
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     store.register_features(PROFILE)
     store.register_features(STORE_STATS)
     store.write_features(

@@ -17,6 +17,7 @@ from featurelake.errors import (
     VirtualizationQueryError,
 )
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 from featurelake.stores.virtualized import VirtualizedFeatureStore
 from featurelake.virtual.checks import sql_relation_names
@@ -86,9 +87,9 @@ def env(spark: SparkSession, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     silver.repartition(3).write.format("delta").save(silver_path)
     spark.read.format("delta").load(silver_path).createOrReplaceTempView(VIEW)
     config = FeatureStoreConfig(storage_path=str(root / "store"), metadata_cache_ttl_seconds=60)
-    virtual = VirtualizedFeatureStore(config, spark)
+    virtual = VirtualizedFeatureStore(StoreContext.of(config, spark))
     virtual.define_virtual_features(schema("spend_v"), QUERY)
-    materialized = MaterializedFeatureStore(config, spark, virtual.registry)
+    materialized = MaterializedFeatureStore(StoreContext.of(config, spark, virtual.registry))
     materialized.register_features(schema("spend_m"))
     materialized.write_features("spend_m", silver.withColumnRenamed("ts", "event_timestamp"))
     yield Env(spark, config, virtual, materialized, silver_path)
@@ -110,7 +111,7 @@ def test_definition_is_checked_without_jobs_and_persisted(
     assert definition.sources == (VIEW,)
     assert definition.source_paths == (env.silver_path,)
     assert dict(definition.columns)["visits"] == "int"
-    fresh = VirtualizedFeatureStore(env.config, env.spark)
+    fresh = VirtualizedFeatureStore(StoreContext.of(env.config, env.spark))
     assert fresh.definition("spend_def") == definition
     assert [d.group for d in fresh.list_definitions()] == ["spend_def", "spend_v"]
     lineage = fresh.registry.group_state("spend_def").lineage
@@ -260,13 +261,15 @@ def test_a_jvm_only_query_is_a_typed_error_over_connect(env: Env, spark_mode: st
 def test_query_functions_and_the_seed_call_shape(env: Env) -> None:
     by_function = env.virtual.define_virtual_features(schema("spend_fn"), spend_query)
     assert by_function.function is not None and by_function.function.endswith(":spend_query")
-    fresh = VirtualizedFeatureStore(env.config, env.spark)
+    fresh = VirtualizedFeatureStore(StoreContext.of(env.config, env.spark))
     assert rows(fresh.get_features("spend_fn.amount", [5])) == [(5, day(3), 53.0)]
 
     env.virtual.define_virtual_features(schema("spend_lambda"), lambda s: spend_query(s))
     assert rows(env.virtual.get_features("spend_lambda.visits", [5])) == [(5, day(3), 8)]
     with pytest.raises(VirtualizationQueryError, match="cannot be imported here"):
-        VirtualizedFeatureStore(env.config, env.spark).get_features("spend_lambda.visits")
+        VirtualizedFeatureStore(StoreContext.of(env.config, env.spark)).get_features(
+            "spend_lambda.visits"
+        )
 
     same = {"amount": QUERY, "seg": QUERY, "visits": QUERY}
     assert env.virtual.define_virtual_features(schema("spend_seed"), queries=same).query == QUERY
@@ -302,7 +305,7 @@ def test_executors_by_name_and_error_wrapping(env: Env) -> None:
     assert "group 'orders'" in str(raised.value) and "failing engine" in str(raised.value)
     assert isinstance(raised.value.__cause__, RuntimeError)
     assert executor.timings()["analyse"]["failures"] == 1
-    store = VirtualizedFeatureStore(env.config, env.spark, executor=executor)
+    store = VirtualizedFeatureStore(StoreContext.of(env.config, env.spark), executor=executor)
     with pytest.raises(VirtualizationQueryError, match="engine is down"):
         store.define_virtual_features(schema("spend_failing"), QUERY)
     assert env.virtual.executor().timings()["analyse"]["calls"] >= 1

@@ -23,6 +23,7 @@ from featurelake.online import (
     sync_to_online,
 )
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 pytestmark = [pytest.mark.spark, pytest.mark.redis]
@@ -41,7 +42,7 @@ SCHEMA = FeatureGroupSchema(
 
 @pytest.fixture
 def offline(spark: SparkSession, store_config: FeatureStoreConfig) -> MaterializedFeatureStore:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     return store
 
@@ -234,7 +235,7 @@ def test_tables_without_change_data_feed_fall_back_to_full_syncs(
 ) -> None:
     from pyspark.sql import functions as F
 
-    offline = MaterializedFeatureStore(store_config, spark)
+    offline = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     offline.registry.register_group(SCHEMA)
     path = offline.registry.gold_location("customer_stats", 1).path
     assert path is not None

@@ -20,6 +20,7 @@ from featurelake.errors import ConfigurationError, FeatureNotFoundError
 from featurelake.examples import retail
 from featurelake.pipeline import read_features_node, training_set_node, write_features_node
 from featurelake.schema import load_groups
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -54,7 +55,7 @@ def run_dag(nodes: Sequence[Node], catalog: dict[str, Any]) -> tuple[dict[str, A
 
 @pytest.fixture
 def config(store_config: FeatureStoreConfig, spark: SparkSession) -> FeatureStoreConfig:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     for group in GROUPS:
         store.register_features(group)
     return store_config
@@ -97,7 +98,7 @@ def test_nodes_in_a_feature_pipeline(config: FeatureStoreConfig, spark: SparkSes
     training = catalog["training"]
     assert training.count() == 30
     assert {"churned", "age", "segment", "txn_count_7d", "last_category"} <= set(training.columns)
-    store = MaterializedFeatureStore(config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(config, spark))
     expected = store.get_historical_features(labels, refs)
     assert sorted(training.collect()) == sorted(expected.collect())
 
@@ -130,7 +131,9 @@ def test_airflow_style_call_with_a_path_and_a_templated_window(
         str(source), start="2024-01-02T00:00:00+00:00", end="2024-01-04T00:00:00+00:00"
     )
     assert result["mode"] == "backfill"
-    table = MaterializedFeatureStore(config, spark).read_table("transaction_aggregates")
+    table = MaterializedFeatureStore(StoreContext.of(config, spark)).read_table(
+        "transaction_aggregates"
+    )
     times = [row[0] for row in table.select("event_timestamp").collect()]
     assert times and all(datetime(2024, 1, 2) <= t < datetime(2024, 1, 4) for t in times)
 

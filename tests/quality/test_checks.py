@@ -18,6 +18,7 @@ from featurelake.quality import (
 )
 from featurelake.schema import FeatureGroupSchema
 from featurelake.schema.model import CheckAction, GroupChecks, QualityRule
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
@@ -131,7 +132,7 @@ def test_checks_in_yaml_round_trip_and_are_validated() -> None:
 
 @pytest.fixture
 def store(spark: SparkSession, store_config: FeatureStoreConfig) -> MaterializedFeatureStore:
-    return MaterializedFeatureStore(store_config, spark)
+    return MaterializedFeatureStore(StoreContext.of(store_config, spark))
 
 
 def test_fail_action_stops_the_write(spark: SparkSession, store: MaterializedFeatureStore) -> None:

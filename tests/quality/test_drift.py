@@ -11,6 +11,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.quality import compute_drift, drift, drift_history, psi
 from featurelake.quality.drift import PSI_EPSILON
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
@@ -86,7 +87,7 @@ def test_drift_matches_numpy_reference(spark: SparkSession) -> None:
 def test_drift_against_previous_version_and_training_manifest(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> None:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     first = store.write_features("sessions", sample(500, 0.0, [0.5, 0.3, 0.2], seed=1))
     second = store.write_features(

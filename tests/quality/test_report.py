@@ -12,6 +12,7 @@ from featurelake.config import FeatureStoreConfig
 from featurelake.quality import attach_quality, drift_history, statistics_history
 from featurelake.quality.report import write_report
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 NOW = datetime(2024, 3, 1, 12)
@@ -57,7 +58,7 @@ def batch(n: int, day: int, shift: float, null_rate: float, seed: int) -> pd.Dat
 def test_report_from_writes(
     spark: SparkSession, store_config: FeatureStoreConfig, tmp_path: Path
 ) -> None:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     attach_quality(store)
     store.write_features("payments", batch(300, 3, 0.0, 0.02, 1))

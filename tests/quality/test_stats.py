@@ -20,6 +20,7 @@ from featurelake.quality import (
 from featurelake.quality.stats import QUANTILE_ACCURACY, QUANTILES, STATS, SUMMARIES
 from featurelake.registry import group_key
 from featurelake.schema import FeatureGroupSchema, FeatureSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 1, 1)
@@ -102,7 +103,7 @@ def test_statistics_equal_pandas_reference(spark: SparkSession) -> None:
 def test_statistics_are_stored_per_delta_version(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> None:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     first = store.write_features("profiles", make_frame(200, seed=1))
     second = store.write_features(
@@ -123,7 +124,7 @@ def test_appends_are_folded_into_the_recorded_statistics(
 ) -> None:
     """A write that appends records the new version's statistics from the previous version's
     and a profile of the appended rows only; they agree with a full recomputation."""
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     attach_quality(store)
     first = store.write_features("profiles", make_frame(3_000, seed=1))
@@ -167,7 +168,7 @@ def test_appends_are_folded_into_the_recorded_statistics(
 def test_appends_without_recorded_summaries_read_the_whole_version(
     spark: SparkSession, store_config: FeatureStoreConfig
 ) -> None:
-    store = MaterializedFeatureStore(store_config, spark)
+    store = MaterializedFeatureStore(StoreContext.of(store_config, spark))
     store.register_features(SCHEMA)
     store.write_features("profiles", make_frame(200, seed=1))  # no quality attached yet
     attach_quality(store, drift_on_write=False)

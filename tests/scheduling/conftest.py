@@ -13,6 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 T0 = datetime(2024, 3, 1)
@@ -87,6 +88,6 @@ def make_store(
             metadata_cache_ttl_seconds=60,
             **options,
         )
-        return MaterializedFeatureStore(config, spark)
+        return MaterializedFeatureStore(StoreContext.of(config, spark))
 
     return make

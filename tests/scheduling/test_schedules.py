@@ -26,6 +26,7 @@ from featurelake.scheduling.export import ExportSettings, airflow_dag, crontab, 
 from featurelake.scheduling.runner import Scheduler, SlotRun
 from featurelake.scheduling.schedules import latest_slot, to_quartz
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 Stores = Callable[[str], MaterializedFeatureStore]
@@ -72,7 +73,9 @@ def test_two_schedulers_run_each_slot_once_and_catch_up_once(
         kit.group({"table": path, "query": kit.query}, materialization_schedule="*/5 * * * *")
     )
     # A second process's view of the same store: its own registry and caches.
-    second = MaterializedFeatureStore(first.config, first.spark, Registry(first.config))
+    second = MaterializedFeatureStore(
+        StoreContext.of(first.config, first.spark, Registry(first.config))
+    )
     schedulers = [Scheduler(first, owner="a"), Scheduler(second, owner="b")]
 
     def tick(now: datetime) -> list[SlotRun]:

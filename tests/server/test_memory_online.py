@@ -21,6 +21,7 @@ from featurelake.schema import FeatureGroupSchema
 from featurelake.server import ServerSettings, create_app
 from featurelake.server.auth import ApiKeyStore
 from featurelake.serving import FeatureStore
+from featurelake.stores.base import StoreContext
 from featurelake.stores.materialized import MaterializedFeatureStore
 
 GROUP = FeatureGroupSchema.from_dict(
@@ -59,7 +60,9 @@ def memory_server(
         metadata_cache_ttl_seconds=0,
         retry_backoff_ms=20,
     )
-    writer = MaterializedFeatureStore(config, spark)  # "another process": not the server's
+    writer = MaterializedFeatureStore(
+        StoreContext.of(config, spark)
+    )  # "another process": not the server's
     writer.register_features(GROUP)
     writer.write_features(
         "accounts",

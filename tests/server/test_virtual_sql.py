@@ -16,6 +16,7 @@ from featurelake.errors import VirtualizationQueryError
 from featurelake.plan.read_plan import ReadRequest
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
+from featurelake.stores.base import StoreContext
 from featurelake.stores.hybrid import ROUTER_METRICS, HybridFeatureStore
 
 pytestmark = [pytest.mark.spark]
@@ -38,7 +39,7 @@ def _store(tmp_path: Path, spark: SparkSession, **options: object) -> HybridFeat
     config = FeatureStoreConfig(
         storage_path=str(tmp_path / "store"), metadata_cache_ttl_seconds=0, **options
     )
-    return HybridFeatureStore(config, spark)
+    return HybridFeatureStore(StoreContext.of(config, spark))
 
 
 def test_duckdb_virtual_queries_cannot_read_files(tmp_path: Path, spark: SparkSession) -> None:
@@ -101,7 +102,10 @@ def test_the_read_log_is_bounded_and_its_events_batched(
     config = FeatureStoreConfig(storage_path=str(tmp_path / "store"), metadata_cache_ttl_seconds=0)
     # (no flush by age: on a loaded machine 25 reads may take longer than the default age)
     store = HybridFeatureStore(
-        config, spark, read_log_size=5, metrics_batch=10, metrics_flush_seconds=3600
+        StoreContext.of(config, spark),
+        read_log_size=5,
+        metrics_batch=10,
+        metrics_flush_seconds=3600,
     )
     store.define_virtual_features(
         SCHEMA, f"SELECT id, event_timestamp, x FROM delta_scan('{source}')", engine="duckdb"

@@ -15,7 +15,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -68,16 +68,7 @@ class TableEstimate:
     """The Delta version the statistics come from."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "table": self.table,
-            "version": self.version,
-            "files_total": self.files_total,
-            "files": self.files,
-            "rows_total": self.rows_total,
-            "rows": self.rows,
-            "pruned_on": list(self.pruned_on),
-            "error": self.error,
-        }
+        return {**asdict(self), "pruned_on": list(self.pruned_on)}
 
 
 @dataclass(frozen=True)

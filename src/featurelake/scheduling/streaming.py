@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -92,35 +92,25 @@ def _trigger(trigger: str | Mapping[str, Any]) -> dict[str, Any]:
     )
 
 
+@dataclass(eq=False, repr=False)
 class FeatureStream:
     """A running stream of one group; `stop()`, `await_termination()`, `batches`."""
 
-    def __init__(
-        self,
-        store: FeatureStore,
-        schema: FeatureGroupSchema,
-        source: MaterializationSource,
-        *,
-        source_format: str,
-        online: OnlineStore | None,
-        checkpoint: str,
-        on_batch: Callable[[StreamBatch], None] | None,
-        driver_max_rows: int = DRIVER_MAX_ROWS,
-    ) -> None:
-        self.store = store
-        self.schema = schema
-        self.source = source
-        self.source_format = source_format
-        self.online = online
-        self.checkpoint = checkpoint
-        self.on_batch = on_batch
-        self.driver_max_rows = driver_max_rows
-        self.batches: list[StreamBatch] = []
-        self.error: BaseException | None = None
-        self.query: StreamingQuery | None = None
-        self._watcher: threading.Thread | None = None
-        self._bound: MaterializedFeatureStore | None = None
-        self._key_types: dict[str, SqlType] | None = None
+    store: FeatureStore
+    schema: FeatureGroupSchema
+    source: MaterializationSource
+    _: KW_ONLY
+    source_format: str
+    online: OnlineStore | None
+    checkpoint: str
+    on_batch: Callable[[StreamBatch], None] | None
+    driver_max_rows: int = DRIVER_MAX_ROWS
+    batches: list[StreamBatch] = field(default_factory=list, init=False)
+    error: BaseException | None = field(default=None, init=False)
+    query: StreamingQuery | None = field(default=None, init=False)
+    _watcher: threading.Thread | None = field(default=None, init=False)
+    _bound: MaterializedFeatureStore | None = field(default=None, init=False)
+    _key_types: dict[str, SqlType] | None = field(default=None, init=False)
 
     # -- the micro-batch -----------------------------------------------------------------------
 

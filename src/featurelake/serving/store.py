@@ -44,7 +44,7 @@ from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 from featurelake.serving.health import HealthResult
 from featurelake.serving.metadata import StoreMetadata
 from featurelake.serving.shapes import alias, resolve_bare_names, time_span
-from featurelake.stores.base import forwarded
+from featurelake.stores.base import StoreContext, forwarded
 from featurelake.stores.hybrid import HybridFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore
 
@@ -85,8 +85,8 @@ class FeatureStore:
             config = config.replace(virtual_engine=query_executor)
             self._executor = None
         self.config = config
-        self._spark = spark
-        self.registry = registry or Registry(config, spark)
+        self.context = StoreContext.of(config, spark, registry)
+        self.registry = self.context.registry
         self._offline: MaterializedFeatureStore | None = None
         self._hybrid: HybridFeatureStore | None = None
         self._online = online
@@ -121,9 +121,7 @@ class FeatureStore:
         with self._lock:
             if self._hybrid is None:
                 self._hybrid = HybridFeatureStore(
-                    self.config,
-                    self._spark,
-                    self.registry,
+                    self.context,
                     mode=self.config.mode,
                     executor=self._executor or self.config.virtual_engine,
                 )
@@ -137,7 +135,7 @@ class FeatureStore:
     @property
     def spark_session(self) -> SparkSession | None:
         """The Spark session the store uses, or None while nothing has needed one yet."""
-        return self._spark or self.registry.started_spark
+        return self.context.started_spark
 
     @property
     def online(self) -> OnlineStore:
@@ -578,7 +576,7 @@ class FeatureStore:
         `since` starts from a given Delta version or commit time instead.
         """
         return sync_to_online(
-            self.online, self.registry, group, since, full=full, spark=self._spark
+            self.online, self.registry, group, since, full=full, spark=self.context.given_spark
         )
 
     def online_plan(self, feature_refs: str | Sequence[str]) -> OnlinePlan:

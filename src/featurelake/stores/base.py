@@ -1,5 +1,9 @@
 """The interface every offline feature store implements, and what the stores share.
 
+Every part of one store is built on one `StoreContext`: its config, its registry and the
+caller's Spark session (the router hands its own to the Gold and virtual parts it holds; a
+store on a streaming micro-batch's session gets a copy with that session).
+
 A store runs two kinds of `ReadRequest` (`plan.read_plan`): `latest` and `training_set`. The
 keyword calls (`get_features`, `get_training_set`, `get_historical_features`) make the request
 once, here, for every store.
@@ -8,8 +12,10 @@ once, here, for every store.
 from __future__ import annotations
 
 import functools
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
@@ -47,33 +53,64 @@ def forwarded(
     return forward
 
 
+@dataclass(frozen=True)
+class StoreContext:
+    """What the parts of one store share: its config, its registry, and the Spark session the
+    caller gave (None: the registry's, started on first use)."""
+
+    config: FeatureStoreConfig
+    registry: Registry
+    given_spark: SparkSession | None = None
+
+    @classmethod
+    def of(
+        cls,
+        config: FeatureStoreConfig,
+        spark: SparkSession | None = None,
+        registry: Registry | None = None,
+    ) -> StoreContext:
+        """The context of a store on `config`, with the caller's session and registry if any."""
+        return cls(config, registry or Registry(config, spark), spark)
+
+    @property
+    def spark(self) -> SparkSession:
+        """The caller's Spark session, or the registry's (started on first use)."""
+        return self.given_spark or self.registry.spark
+
+    @property
+    def started_spark(self) -> SparkSession | None:
+        """The Spark session given or started so far (None: nothing has needed Spark yet)."""
+        return self.given_spark or self.registry.started_spark
+
+    def on_session(
+        self, spark: SparkSession, config: FeatureStoreConfig | None = None
+    ) -> StoreContext:
+        """The same registry on another Spark session (and under `config`, if given)."""
+        return replace(self, config=config or self.config, given_spark=spark)
+
+
 class BaseFeatureStore(ABC):
     """Register groups, write them, and read latest or point-in-time values."""
 
     config: FeatureStoreConfig
     registry: Registry
 
-    def __init__(
-        self,
-        config: FeatureStoreConfig,
-        spark: SparkSession | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        self.config = config
-        self._spark = spark
-        self.registry = registry or Registry(config, spark)
+    def __init__(self, context: StoreContext) -> None:
+        self.context = context
+        self.config = context.config
+        self.registry = context.registry
+        self._lock = threading.Lock()
+        """Guards the store's own caches and counters."""
 
     @property
     def spark(self) -> SparkSession:
         """The store's Spark session (the caller's, or the registry's, started on first use)."""
-        if self._spark is None:
-            self._spark = self.registry.spark
-        return self._spark
+        return self.context.spark
 
     @property
     def started_spark(self) -> SparkSession | None:
         """The Spark session given or started so far (None: nothing has needed Spark yet)."""
-        return self._spark or self.registry.started_spark
+        return self.context.started_spark
 
     def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
         """A registered schema from a schema, `name` (latest version) or `name@version`."""

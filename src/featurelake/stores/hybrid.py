@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.config import FeatureStoreConfig, StoreMode
+from featurelake.config import StoreMode
 from featurelake.engines.spark.composites import finish_request
 from featurelake.engines.spark.executor import spark_deadline
 from featurelake.engines.spark.latest import latest_features
@@ -64,9 +64,9 @@ from featurelake.plan.estimates import prune_spec as request_prune_spec
 from featurelake.plan.read_plan import ReadKind, ReadPlan, ReadRequest, resolve_read
 from featurelake.plan.refs import shared_entity_keys
 from featurelake.plan.routing import RoutingDecision, Strategy, StrategyArg, requested_strategy
-from featurelake.registry import Lineage, Registry, group_key
+from featurelake.registry import Lineage, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, format_duration
-from featurelake.stores.base import BaseFeatureStore, forwarded
+from featurelake.stores.base import BaseFeatureStore, StoreContext, forwarded
 from featurelake.stores.materialized import MaterializedFeatureStore, WriteMode, WriteResult
 from featurelake.stores.virtualized import VirtualizedFeatureStore
 from featurelake.times import event_time_range, rows_in_range, utc_now
@@ -127,9 +127,7 @@ class HybridFeatureStore(BaseFeatureStore):
 
     def __init__(
         self,
-        config: FeatureStoreConfig,
-        spark: SparkSession | None = None,
-        registry: Registry | None = None,
+        context: StoreContext,
         *,
         executor: str | QueryExecutor | None = None,
         persist_metrics: bool = True,
@@ -143,11 +141,10 @@ class HybridFeatureStore(BaseFeatureStore):
         one; VIRTUALIZED computes every group that has a virtual definition. Router metrics
         are committed `metrics_batch` at a time, or when the oldest unsaved one is
         `metrics_flush_seconds` old."""
-        self.config = config
+        super().__init__(context)
         self.mode = mode
-        self.materialized = MaterializedFeatureStore(config, spark, registry)
-        self.registry = self.materialized.registry
-        self.virtual = VirtualizedFeatureStore(config, spark, self.registry, executor=executor)
+        self.materialized = MaterializedFeatureStore(context)
+        self.virtual = VirtualizedFeatureStore(context, executor=executor)
         self.persist_metrics = persist_metrics
         self._metrics: deque[RouterMetric] = deque(maxlen=read_log_size)
         self._unsaved: list[RouterMetric] = []
@@ -157,11 +154,6 @@ class HybridFeatureStore(BaseFeatureStore):
         self._virtual_reads: dict[str, int] = {}
         self._last_writes: dict[str, tuple[datetime | None, int | None]] = {}
         self._duckdb_reader: DuckDBFeatureReader | None = None
-        self._lock = threading.Lock()
-
-    @property
-    def spark(self) -> SparkSession:
-        return self.materialized.spark
 
     @property
     def duckdb_reader(self) -> DuckDBFeatureReader:
@@ -170,9 +162,7 @@ class HybridFeatureStore(BaseFeatureStore):
             if self._duckdb_reader is None:
                 from featurelake.engines.duckdb.reader import DuckDBFeatureReader
 
-                self._duckdb_reader = DuckDBFeatureReader(
-                    self.config, self.registry, virtual=self.virtual
-                )
+                self._duckdb_reader = DuckDBFeatureReader(self.registry, virtual=self.virtual)
             return self._duckdb_reader
 
     # -- groups, writes, definitions (handed to the store that owns them) ----------------------

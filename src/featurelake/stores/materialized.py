@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from featurelake.errors import FeatureStoreError, MaterializationError, first_li
 from featurelake.gold import delta_ops, small_writes
 from featurelake.plan.read_plan import ReadRequest
 from featurelake.plan.refs import output_names
-from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
+from featurelake.registry import Lineage, RegistrationResult, TableLocation
 from featurelake.retry import with_config_retries
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, FeatureRef, SqlType
 from featurelake.schema.validation import (
@@ -30,7 +29,7 @@ from featurelake.schema.validation import (
     is_row_check_failure,
     row_rules,
 )
-from featurelake.stores.base import BaseFeatureStore
+from featurelake.stores.base import BaseFeatureStore, StoreContext
 from featurelake.times import event_time_range
 
 if TYPE_CHECKING:
@@ -73,16 +72,10 @@ returns the batch to write (e.g. without quarantined rows), or raises to stop th
 class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     """Register feature groups, write validated batches to Gold Delta tables, read them back."""
 
-    def __init__(
-        self,
-        config: FeatureStoreConfig,
-        spark: SparkSession | None = None,
-        registry: Registry | None = None,
-    ) -> None:
-        super().__init__(config, spark, registry)
+    def __init__(self, context: StoreContext) -> None:
+        super().__init__(context)
         self._listeners: list[WriteListener] = []
         self._batch_hooks: list[BatchHook] = []
-        self._table_lock = threading.Lock()
         self._key_types: dict[str, dict[str, SqlType]] = {}
 
     def on_session(
@@ -91,9 +84,9 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         """This store on another Spark session (e.g. a streaming micro-batch's), sharing the
         registry, write listeners and batch hooks; with `config`, under that config (same
         storage)."""
-        if spark is self._spark and config is None:
+        if spark is self.started_spark and config is None:
             return self
-        other = MaterializedFeatureStore(config or self.config, spark, self.registry)
+        other = MaterializedFeatureStore(self.context.on_session(spark, config))
         other._listeners = self._listeners
         other._batch_hooks = self._batch_hooks
         return other
@@ -350,7 +343,7 @@ class MaterializedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     def _ensure_table(
         self, schema: FeatureGroupSchema, location: TableLocation, conformed: DataFrame
     ) -> None:
-        with self._table_lock:
+        with self._lock:
             if str(location) in self._key_types:
                 return
             fields = {f.name: f.dataType for f in conformed.schema.fields}

@@ -21,13 +21,11 @@ feature values (greatest wins, nulls lowest), the same rule the Gold tables use 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
-from featurelake.config import FeatureStoreConfig
 from featurelake.engines.spark.latest import latest_features
 from featurelake.engines.spark.training import TrainingSetMethods
 from featurelake.errors import (
@@ -37,9 +35,9 @@ from featurelake.errors import (
 )
 from featurelake.plan.engine_choice import Engine
 from featurelake.plan.read_plan import ReadRequest
-from featurelake.registry import Lineage, RegistrationResult, Registry, group_key
+from featurelake.registry import Lineage, RegistrationResult, group_key
 from featurelake.schema import INGESTED_AT, FeatureGroupSchema, SqlType
-from featurelake.stores.base import BaseFeatureStore
+from featurelake.stores.base import BaseFeatureStore, StoreContext
 from featurelake.times import utc_now
 from featurelake.virtual.checks import (
     check_current_output,
@@ -69,14 +67,9 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
     """Feature groups computed at read time by a query, read like Gold tables."""
 
     def __init__(
-        self,
-        config: FeatureStoreConfig,
-        spark: SparkSession | None = None,
-        registry: Registry | None = None,
-        *,
-        executor: str | QueryExecutor | None = None,
+        self, context: StoreContext, *, executor: str | QueryExecutor | None = None
     ) -> None:
-        super().__init__(config, spark, registry)
+        super().__init__(context)
         self.default_engine = (
             executor.name
             if isinstance(executor, QueryExecutor)
@@ -86,7 +79,6 @@ class VirtualizedFeatureStore(TrainingSetMethods, BaseFeatureStore):
         if isinstance(executor, QueryExecutor):
             self._executors[executor.name] = executor
         self._functions: dict[str, QueryFunction] = {}
-        self._lock = threading.Lock()
 
     def executor(self, engine: str | None = None) -> QueryExecutor:
         """The executor of `engine` (default: the store's), created on first use."""

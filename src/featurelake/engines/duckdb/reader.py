@@ -14,7 +14,6 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from featurelake.config import FeatureStoreConfig
 from featurelake.engines.duckdb.composites import finish_request
 from featurelake.engines.duckdb.reads import GroupRows, latest_rows, point_in_time_rows
 from featurelake.errors import (
@@ -59,17 +58,10 @@ if TYPE_CHECKING:
 class DuckDBFeatureReader:
     """Latest and point-in-time reads of registered groups on DuckDB, without Spark."""
 
-    def __init__(
-        self,
-        config: FeatureStoreConfig,
-        registry: Registry | None = None,
-        *,
-        virtual: VirtualDefinitions | None = None,
-    ) -> None:
+    def __init__(self, registry: Registry, *, virtual: VirtualDefinitions | None = None) -> None:
         from featurelake.engines.duckdb.executor import connect
 
-        self.config = config
-        self.registry = registry or Registry(config)
+        self.registry = registry
         self.virtual = virtual
         self._connection = connect()
         self._lock = threading.Lock()
