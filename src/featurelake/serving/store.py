@@ -44,7 +44,7 @@ from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 from featurelake.serving.health import HealthResult
 from featurelake.serving.metadata import StoreMetadata
 from featurelake.serving.shapes import alias, resolve_bare_names, time_span
-from featurelake.stores.base import StoreContext, forwarded
+from featurelake.stores.base import ContextSessions, StoreContext, forwarded
 from featurelake.stores.hybrid import HybridFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore
 
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
     from featurelake.stores.materialized import WriteResult
 
 
-class FeatureStore:
+class FeatureStore(ContextSessions):
     """Offline and online features of one store, behind one object."""
 
     def __init__(
@@ -127,15 +127,8 @@ class FeatureStore:
                 )
             return self._hybrid
 
-    @property
-    def spark(self) -> SparkSession:
-        """The store's Spark session (the caller's, or one started on first use)."""
-        return self.offline.spark
-
-    @property
-    def spark_session(self) -> SparkSession | None:
-        """The Spark session the store uses, or None while nothing has needed one yet."""
-        return self.context.started_spark
+    spark_session = ContextSessions.started_spark
+    """The Spark session the store uses, or None while nothing has needed one yet."""
 
     @property
     def online(self) -> OnlineStore:

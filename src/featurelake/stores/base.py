@@ -89,7 +89,23 @@ class StoreContext:
         return replace(self, config=config or self.config, given_spark=spark)
 
 
-class BaseFeatureStore(ABC):
+class ContextSessions:
+    """The Spark session views of an object that holds a `StoreContext`."""
+
+    context: StoreContext
+
+    @property
+    def spark(self) -> SparkSession:
+        """The store's Spark session (the caller's, or the registry's, started on first use)."""
+        return self.context.spark
+
+    @property
+    def started_spark(self) -> SparkSession | None:
+        """The Spark session given or started so far (None: nothing has needed Spark yet)."""
+        return self.context.started_spark
+
+
+class BaseFeatureStore(ContextSessions, ABC):
     """Register groups, write them, and read latest or point-in-time values."""
 
     config: FeatureStoreConfig
@@ -101,16 +117,6 @@ class BaseFeatureStore(ABC):
         self.registry = context.registry
         self._lock = threading.Lock()
         """Guards the store's own caches and counters."""
-
-    @property
-    def spark(self) -> SparkSession:
-        """The store's Spark session (the caller's, or the registry's, started on first use)."""
-        return self.context.spark
-
-    @property
-    def started_spark(self) -> SparkSession | None:
-        """The Spark session given or started so far (None: nothing has needed Spark yet)."""
-        return self.context.started_spark
 
     def resolve_group(self, group: str | FeatureGroupSchema) -> FeatureGroupSchema:
         """A registered schema from a schema, `name` (latest version) or `name@version`."""
