@@ -2,7 +2,7 @@
 
 Keyword aliases (`feature_names=` for `feature_refs`, `feature_group=` / `data=` for a write)
 and the time span of a `backfill=True` write. (Bare feature names, `"age"` for the one group that
-has it, are resolved by `plan.refs.resolve_bare_names` in every store's keyword reads.)
+has it, are resolved by `plan.refs.resolve_bare_names`.)
 """
 
 from __future__ import annotations
