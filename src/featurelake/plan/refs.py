@@ -1,11 +1,17 @@
-"""Feature references resolved once: groups, versions, features and output column names."""
+"""Feature references resolved once: bare feature names, groups, versions, features and output
+column names."""
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from typing import TYPE_CHECKING
 
-from featurelake.errors import PointInTimeError, SchemaValidationError
+from featurelake.errors import (
+    AmbiguousFeatureError,
+    FeatureNotFoundError,
+    PointInTimeError,
+    SchemaValidationError,
+)
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.schema.composites import ExpandedRequest
 from featurelake.schema.refs import two_versions_error
@@ -14,6 +20,47 @@ if TYPE_CHECKING:
     from featurelake.registry import Registry
 
 Selected = dict[str, tuple[FeatureGroupSchema, list[str]]]
+
+
+def resolve_bare_names(registry: Registry, feature_refs: str | Sequence[str]) -> str | list[str]:
+    """`feature_refs` with every bare feature name (no group) as `group.feature`.
+
+    A name is resolved against the latest version of every registered group; a name no group
+    has is a FeatureNotFoundError, one several groups have an AmbiguousFeatureError listing
+    the candidate references."""
+    items = [feature_refs] if isinstance(feature_refs, str) else list(feature_refs)
+    bare = [r for r in items if isinstance(r, str) and "." not in r and "@" not in r.strip()]
+    if not bare:
+        return feature_refs if isinstance(feature_refs, str) else items
+    owners: dict[str, list[FeatureGroupSchema]] = {}
+    for schema in registry.list_groups():
+        for name in (*schema.feature_names, *(c.name for c in schema.composites)):
+            owners.setdefault(name, []).append(schema)
+    resolved = []
+    for ref in items:
+        if ref not in bare:
+            resolved.append(ref)
+            continue
+        name = str(ref).strip()
+        groups = owners.get(name, [])
+        if len(groups) == 1:
+            resolved.append(f"{groups[0].name}.{name}")
+            continue
+        if not groups:
+            raise FeatureNotFoundError(
+                f"No registered feature group has a feature '{name}'.",
+                fix="write 'group.feature' (see store.metadata.list_features(group)), or "
+                "register the group that has it.",
+                ref=name,
+            )
+        candidates = [f"{g.name}.{name}" for g in groups]
+        raise AmbiguousFeatureError(
+            f"The feature name '{name}' is in {len(groups)} groups: {', '.join(candidates)}.",
+            fix=f"name the group: one of {', '.join(candidates)}.",
+            ref=name,
+            candidates=candidates,
+        )
+    return resolved
 
 
 def resolve_refs(registry: Registry, feature_refs: str | Sequence[str]) -> Selected:

@@ -1,21 +1,16 @@
 """Call shapes of other feature stores, read into featurelake's own.
 
-Keyword aliases (`feature_names=` for `feature_refs`, `feature_group=` / `data=` for a write),
-bare feature names (`"age"`) resolved to `group.feature` when exactly one registered group has
-that feature, and the time span of a `backfill=True` write.
+Keyword aliases (`feature_names=` for `feature_refs`, `feature_group=` / `data=` for a write)
+and the time span of a `backfill=True` write. (Bare feature names, `"age"` for the one group that
+has it, are resolved by `plan.refs.resolve_bare_names`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from featurelake.errors import AmbiguousFeatureError, ArgumentConflictError, FeatureNotFoundError
-from featurelake.schema import FeatureGroupSchema
-
-if TYPE_CHECKING:
-    from featurelake.registry import Registry
+from featurelake.errors import ArgumentConflictError
 
 _MISSING: Any = object()
 
@@ -38,51 +33,6 @@ def alias(
             argument=ours_name,
         )
     return value
-
-
-def resolve_bare_names(registry: Registry, feature_refs: str | Sequence[str]) -> str | list[str]:
-    """`feature_refs` with every bare feature name (no group) as `group.feature`.
-
-    A name is resolved against the latest version of every registered group; a name no group
-    has is a FeatureNotFoundError, one several groups have an AmbiguousFeatureError listing
-    the candidate references."""
-    items = [feature_refs] if isinstance(feature_refs, str) else list(feature_refs)
-    bare = [r for r in items if isinstance(r, str) and "." not in r and "@" not in r.strip()]
-    if not bare:
-        return feature_refs if isinstance(feature_refs, str) else items
-    owners: dict[str, list[FeatureGroupSchema]] = {}
-    for schema in registry.list_groups():
-        for name in (*schema.feature_names, *_composite_names(schema)):
-            owners.setdefault(name, []).append(schema)
-    resolved = []
-    for ref in items:
-        if ref not in bare:
-            resolved.append(ref)
-            continue
-        name = str(ref).strip()
-        groups = owners.get(name, [])
-        if len(groups) == 1:
-            resolved.append(f"{groups[0].name}.{name}")
-            continue
-        if not groups:
-            raise FeatureNotFoundError(
-                f"No registered feature group has a feature '{name}'.",
-                fix="write 'group.feature' (see store.metadata.list_features(group)), or "
-                "register the group that has it.",
-                ref=name,
-            )
-        candidates = [f"{g.name}.{name}" for g in groups]
-        raise AmbiguousFeatureError(
-            f"The feature name '{name}' is in {len(groups)} groups: {', '.join(candidates)}.",
-            fix=f"name the group: one of {', '.join(candidates)}.",
-            ref=name,
-            candidates=candidates,
-        )
-    return resolved
-
-
-def _composite_names(schema: FeatureGroupSchema) -> list[str]:
-    return [c.name for c in schema.composites]
 
 
 def time_span(df: Any, timestamp_key: str) -> tuple[datetime, datetime]:

@@ -39,11 +39,12 @@ from featurelake.online import (
 from featurelake.online.values import entity_dict, entity_id, entity_list, now_micros, to_micros
 from featurelake.plan.engine_choice import Engine, EngineDecision
 from featurelake.plan.read_plan import ReadRequest
+from featurelake.plan.refs import resolve_bare_names
 from featurelake.registry import Lineage, RegistrationResult, Registry, TableLocation
 from featurelake.schema import FeatureGroupSchema, FeatureSchema, parse_refs
 from featurelake.serving.health import HealthResult
 from featurelake.serving.metadata import StoreMetadata
-from featurelake.serving.shapes import alias, resolve_bare_names, time_span
+from featurelake.serving.shapes import alias, time_span
 from featurelake.stores.base import ContextSessions, StoreContext, forwarded
 from featurelake.stores.hybrid import HybridFeatureStore
 from featurelake.stores.materialized import MaterializedFeatureStore
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from pyspark.sql import SparkSession
 
-    from featurelake.engines.spark.training import TrainingSet
     from featurelake.plan.engine_choice import EngineArg
     from featurelake.plan.read_plan import ReadPlan
     from featurelake.plan.routing import StrategyArg
@@ -346,23 +346,7 @@ class FeatureStore(ContextSessions):
         resolved = resolve_bare_names(self.registry, feature_refs)
         return resolved if isinstance(resolved, str) else list(resolved)
 
-    def get_training_set(
-        self,
-        entity_df: Any,
-        feature_refs: str | Sequence[str],
-        *,
-        ttl: timedelta | str | None = None,
-        timestamp_column: str | None = None,
-        fill: str = "none",
-        name: str | None = None,
-        strategy: StrategyArg = None,
-    ) -> TrainingSet:
-        """A point-in-time training set and its manifest (kept under `name` to `rebuild`)."""
-        request = ReadRequest.historical(
-            self.feature_refs(feature_refs), ttl, timestamp_column, fill
-        )
-        return self.hybrid.training_set(entity_df, request, name=name, strategy=strategy)
-
+    get_training_set = forwarded("hybrid", HybridFeatureStore.get_training_set)
     rebuild = forwarded("hybrid", HybridFeatureStore.rebuild)
 
     # -- pandas reads (kept for existing code: get_features(..., to_pandas=True)) ---------------

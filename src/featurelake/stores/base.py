@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from featurelake.config import FeatureStoreConfig
 from featurelake.plan.read_plan import ReadRequest
-from featurelake.plan.refs import resolve_refs
+from featurelake.plan.refs import resolve_bare_names, resolve_refs
 from featurelake.registry import Registry
 from featurelake.schema import FeatureGroupSchema
 
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
     from featurelake.engines.spark.training import TrainingSet
+    from featurelake.plan.routing import StrategyArg
     from featurelake.registry import RegistrationResult
 
 P = ParamSpec("P")
@@ -176,12 +177,17 @@ class BaseFeatureStore(ContextSessions, ABC):
         timestamp_column: str | None = None,
         fill: str = "none",
         name: str | None = None,
-        **options: Any,
+        strategy: StrategyArg = None,
     ) -> TrainingSet:
-        """`training_set` of the referenced features for the rows of `entity_df` (Spark or
-        pandas); `options` go to it, e.g. the hybrid store's `strategy`."""
-        request = ReadRequest.historical(feature_refs, ttl, timestamp_column, fill)
-        return self.training_set(entity_df, request, name=name, **options)
+        """A point-in-time training set of the referenced features (`group.feature`, or a bare
+        name one registered group has) for the rows of `entity_df` (Spark or pandas), and its
+        manifest, kept under `name` to `rebuild`. `strategy` routes each group between Gold and
+        its virtual query where the store routes (the FeatureStore does in every mode)."""
+        request = ReadRequest.historical(
+            resolve_bare_names(self.registry, feature_refs), ttl, timestamp_column, fill
+        )
+        routing = {} if strategy is None else {"strategy": strategy}  # for stores that route
+        return self.training_set(entity_df, request, name=name, **routing)
 
     def get_historical_features(
         self, entity_df: Any, feature_refs: str | Sequence[str], **options: Any
