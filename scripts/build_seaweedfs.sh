@@ -22,6 +22,10 @@ command -v go >/dev/null 2>&1 || { echo "build_seaweedfs: go is not installed" >
 
 mkdir -p "$CACHE"
 if [ "${1:-}" = "--background" ]; then
+    if ! flock -n "$CACHE/.lock" true; then  # a build under way holds the lock: leave it be
+        echo "setup: SeaweedFS $VERSION is being built in the background (log: $CACHE/build.log)"
+        exit 0
+    fi
     echo "setup: building SeaweedFS $VERSION in the background (log: $CACHE/build.log)"
     nohup bash "$0" >"$CACHE/build.log" 2>&1 </dev/null &
     exit 0
