@@ -25,6 +25,7 @@ from pyspark.sql import SparkSession
 from featurelake import FeatureStore
 from featurelake.config import FeatureStoreConfig
 from featurelake.pipeline.runtime import job_parser, parse_spark_conf, run_job
+from featurelake.scheduling.stream_driver import DRIVER_MAX_ROWS
 from featurelake.scheduling.streaming import start_stream
 
 NAME = "stream"
@@ -40,6 +41,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--option", action="append", default=[], metavar="KEY=VALUE", help="reader option"
     )
     parser.add_argument("--checkpoint", help="checkpoint folder (default: under the store)")
+    parser.add_argument(
+        "--driver-max-rows",
+        type=int,
+        default=DRIVER_MAX_ROWS,
+        help="micro-batches of up to this many rows are checked on the driver (0: never)",
+    )
     return parser
 
 
@@ -55,6 +62,7 @@ def run(
         source_format=args.format,
         options=parse_spark_conf(args.option),
         checkpoint=args.checkpoint,
+        driver_max_rows=args.driver_max_rows,
     )
     try:
         stream.await_termination()
@@ -66,6 +74,7 @@ def run(
         "checkpoint": stream.checkpoint,
         "batches": len(stream.batches),
         "rows_written": sum(b.rows_written for b in stream.batches),
+        "engines": sorted({b.engine for b in stream.batches}),
     }
 
 

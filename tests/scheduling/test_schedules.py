@@ -240,6 +240,21 @@ def test_cli_exports_and_runs_due_groups(
     not_streaming = cli("stream", "stop", "spend")
     assert not_streaming.exit_code == 2 and "No stream of group 'spend'" in not_streaming.stderr
 
+    # a stream of the declared source, its micro-batch checked in a Spark MERGE (limit 0) ...
+    streamed = cli(
+        "stream", "start", "spend", "--trigger", "available_now", "--driver-max-rows", "0",
+        "--json",
+    )  # fmt: skip
+    assert streamed.exit_code == 0, streamed.output
+    assert '"engine": "spark"' in streamed.stdout and '"rows_written": 3' in streamed.stdout
+    # ... and by the job on the driver (the default limit), from a checkpoint of its own
+    stream_job = _load_job("stream")
+    args = stream_job.build_parser().parse_args(
+        ["--group", "spend", "--trigger", "available_now", "--checkpoint", str(tmp_path / "c")]
+    )
+    summary = stream_job.run(args, store.config, store.spark)
+    assert summary["rows_written"] == 3 and summary["engines"] == ["driver+delta-rs"]
+
 
 def test_a_scheduled_aggregation_group_writes_its_windows_as_of_each_slot(
     make_store: Stores,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -22,7 +23,9 @@ if TYPE_CHECKING:
 
 
 def to_jsonable(value: Any) -> Any:
-    """Datetimes, paths, enums, sets and tuples as plain JSON values."""
+    """Datetimes, paths, enums, sets, tuples and dataclass records as plain JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(dataclasses.asdict(value))
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

@@ -246,6 +246,16 @@ def stream_start(
     checkpoint: Annotated[
         str | None, typer.Option("--checkpoint", help="Checkpoint folder (default: in the store).")
     ] = None,
+    driver_max_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--driver-max-rows",
+            min=0,
+            help="Micro-batches of up to this many rows are checked on the driver and pushed "
+            "online during their Gold MERGE; larger ones are checked in a Spark MERGE "
+            "(0: always so; default 100,000).",
+        ),
+    ] = None,
     as_json: JsonFlag = False,
 ) -> None:
     """Stream a source into GROUP until it ends, `featurelake stream stop GROUP`, or Ctrl-C.
@@ -254,6 +264,7 @@ def stream_start(
     is enabled; a restart resumes from the checkpoint without losing or repeating rows.
     """
     from featurelake.pipeline.runtime import parse_spark_conf
+    from featurelake.scheduling.stream_driver import DRIVER_MAX_ROWS
     from featurelake.scheduling.streaming import StreamBatch, start_stream
 
     out, store = open_store(ctx, as_json)
@@ -277,6 +288,7 @@ def stream_start(
         options=parse_spark_conf(options or []),
         checkpoint=checkpoint,
         on_batch=show,
+        driver_max_rows=DRIVER_MAX_ROWS if driver_max_rows is None else driver_max_rows,
     )
     out.line(
         f"Streaming into {stream.schema.name} v{stream.schema.version} "
