@@ -343,8 +343,7 @@ class FeatureStore(ContextSessions):
     def feature_refs(self, feature_refs: str | Sequence[str]) -> str | list[str]:
         """`feature_refs` with bare feature names resolved to `group.feature` (the one
         registered group that has each; AmbiguousFeatureError lists them when several do)."""
-        resolved = resolve_bare_names(self.registry, feature_refs)
-        return resolved if isinstance(resolved, str) else list(resolved)
+        return resolve_bare_names(self.registry, feature_refs)
 
     get_training_set = forwarded("hybrid", HybridFeatureStore.get_training_set)
     rebuild = forwarded("hybrid", HybridFeatureStore.rebuild)
