@@ -341,6 +341,7 @@ def start_server(config_file: Path, port: int) -> subprocess.Popen[bytes]:
             "warning",
             "--offline-timeout-seconds",
             "900",
+            *os.environ.get("BENCH_SERVE_ARGS", "").split(),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -567,6 +568,9 @@ def main() -> None:
         )
         store = FeatureStore(config)
         store.registry.register_group(SCHEMA)
+        # Registered before the server starts: a running server sees groups that other
+        # processes register within metadata_cache_ttl_seconds (30 s), longer than a fast write.
+        store.registry.register_group(HISTORY_SCHEMA)
         t0 = time.perf_counter()
         fill(store, args.entities)
         print(

@@ -4,7 +4,7 @@
 `_ingested_at`), `avg` / `sum` (numeric features), `min` / `max` (atomic features) and `count`
 (non-null values). Rows come from the group's Gold table through the feature store; the filter
 on entities and time is pushed into the Delta scan. The answer stays in Arrow (Spark's Arrow
-collect, DuckDB's Arrow result): `answers.rows_json` renders it without Python objects per
+collect, DuckDB's Arrow result): `answers.answer_chunks` renders it without Python objects per
 value.
 """
 
@@ -189,7 +189,7 @@ def _spark_table(store: FeatureStore, query: HistoricalQuery) -> pa.Table:
         for agg in query.aggregations
     ]
     frame = grouped.agg(*aggregates).select(*keys, *bounds, *query.columns)
-    return frame.toArrow()  # ordered when rendered (answers.rows_json): no sort job here
+    return frame.toArrow()  # ordered when rendered (answers.answer_chunks): no sort job here
 
 
 def _duckdb_table(store: FeatureStore, query: HistoricalQuery) -> pa.Table:

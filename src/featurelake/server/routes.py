@@ -10,14 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Security
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import APIKeyHeader
 
 from featurelake.errors import FeatureNotFoundError, OnlineStoreError, SchemaValidationError
 from featurelake.quality.stats import GroupStatistics, statistics_history
 from featurelake.schema import FeatureGroupSchema, parse_refs
 from featurelake.server.access import hidden_feature, hidden_group, hidden_service, visible_group
-from featurelake.server.answers import answer_body, rows_json
+from featurelake.server.answers import answer_chunks
 from featurelake.server.auth import Access, ApiKey, AuthenticationError, Role, parse_token
 from featurelake.server.encoding import FastJSONResponse, json_value
 from featurelake.server.errors import EventTimeInFutureError, NotFoundError, TooManyRequestsError
@@ -582,12 +582,14 @@ def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: s
         "entities": len(page.entities),
         "total_entities": page.total,
     }
-    content = answer_body(
+    chunks = answer_chunks(
         {"group": schema.name, "version": schema.version},
-        rows_json(table, list(schema.entity_keys), query.columns),
+        table,
+        list(schema.entity_keys),
+        query.columns,
         {"metadata": jsonable(metadata), "next_page_token": page.next_token},
     )
-    return Response(content=content, media_type="application/json")
+    return StreamingResponse(chunks, media_type="application/json")
 
 
 # -- operations ----------------------------------------------------------------------------------
