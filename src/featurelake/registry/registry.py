@@ -90,6 +90,9 @@ class Registry:
         self._lock = threading.RLock()
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
         self._loaded_at: float | None = None
+        # Parsed group schemas by group key, with the payload they were parsed from: a schema
+        # is parsed once per registry read, not on every lookup (schemas are immutable).
+        self._schemas: dict[str, tuple[Any, FeatureGroupSchema]] = {}
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -269,15 +272,14 @@ class Registry:
                 group=name,
             )
         chosen = version if version is not None else versions[-1]
-        payload = self.get_object(GROUP, group_key(name, chosen))
+        key = group_key(name, chosen)
+        payload = self.get_object(GROUP, key)
         assert payload is not None
-        return FeatureGroupSchema.from_dict(payload["schema"])
+        return self._parsed_schema(key, payload)
 
     def list_groups(self, *, all_versions: bool = False) -> list[FeatureGroupSchema]:
         """Registered groups (latest version of each, or every version), sorted by name."""
-        schemas = [
-            FeatureGroupSchema.from_dict(p["schema"]) for p in self.list_objects(GROUP).values()
-        ]
+        schemas = [self._parsed_schema(k, p) for k, p in self.list_objects(GROUP).items()]
         schemas.sort(key=lambda s: (s.name, s.version))
         if all_versions:
             return schemas
@@ -285,6 +287,15 @@ class Registry:
         for schema in schemas:
             latest[schema.name] = schema
         return list(latest.values())
+
+    def _parsed_schema(self, key: str, payload: Mapping[str, Any]) -> FeatureGroupSchema:
+        raw = payload["schema"]
+        parsed = self._schemas.get(key)
+        if parsed is not None and parsed[0] is raw:
+            return parsed[1]
+        schema = FeatureGroupSchema.from_dict(raw)
+        self._schemas[key] = (raw, schema)
+        return schema
 
     def gold_location(self, name: str, version: int) -> TableLocation:
         """Where the Gold table of a group version lives."""
