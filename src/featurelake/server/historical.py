@@ -170,7 +170,9 @@ def _spark_table(store: FeatureStore, query: HistoricalQuery) -> pa.Table:
     table = offline.read_table(schema).where(
         (F.col(ts) >= F.lit(query.start)) & (F.col(ts) < F.lit(query.end))
     )
-    ids = entity_filter_frame(spark, query.entities, keys, what="entities")
+    # Up to 100 ids as an `isin` filter; more (up to 10,000) as a broadcast frame: each literal
+    # of an `isin` is a driver call made while holding the interpreter lock online reads need.
+    ids = entity_filter_frame(spark, query.entities, keys, what="entities", max_literals=100)
     if isinstance(ids, list):
         table = table.where(F.col(keys[0]).isin(ids))
     else:

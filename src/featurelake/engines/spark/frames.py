@@ -88,10 +88,16 @@ def _inferred_type(frame: Any, column: str) -> Any:
 
 
 def entity_filter_frame(
-    spark: SparkSession, entity_ids: Any, keys: Sequence[str], *, what: str
+    spark: SparkSession,
+    entity_ids: Any,
+    keys: Sequence[str],
+    *,
+    what: str,
+    max_literals: int | None = None,
 ) -> DataFrame | list[Any]:
-    """Entity ids as a list of values (one key) or as a DataFrame of key columns (every shape
-    of `featurelake.entities` is accepted)."""
+    """Entity ids as a list of values (one key, at most `max_literals` of them: an `isin`
+    filter costs a driver call per value) or as a DataFrame of key columns (every shape of
+    `featurelake.entities` is accepted)."""
     entity_ids = normalize_entity_ids(entity_ids)
     if is_spark_frame(entity_ids) or type(entity_ids).__name__ == "DataFrame":
         frame = to_spark(spark, entity_ids, what=what)
@@ -106,7 +112,10 @@ def entity_filter_frame(
         entity_ids = [entity_ids]
     values = list(entity_ids)
     if len(keys) == 1 and not any(isinstance(v, (Mapping, tuple, list)) for v in values):
-        return values
+        if max_literals is None or len(values) <= max_literals:
+            return values
+        # from pandas: sent as Arrow, with no Python worker process to decode the rows
+        return spark.createDataFrame(__import__("pandas").DataFrame({keys[0]: values}))
     rows = []
     for value in values:
         if isinstance(value, Mapping):

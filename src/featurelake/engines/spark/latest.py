@@ -46,10 +46,10 @@ def latest_features(
     ids = (
         None
         if entity_ids is None
-        else entity_filter_frame(spark, entity_ids, keys, what="entity_ids")
+        else entity_filter_frame(
+            spark, entity_ids, keys, what="entity_ids", max_literals=ISIN_LIMIT
+        )
     )
-    if isinstance(ids, list) and len(ids) > ISIN_LIMIT:
-        ids = spark.createDataFrame([(v,) for v in ids], [keys[0]])
     result: DataFrame | None = None
     names = output_names(selected)
     for schema, features in selected.values():
