@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta
@@ -89,8 +90,10 @@ def ledger(live_server: LiveServer) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def paged_url(live_server: LiveServer, ledger: list[dict[str, Any]]) -> Iterator[str]:
-    """A second app on the same store whose pages hold at most PAGE_CELLS values."""
-    settings = ServerSettings(key_cache_seconds=0, historical_page_cells=PAGE_CELLS, offline_nice=0)
+    """A second app on the same store whose pages hold at most PAGE_CELLS values (with the
+    default offline priority settings: the store was given the test run's session, which keeps
+    its priority)."""
+    settings = ServerSettings(key_cache_seconds=0, historical_page_cells=PAGE_CELLS)
     url, stop = start_server(create_app(live_server.store, settings))
     yield url
     stop()
@@ -185,3 +188,21 @@ def test_a_page_token_only_continues_its_own_request(
     for refused in (other_body, past_the_end, garbage):
         assert refused.status_code == 422, refused.text
         assert refused.json()["error"]["code"] == "invalid_page_token"
+
+
+def test_a_session_given_to_the_store_keeps_its_priority(
+    live_server: LiveServer, paged_url: str
+) -> None:
+    """Offline work lowers only a driver the server's store started (priority.py): the test
+    run's JVM, given to the store, keeps its priority and scheduling class."""
+    with httpx.Client(base_url=paged_url, timeout=120) as client:
+        response = client.post(
+            "/v1/features/historical",
+            json={**BODY, "engine": "spark"},
+            headers={"X-API-Key": live_server.admin},
+        )
+    assert response.status_code == 200, response.text
+    jvm = live_server.store.spark.sparkContext._gateway.proc.pid  # type: ignore[union-attr]
+    threads = [int(t) for t in os.listdir(f"/proc/{jvm}/task")]
+    assert {os.getpriority(os.PRIO_PROCESS, t) for t in threads} == {0}
+    assert os.SCHED_IDLE not in {os.sched_getscheduler(t) for t in threads}

@@ -54,6 +54,13 @@ def serve(
             max=19,
         ),
     ] = 10,
+    offline_idle: Annotated[
+        bool,
+        typer.Option(
+            help="Linux: run a local Spark driver in the idle scheduling class, so a waking "
+            "online read takes the processor from it at once.",
+        ),
+    ] = True,
     max_concurrent_per_key: Annotated[
         int, typer.Option(help="Requests one API key may have in flight (429 beyond).", min=1)
     ] = 32,
@@ -106,6 +113,7 @@ def serve(
         offline_queue=offline_queue,
         offline_timeout_seconds=offline_timeout_seconds,
         offline_nice=offline_nice,
+        offline_idle=offline_idle,
         max_concurrent_per_key=max_concurrent_per_key,
         max_historical_cells=max_historical_cells,
         historical_page_cells=historical_page_cells,

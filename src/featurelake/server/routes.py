@@ -569,14 +569,13 @@ def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: s
     session = state.store.spark_session
     if session is not None:
         session.addTag(tag)
-    nice = state.settings.offline_nice
-    lower_offline_priority(session, nice)
+    _lower_own_driver(state)
     try:
         table, metadata = run_query(state.store, query, body.engine)
     finally:
         if session is not None:
             session.removeTag(tag)
-    lower_offline_priority(state.store.spark_session, nice)  # a driver started by this read
+    _lower_own_driver(state)  # a driver this read started
     metadata["page"] = {
         "entity_offset": page.offset,
         "entities": len(page.entities),
@@ -590,6 +589,16 @@ def _historical(body: HistoricalRequest, state: ServerState, key: ApiKey, tag: s
         {"metadata": jsonable(metadata), "next_page_token": page.next_token},
     )
     return StreamingResponse(chunks, media_type="application/json")
+
+
+def _lower_own_driver(state: ServerState) -> None:
+    """Offline work yields the processor to online reads (`priority.py`), on a Spark driver the
+    store started; a session given to the store is the caller's, and keeps its priority."""
+    if state.store.context.given_spark is None:
+        settings = state.settings
+        lower_offline_priority(
+            state.store.spark_session, settings.offline_nice, settings.offline_idle
+        )
 
 
 # -- operations ----------------------------------------------------------------------------------

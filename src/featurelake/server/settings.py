@@ -48,8 +48,11 @@ class ServerSettings:
     - `offline_timeout_seconds`: a historical request answers 504 `offline_timeout` (with
       `Retry-After`) after this long; its Spark jobs are cancelled.
     - `offline_nice`: on Linux, the scheduling priority (`nice`, 1 to 19; 0 leaves it) given
-      to the threads of a local Spark driver JVM the server started, so online reads get the
-      processor first while historical requests run (see `priority.py`).
+      to the threads of a local Spark driver JVM the server's store started (a session given
+      to the store keeps its priority), so online reads get the processor first while
+      historical requests run (see `priority.py`).
+    - `offline_idle`: on Linux, those threads (and the driver's Python workers) also run in
+      the idle scheduling class, so a waking online read preempts them at once.
     - `max_concurrent_per_key`: requests one API key may have in flight (429
       `too_many_requests` with `Retry-After` beyond it).
     - `max_historical_cells`: the largest historical answer, estimated before running as
@@ -72,6 +75,7 @@ class ServerSettings:
     offline_queue: int = 16
     offline_timeout_seconds: float = 120.0
     offline_nice: int = 10
+    offline_idle: bool = True
     max_concurrent_per_key: int = 32
     max_historical_cells: int = 5_000_000
     historical_page_cells: int = 1_000_000
@@ -95,6 +99,12 @@ class ServerSettings:
                 f"The server setting offline_nice is {self.offline_nice!r}.",
                 fix="set offline_nice to a whole number from 0 (unchanged) to 19.",
                 key="offline_nice",
+            )
+        if not isinstance(self.offline_idle, bool):
+            raise ConfigurationError(
+                f"The server setting offline_idle is {self.offline_idle!r}.",
+                fix="set offline_idle to true or false.",
+                key="offline_idle",
             )
         for name in SECONDS:
             value = getattr(self, name)
