@@ -5,8 +5,9 @@
 # on s3:// of a local SeaweedFS server, S3_SUITES). A Python process holds one kind of session, so
 # each mode is a pytest process of its own. The classic suite runs on two pytest-xdist workers
 # (one Spark session each, a test file per worker at a time); beside it, one lane runs the
-# Connect mode, then the cluster and s3 modes side by side (FEATURELAKE_TEST_MODES_IN_SEQUENCE=1
-# starts that lane after classic instead). The catalog's browser tests (tests/ui, Debian's Chromium
+# Connect mode and then the s3 mode, and another the cluster mode, so that the machine's cores
+# stay busy to the end (FEATURELAKE_TEST_MODES_IN_SEQUENCE=1 runs the other modes after classic
+# instead). The catalog's browser tests (tests/ui, Debian's Chromium
 # through Playwright) run in the classic process. The exit code fails when any mode fails. Extra
 # arguments go to every mode.
 set -uo pipefail
@@ -42,15 +43,15 @@ s3_mode() {
 other_modes() {
     : >"$connect_log"
     : >"$cluster_log"
+    # The cluster mode (the longest) in a lane of its own; Connect, then s3, in another.
+    run_mode cluster "$cluster_log" "$@" &
+    local cluster_pid=$!
     run_mode connect "$connect_log" "$@"
     local connect=$?
-    # The cluster and s3 modes side by side: by then the classic suite is (nearly) done.
-    s3_mode "$@" &
-    local s3_pid=$!
-    run_mode cluster "$cluster_log" "$@"
-    local cluster=$?
-    wait "$s3_pid"
+    s3_mode "$@"
     local s3=$?
+    wait "$cluster_pid"
+    local cluster=$?
     [ "$connect" -eq 0 ] && [ "$cluster" -eq 0 ] && [ "$s3" -eq 0 ]
 }
 

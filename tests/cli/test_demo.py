@@ -16,7 +16,12 @@ pytestmark = pytest.mark.slow
 
 def test_the_demo_runs_to_the_end(tmp_path: Path) -> None:
     store = tmp_path / "demo_store"
-    env = {**os.environ, "FEATURELAKE_DEMO_STORE": str(store), "PYTHONPATH": str(REPO / "src")}
+    env = {
+        **os.environ,
+        "FEATURELAKE_DEMO_STORE": str(store),
+        "PYTHONPATH": str(REPO / "src"),
+        "JAVA_TOOL_OPTIONS": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",  # short-lived JVMs
+    }
     done = subprocess.run(
         [sys.executable, "scripts/demo.py"],
         cwd=REPO,
