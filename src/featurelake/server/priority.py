@@ -34,8 +34,12 @@ def lower_offline_priority(session: Any, nice: int, idle: bool = False) -> int:
     if pid is None:
         return 0
     changed = _lower_threads(pid, nice, idle, _done.setdefault(pid, set()))
-    # the JVM's processes (Python workers): few threads, checked each time (their ids recycle)
-    return changed + sum(_lower_threads(c, nice, idle, set()) for c in _descendants(pid))
+    if changed:
+        # Processes the JVM started before its threads were lowered (Python workers); those it
+        # starts later inherit the priority, so /proc is walked only when a thread was changed.
+        # Their threads are few and checked each time (process ids recycle).
+        changed += sum(_lower_threads(c, nice, idle, set()) for c in _descendants(pid))
+    return changed
 
 
 def _lower_threads(pid: int, nice: int, idle: bool, done: set[int]) -> int:
